@@ -33,7 +33,7 @@ def _inputs_digest() -> str:
 
 
 def ensure_venv() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may be run by an older python3
         sys.exit(f"dev.py: Python >= 3.11 is required, this is {sys.version.split()[0]}")
     wanted = _inputs_digest()
     if STAMP.exists() and STAMP.read_text() == wanted:
@@ -41,12 +41,26 @@ def ensure_venv() -> None:
     if not (BIN / "python").exists():
         print("dev.py: creating .venv/", file=sys.stderr, flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    print("dev.py: installing pinned dependencies into .venv/ (first run takes about a minute)",
-          file=sys.stderr, flush=True)
+    print(
+        "dev.py: installing pinned dependencies into .venv/ (first run takes about a minute)",
+        file=sys.stderr,
+        flush=True,
+    )
     subprocess.run(
-        [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "-c", str(ROOT / "constraints.txt"),
-         "-e", str(ROOT / "clients"), "-e", f"{ROOT}[dev]"],
+        [
+            str(BIN / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-c",
+            str(ROOT / "constraints.txt"),
+            "-e",
+            str(ROOT / "clients"),
+            "-e",
+            f"{ROOT}[dev]",
+        ],
         check=True,
     )
     STAMP.write_text(wanted)

@@ -29,8 +29,12 @@ KEEP = {"py.typed"}
 def generate(out_root: Path) -> None:
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto"))
     well_known = Path(grpc_tools.__file__).parent / "_proto"
+    # mypy-protobuf's plugins sit beside this interpreter; name them so PATH does not matter.
+    bin_dir = Path(sys.executable).parent
     args = [
         "grpc_tools.protoc",
+        f"--plugin=protoc-gen-mypy={bin_dir / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={bin_dir / 'protoc-gen-mypy_grpc'}",
         f"-I{PROTO_ROOT}",
         f"-I{THIRD_PARTY}",
         f"-I{well_known}",
@@ -58,13 +62,19 @@ def main(argv: list[str]) -> int:
         committed = _generated_files(OUT_DIR)
         if check:
             differing = sorted(
-                name for name in fresh | committed
-                if name not in fresh or name not in committed
+                name
+                for name in fresh | committed
+                if name not in fresh
+                or name not in committed
                 or not filecmp.cmp(tmp_root / PACKAGE_DIR / name, OUT_DIR / PACKAGE_DIR / name, shallow=False)
             )
             if differing:
-                print("gen_stubs: these stubs differ from protos/; run `python3 dev.py gen`:", *differing,
-                      sep="\n  ", file=sys.stderr)
+                print(
+                    "gen_stubs: these stubs differ from protos/; run `python3 dev.py gen`:",
+                    *differing,
+                    sep="\n  ",
+                    file=sys.stderr,
+                )
                 return 1
             print(f"gen_stubs: {len(fresh)} generated files match protos/")
             return 0

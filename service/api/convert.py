@@ -1,0 +1,42 @@
+"""Wire conversions: nano-USD integers <-> google.type.Money, datetimes <-> Timestamp."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.type.money_pb2 import Money
+
+from service.domain.money import CURRENCY_CODE, NANOS_PER_USD
+
+
+def money(amount_nanos: int) -> Money:
+    """Exact: units and nanos carry the same sign, as google.type.Money requires."""
+    sign = -1 if amount_nanos < 0 else 1
+    units, nanos = divmod(abs(amount_nanos), NANOS_PER_USD)
+    return Money(currency_code=CURRENCY_CODE, units=sign * units, nanos=sign * nanos)
+
+
+class MoneyError(ValueError):
+    pass
+
+
+def nanos_of(value: Money) -> int:
+    """The nano-USD amount of a Money, or MoneyError saying what is wrong with it."""
+    if value.currency_code.upper() != CURRENCY_CODE:
+        raise MoneyError(f"currency_code must be {CURRENCY_CODE!r}, got {value.currency_code!r}")
+    if not -NANOS_PER_USD < value.nanos < NANOS_PER_USD:
+        raise MoneyError("nanos must be between -999,999,999 and 999,999,999")
+    if (value.units > 0 and value.nanos < 0) or (value.units < 0 and value.nanos > 0):
+        raise MoneyError("units and nanos must have the same sign")
+    return int(value.units) * NANOS_PER_USD + int(value.nanos)
+
+
+def timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment.astimezone(UTC))
+    return stamp
+
+
+def datetime_of(stamp: Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)

@@ -1,0 +1,64 @@
+"""The one place where domain errors become gRPC statuses (AIP-193).
+
+Each error carries a google.rpc.ErrorInfo (reason, domain, metadata); an InvalidArgument also carries a
+google.rpc.BadRequest listing every field violation. Clients decode them from `grpc-status-details-bin`.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from service.domain.errors import (
+    AlreadyExists,
+    BillingError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+
+ERROR_DOMAIN = "billing.consofta.com"
+
+_CODES: list[tuple[type[BillingError], grpc.StatusCode]] = [
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+]
+
+
+def status_code_of(error: BillingError) -> grpc.StatusCode:
+    for kind, code in _CODES:
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _packed(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def rich_status(error: BillingError) -> tuple[grpc.StatusCode, str, bytes]:
+    """(code, message, serialized google.rpc.Status) for an error."""
+    code = status_code_of(error)
+    details = [
+        _packed(
+            error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
+        )
+    ]
+    if isinstance(error, InvalidArgument):
+        details.append(
+            _packed(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                        for v in error.violations
+                    ]
+                )
+            )
+        )
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=details)
+    return code, error.message, status.SerializeToString()

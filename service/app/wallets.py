@@ -1,0 +1,68 @@
+"""Creating and reading wallets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from service.domain.errors import CompanyExists, CompanyNotFound, IdempotencyKeyReused
+
+_WALLET_SQL = """
+    select c.company_id, c.display_name, c.create_request_id, w.balance_nanos, w.minimum_balance_nanos,
+           w.last_sequence, w.created_at, w.updated_at
+      from companies c join wallets w using (company_id)
+     where c.company_id = $1
+"""
+
+
+@dataclass(frozen=True)
+class CreatedWallet:
+    wallet: asyncpg.Record
+    replayed: bool
+
+
+async def create_wallet(
+    pool: asyncpg.Pool, company_id: str, display_name: str, request_id: str
+) -> CreatedWallet:
+    async with pool.acquire() as conn, conn.transaction():
+        inserted = await conn.fetchval(
+            """
+            insert into companies (company_id, display_name, create_request_id) values ($1, $2, $3)
+            on conflict do nothing
+            returning company_id
+            """,
+            company_id,
+            display_name,
+            request_id,
+        )
+        if inserted is not None:
+            await conn.execute("insert into wallets (company_id) values ($1)", company_id)
+            row = await conn.fetchrow(_WALLET_SQL, company_id)
+            assert row is not None
+            return CreatedWallet(row, replayed=False)
+    # Nothing inserted: either this exact request ran before, or the company or the key is taken.
+    existing = await pool.fetchrow(_WALLET_SQL, company_id)
+    if existing is not None and existing["create_request_id"] == request_id:
+        if existing["display_name"] != display_name:
+            raise IdempotencyKeyReused(
+                f"request id {request_id!r} already created company {company_id!r} with another display name",
+                metadata={"request_id": request_id, "company_id": company_id},
+            )
+        return CreatedWallet(existing, replayed=True)
+    if existing is not None:
+        raise CompanyExists(
+            f"company {company_id!r} already has a wallet", metadata={"company_id": company_id}
+        )
+    owner = await pool.fetchval("select company_id from companies where create_request_id = $1", request_id)
+    raise IdempotencyKeyReused(
+        f"request id {request_id!r} was already used to create company {owner!r}",
+        metadata={"request_id": request_id, "company_id": str(owner)},
+    )
+
+
+async def get_wallet(pool: asyncpg.Pool, company_id: str) -> asyncpg.Record:
+    row = await pool.fetchrow(_WALLET_SQL, company_id)
+    if row is None:
+        raise CompanyNotFound(company_id)
+    return row

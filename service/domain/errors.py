@@ -1,0 +1,63 @@
+"""Domain errors: plain exceptions, mapped to gRPC status codes in one place (service/api/errors.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class BillingError(Exception):
+    """Base of every error the service reports to its callers on purpose."""
+
+    reason: str = "BILLING_ERROR"
+
+    def __init__(self, message: str, *, metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = metadata or {}
+
+
+class InvalidArgument(BillingError):
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        self.violations = violations
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+
+
+class NotFound(BillingError):
+    reason = "NOT_FOUND"
+
+
+class CompanyNotFound(NotFound):
+    reason = "COMPANY_NOT_FOUND"
+
+    def __init__(self, company_id: str) -> None:
+        super().__init__(f"company {company_id!r} has no wallet", metadata={"company_id": company_id})
+
+
+class AlreadyExists(BillingError):
+    reason = "ALREADY_EXISTS"
+
+
+class IdempotencyKeyReused(AlreadyExists):
+    """The same key was used before for a different request; nothing was changed."""
+
+    reason = "IDEMPOTENCY_KEY_REUSED"
+
+
+class CompanyExists(AlreadyExists):
+    reason = "COMPANY_EXISTS"
+
+
+class FailedPrecondition(BillingError):
+    reason = "FAILED_PRECONDITION"
+
+
+class NoRateCard(FailedPrecondition):
+    reason = "NO_RATE_CARD"

@@ -1,0 +1,121 @@
+"""Composition root: wires config, database, servicers, health and reflection into one server."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass, field
+
+import asyncpg
+import grpc
+import structlog
+from consofta.billing.v1 import (
+    usage_service_pb2,
+    usage_service_pb2_grpc,
+    wallet_service_pb2,
+    wallet_service_pb2_grpc,
+)
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from service.api.interceptors import EdgeInterceptor
+from service.api.reflection import enable_reflection
+from service.api.usage_servicer import UsageServicer
+from service.api.wallet_servicer import WalletServicer
+from service.config import Config
+from service.db.embedded import DATABASE_NAME, EmbeddedPostgres
+from service.db.migrate import migrate
+from service.db.pool import create_pool, ensure_database, with_database
+from service.health import DatabaseHealth
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAMES = (
+    usage_service_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
+    wallet_service_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name,
+)
+
+
+async def open_database(config: Config) -> tuple[str, EmbeddedPostgres | None]:
+    """The database URL to use, starting an embedded Postgres when none is configured."""
+    if config.database_url:
+        return config.database_url, None
+    embedded = EmbeddedPostgres(config.pgdata)
+    # initdb/pg_ctl block for a second or two; keep the event loop free meanwhile.
+    admin_url = await asyncio.to_thread(embedded.start)
+    await ensure_database(admin_url, DATABASE_NAME)
+    return with_database(admin_url, DATABASE_NAME), embedded
+
+
+async def apply_migrations(database_url: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
+@dataclass
+class BillingServer:
+    """A running service: gRPC server, pool, health probe and (maybe) embedded Postgres."""
+
+    config: Config
+    server: grpc.aio.Server
+    port: int
+    pool: asyncpg.Pool
+    health: DatabaseHealth
+    embedded: EmbeddedPostgres | None = None
+    _stopped: bool = field(default=False, init=False)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        grace = self.config.shutdown_grace_s if grace_s is None else grace_s
+        log.info("shutting down", grace_s=grace)
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.pool.close()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+        log.info("stopped")
+
+
+async def start_server(config: Config, database_url: str | None = None) -> BillingServer:
+    """Start everything; `database_url` overrides the config (tests pass their own database)."""
+    embedded = None
+    if database_url is None:
+        database_url, embedded = await open_database(config)
+    try:
+        await apply_migrations(database_url)
+        pool = await create_pool(
+            database_url, min_size=config.db_pool_min_size, max_size=config.db_pool_max_size
+        )
+    except BaseException:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+        raise
+
+    server = grpc.aio.server(interceptors=[EdgeInterceptor()])
+    usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool), server)
+    wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool), server)
+    health = DatabaseHealth(pool, SERVICE_NAMES, config.health_probe_interval_s)
+    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+    enable_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
+    port = server.add_insecure_port(f"{config.grpc_host}:{config.grpc_port}")
+    await health.start()
+    await server.start()
+    log.info("serving", host=config.grpc_host, port=port, embedded_postgres=embedded is not None)
+    return BillingServer(config, server, port, pool, health, embedded)
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM or Ctrl-C, then shut down gracefully."""
+    app = await start_server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await app.stop()
