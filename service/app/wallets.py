@@ -38,6 +38,7 @@ async def create_wallet(
         )
         if inserted is not None:
             await conn.execute("insert into wallets (company_id) values ($1)", company_id)
+            await conn.execute("insert into billing_settings (company_id) values ($1)", company_id)
             row = await conn.fetchrow(_WALLET_SQL, company_id)
             assert row is not None
             return CreatedWallet(row, replayed=False)
