@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -139,3 +141,31 @@ async def test_create_wallet_is_idempotent_under_its_request_id(pool: asyncpg.Po
         await create_wallet(pool, "acme", "Acme Renamed", "req-1")
     with pytest.raises(IdempotencyKeyReused):
         await create_wallet(pool, "other", "Other", "req-1")
+
+
+async def test_the_debit_crossing_below_the_minimum_emits_one_event_and_a_notification(
+    pool: asyncpg.Pool,
+) -> None:
+    company = await _company(pool)  # balance 0, minimum 0: the first debit crosses below
+    heard: list[str] = []
+    listener = await pool.acquire()
+    try:
+        def on_notify(*args: object) -> None:
+            heard.append(str(args[3]))
+
+        await listener.add_listener("wallet_below_minimum", on_notify)
+        crossing = await record_usage(pool, _cmd(company, "a", EmailUsage(1)))
+        await record_usage(pool, _cmd(company, "b", EmailUsage(1)))  # already below: no second event
+        for _ in range(50):
+            if heard:
+                break
+            await asyncio.sleep(0.02)
+        await listener.remove_listener("wallet_below_minimum", on_notify)
+    finally:
+        await pool.release(listener)
+    assert heard == [company]
+    events = await pool.fetch(
+        "select sequence, event_type, payload from wallet_events where company_id = $1", company
+    )
+    assert [(e["sequence"], e["event_type"]) for e in events] == [(1, "balance_below_minimum")]
+    assert json.loads(events[0]["payload"])["usage_record_id"] == str(crossing.record["usage_record_id"])
