@@ -500,6 +500,14 @@ class FakeStripe:
         signature = ("", "", "")
         if method == "POST" and key:
             signature = (method, path, json.dumps(params, sort_keys=True))
+            # Until the first request has answered (a delayed answer included) Stripe says 409.
+            if key in self._in_flight:
+                error = {
+                    "type": "idempotency_error",
+                    "code": "idempotency_key_in_use",
+                    "message": "There is currently another in-progress request using this idempotency key.",
+                }
+                return self._answer(record, 409, {"error": error})
             saved = self._saved.get(key)
             if saved is not None and saved.signature != signature:
                 error = {
@@ -514,13 +522,6 @@ class FakeStripe:
                 return self._answer_raw(
                     record, saved.status, saved.body, {**saved.headers, "Idempotent-Replayed": "true"}
                 )
-            if key in self._in_flight:
-                error = {
-                    "type": "idempotency_error",
-                    "code": "idempotency_key_in_use",
-                    "message": "There is currently another in-progress request using this idempotency key.",
-                }
-                return self._answer(record, 409, {"error": error})
             self._in_flight.add(key)
         try:
             status, body = self._dispatch(method, path, params, key)
