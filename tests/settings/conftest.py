@@ -3,11 +3,15 @@ server whose payment provider is the real Stripe provider pointed at the fake St
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import Any
 
 import grpc
 import pytest
+import structlog
 from consofta.billing.v1 import settings_service_pb2_grpc, wallet_service_pb2, wallet_service_pb2_grpc
 
 from service.config import load_config
@@ -67,3 +71,16 @@ async def stripe_world(db_url: str, fake_stripe: FakeStripe) -> AsyncIterator[St
             )
     finally:
         await app.stop(grace_s=1)
+
+
+@contextmanager
+def every_log_line() -> Iterator[list[MutableMapping[str, Any]]]:
+    """structlog.testing.capture_logs() at DEBUG: the suite logs at WARNING, and a leak in an INFO line
+    must not hide behind that filter."""
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with structlog.testing.capture_logs() as captured:
+            yield captured
+    finally:
+        structlog.configure(**saved)

@@ -100,9 +100,14 @@ async def test_update_with_a_mask_changes_only_the_named_fields(stubs: Stubs, se
     assert again == got
 
     both = await update(
-        settings, company, ["minimum_balance", "monthly_recharge_cap"], "r2",
-        minimum_balance=usd(12), monthly_recharge_cap=usd(100), recharge_amount=usd(999),
-    )  # fmt: skip
+        settings,
+        company,
+        ["minimum_balance", "monthly_recharge_cap"],
+        "r2",
+        minimum_balance=usd(12),
+        monthly_recharge_cap=usd(100),
+        recharge_amount=usd(999),
+    )
     assert both.settings.minimum_balance == usd(12)
     assert both.settings.monthly_recharge_cap == usd(100)
     assert both.settings.recharge_amount == usd(25, 500_000_000)
@@ -121,11 +126,14 @@ async def test_star_mask_changes_every_writable_field(stubs: Stubs, settings: Se
             auto_recharge_enabled=True,
             preload_amount=usd(0),
             monthly_recharge_cap=usd(400),
-        )  # fmt: skip
+        )
     ).settings
     assert (got.minimum_balance, got.recharge_amount, got.preload_amount, got.monthly_recharge_cap) == (
-        usd(5), usd(40), usd(0), usd(400),
-    )  # fmt: skip
+        usd(5),
+        usd(40),
+        usd(0),
+        usd(400),
+    )
     assert got.auto_recharge_enabled is True
     # On without a card: auto-recharge waits for one and says so.
     assert got.auto_recharge_paused_reason == pb.AUTO_RECHARGE_PAUSED_REASON_NO_CARD
@@ -196,9 +204,13 @@ async def test_recharge_amount_above_an_existing_cap_is_refused_even_when_only_i
     )
     # Raising both in one request is fine: the rule holds for the resulting settings.
     both = await update(
-        settings, company, ["recharge_amount", "monthly_recharge_cap"], "r3",
-        recharge_amount=usd(150), monthly_recharge_cap=usd(300),
-    )  # fmt: skip
+        settings,
+        company,
+        ["recharge_amount", "monthly_recharge_cap"],
+        "r3",
+        recharge_amount=usd(150),
+        monthly_recharge_cap=usd(300),
+    )
     assert both.settings.recharge_amount == usd(150)
     # A cap equal to the recharge amount is allowed.
     equal = await update(settings, company, ["monthly_recharge_cap"], "r4", monthly_recharge_cap=usd(150))
@@ -216,7 +228,7 @@ async def test_every_violation_is_reported_at_once(stubs: Stubs, settings: Setti
             recharge_amount=usd(1),
             minimum_balance=usd(-1),
             preload_amount=usd(1, 1),
-        )  # fmt: skip
+        )
     )
     assert set(fields) == {"settings.recharge_amount", "settings.minimum_balance", "settings.preload_amount"}
 
