@@ -226,7 +226,8 @@ def parse_form(pairs: list[tuple[str, str]]) -> JSON:
                 node[key] = value
             else:
                 node = node.setdefault(key, {})
-    return _listify(root)
+    listified: JSON = _listify(root)
+    return listified
 
 
 def _listify(node: Any) -> Any:
@@ -610,7 +611,7 @@ class FakeStripe:
     # ---- customers and cards ---------------------------------------------------------------------
 
     def _create_customer(self, params: JSON) -> JSON:
-        customer = {
+        customer: JSON = {
             "id": self._id("cus"),
             "object": "customer",
             "created": int(time.time()),
@@ -909,20 +910,22 @@ class FakeStripe:
         """Stripe's search language, the subset: clauses ``field:'value'`` joined by AND."""
         query = params.get("query") or ""
         clauses = re.split(r"\s+AND\s+", query.strip())
-        matchers: list[Callable[[JSON], bool]] = []
+        wanted: list[tuple[str | None, str, str]] = []  # (None or "metadata", field, value)
         for clause in clauses:
             m = re.fullmatch(r"""metadata\[['"](.+?)['"]\]:['"](.*)['"]""", clause)
             if m:
-                k, v = m.groups()
-                matchers.append(lambda pi, k=k, v=v: pi["metadata"].get(k) == v)
+                wanted.append(("metadata", m[1], m[2]))
                 continue
             m = re.fullmatch(r"""(customer|status|currency):['"](.*)['"]""", clause)
             if m:
-                f, v = m.groups()
-                matchers.append(lambda pi, f=f, v=v: pi.get(f) == v)
+                wanted.append((None, m[1], m[2]))
                 continue
             raise _invalid(f"The search query is not supported by the fake: {clause!r}", param="query")
-        found = [pi for pi in reversed(self.payment_intents.values()) if all(m(pi) for m in matchers)]
+
+        def matches(pi: JSON) -> bool:
+            return all((pi[where] if where else pi).get(name) == value for where, name, value in wanted)
+
+        found = [pi for pi in reversed(self.payment_intents.values()) if matches(pi)]
         limit = max(1, min(100, int(params.get("limit", 10))))
         return {
             "object": "search_result",
