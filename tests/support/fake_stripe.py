@@ -353,7 +353,10 @@ class FakeStripe:
         customer: str | None = None,
         times: int | None = 1,
     ) -> None:
-        """Override how the next matching PaymentIntent confirmations go (default: the card's own)."""
+        """Override how the next matching PaymentIntent confirmations go (default: the card's own).
+
+        payment_method is the attached id (``CardDetails.payment_method_id``), not the test token.
+        Rules are tried in the order they were added; ``times=None`` keeps one for good."""
         self._charge_rules.append(_ChargeRule(outcome, payment_method, customer, times))
 
     def reject_attach(
@@ -364,7 +367,8 @@ class FakeStripe:
         decline_code: str | None = "generic_decline",
         message: str = "Your card was declined.",
     ) -> None:
-        """Attaching this payment method (token or id) fails with a 402 card_error."""
+        """Attaching this payment method (the id given to attach, e.g. a test token) fails with a
+        402 card_error, like a card the issuer refuses to verify. Stays until clear_faults()."""
         error: JSON = {"type": "card_error", "code": code, "message": message, "param": "payment_method"}
         if decline_code:
             error["decline_code"] = decline_code
