@@ -294,3 +294,20 @@ async def test_no_log_line_holds_the_secret_key_or_a_client_secret(
     assert card.card.payment_method_id
     leaks = [(secret, line) for line in lines for secret in secrets if secret in line]
     assert leaks == []
+
+
+async def test_two_cards_set_at_once_make_exactly_one_first_card(
+    stripe_world: StripeWorld, pool: asyncpg.Pool
+) -> None:
+    world = stripe_world
+    company = await world.new_company("race")
+    await start_setup(world, company, "setup-1")  # the customer exists before the race
+    results = await asyncio.gather(
+        set_card(world, company, "pm_card_visa", "card-a"),
+        set_card(world, company, "pm_card_mastercard", "card-b"),
+    )
+    assert sorted(r.first_card for r in results) == [False, True]
+    firsts = [p for kind, p in await events(pool, company) if kind == "card_set" and p["first_card"]]
+    assert len(firsts) == 1
+    stored = await pool.fetchval("select payment_method_id from payment_cards where company_id = $1", company)
+    assert stored in {r.card.payment_method_id for r in results}

@@ -3,6 +3,7 @@ every validation rule, idempotency, and where the minimum balance is stored."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import asyncpg
@@ -326,3 +327,19 @@ async def test_recharge_bounds_come_from_the_deployment_config(db_url: str) -> N
             assert ok.settings.recharge_amount == usd(500)
     finally:
         await app.stop(grace_s=1)
+
+
+async def test_concurrent_retries_of_one_update_apply_it_once(
+    stubs: Stubs, settings: SettingsStub, pool: asyncpg.Pool
+) -> None:
+    company = await stubs.new_company()
+    calls = [
+        update(settings, company, ["recharge_amount"], "same", recharge_amount=usd(80)) for _ in range(8)
+    ] + [update(settings, company, ["preload_amount"], f"p{i}", preload_amount=usd(10 + i)) for i in range(4)]
+    results = await asyncio.gather(*calls)
+    assert sum(not r.replayed for r in results[:8]) == 1
+    assert {r.settings.recharge_amount.units for r in results[:8]} == {80}
+    rows = await pool.fetch(
+        "select field, count(*) from settings_changes where company_id = $1 group by field", company
+    )
+    assert dict((r["field"], r["count"]) for r in rows) == {"recharge_amount": 1, "preload_amount": 4}
