@@ -21,6 +21,7 @@ from service.api.interceptors import EdgeInterceptor
 from service.api.reflection import enable_reflection
 from service.api.usage_servicer import UsageServicer
 from service.api.wallet_servicer import WalletServicer
+from service.app.events import EventNotifier
 from service.config import Config
 from service.db.embedded import DATABASE_NAME, EmbeddedPostgres
 from service.db.migrate import migrate
@@ -64,6 +65,7 @@ class BillingServer:
     pool: asyncpg.Pool
     health: DatabaseHealth
     embedded: EmbeddedPostgres | None = None
+    events: EventNotifier | None = None
     _stopped: bool = field(default=False, init=False)
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -73,6 +75,9 @@ class BillingServer:
         grace = self.config.shutdown_grace_s if grace_s is None else grace_s
         log.info("shutting down", grace_s=grace)
         await self.health.enter_graceful_shutdown()
+        if self.events is not None:
+            # Open event streams end now with UNAVAILABLE instead of holding the shutdown for the grace.
+            await self.events.close()
         await self.server.stop(grace)
         await self.pool.close()
         if self.embedded is not None:
@@ -90,6 +95,8 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         pool = await create_pool(
             database_url, min_size=config.db_pool_min_size, max_size=config.db_pool_max_size
         )
+        events = EventNotifier(database_url)
+        await events.start()
     except BaseException:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
@@ -97,7 +104,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
 
     server = grpc.aio.server(interceptors=[EdgeInterceptor()])
     usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool), server)
-    wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool), server)
+    wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool, events), server)
     health = DatabaseHealth(pool, SERVICE_NAMES, config.health_probe_interval_s)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     enable_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
@@ -105,7 +112,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
     await health.start()
     await server.start()
     log.info("serving", host=config.grpc_host, port=port, embedded_postgres=embedded is not None)
-    return BillingServer(config, server, port, pool, health, embedded)
+    return BillingServer(config, server, port, pool, health, embedded, events)
 
 
 async def serve(config: Config) -> None:

@@ -61,3 +61,29 @@ class FailedPrecondition(BillingError):
 
 class NoRateCard(FailedPrecondition):
     reason = "NO_RATE_CARD"
+
+
+class HoldNotFound(NotFound):
+    reason = "HOLD_NOT_FOUND"
+
+    def __init__(self, company_id: str, hold_id: str) -> None:
+        super().__init__(
+            f"company {company_id!r} has no hold {hold_id!r}",
+            metadata={"company_id": company_id, "hold_id": hold_id},
+        )
+
+
+class HoldAlreadyCaptured(FailedPrecondition):
+    """A hold is captured once only; a second capture (or a release after the capture) is refused."""
+
+    reason = "HOLD_ALREADY_CAPTURED"
+
+
+class HoldReleased(FailedPrecondition):
+    reason = "HOLD_RELEASED"
+
+
+class Unavailable(BillingError):
+    """The service cannot serve this now (e.g. it is shutting down); the caller retries elsewhere or later."""
+
+    reason = "UNAVAILABLE"
