@@ -30,7 +30,7 @@ from service.domain.pricing import meter
 from service.domain.usage import Usage
 
 DEFAULT_HOLD_DURATION = timedelta(hours=1)
-MIN_HOLD_DURATION = timedelta(minutes=1)
+MIN_HOLD_DURATION = timedelta(seconds=1)
 MAX_HOLD_DURATION = timedelta(hours=24)
 
 _AUTHORIZE_SQL = "select * from authorize_usage($1, $2, $3, $4, $5, $6, $7, $8)"

@@ -199,7 +199,7 @@ declare
     v_hold holds;
 begin
     update holds set state = 'released', released_at = now()
-     where hold_id = p_hold_id and company_id = p_company_id and state = 'active'
+     where hold_id = p_hold_id and company_id = p_company_id and state = 'active' and expires_at > now()
     returning * into v_hold;
     if found then
         return v_hold;

@@ -552,7 +552,7 @@ class AuthorizeUsageRequest(_message.Message):
 
     @_builtins.property
     def hold_duration(self) -> _duration_pb2.Duration:
-        """How long the hold lasts: 1 minute to 24 hours, whole seconds; 1 hour when unset."""
+        """How long the hold lasts: 1 second to 24 hours, whole seconds; 1 hour when unset."""
 
     def __init__(
         self,
