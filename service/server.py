@@ -96,7 +96,11 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
             database_url, min_size=config.db_pool_min_size, max_size=config.db_pool_max_size
         )
         events = EventNotifier(database_url)
-        await events.start()
+        try:
+            await events.start()
+        except BaseException:
+            await pool.close()
+            raise
     except BaseException:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
