@@ -201,7 +201,7 @@ async def test_invalid_argument_carries_the_field_violations(
     error = caught.value
     assert error.field == "usage.email.count"
     assert error.fields == ("usage.email.count", "idempotency_key")
-    assert error.field_violations[0].description == ">= 1"
+    assert error.field_violations[0].description == "must be >= 1"
     assert error.reason == "INVALID_ARGUMENT" and error.domain == "billing.consofta.com"
     assert error.request_id == "rid-9"
     assert error.message == "bad"
