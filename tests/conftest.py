@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 import asyncpg
 import grpc
 import pytest
+from consofta.billing.client import AsyncBillingClient
 from consofta.billing.v1 import (
     usage_service_pb2_grpc,
     wallet_service_pb2,
@@ -86,3 +87,10 @@ async def stubs(app: BillingServer) -> AsyncIterator[Stubs]:
             usage_service_pb2_grpc.UsageServiceStub(channel),
             wallet_service_pb2_grpc.WalletServiceStub(channel),
         )
+
+
+@pytest.fixture
+async def billing(app: BillingServer) -> AsyncIterator[AsyncBillingClient]:
+    """The client library (clients/), as other services call us."""
+    async with AsyncBillingClient(f"127.0.0.1:{app.port}") as client:
+        yield client
