@@ -66,8 +66,8 @@ async def app(db_url: str) -> AsyncIterator[BillingServer]:
 @dataclass
 class Stubs:
     channel: grpc.aio.Channel
-    usage: usage_service_pb2_grpc.UsageServiceStub
-    wallet: wallet_service_pb2_grpc.WalletServiceStub
+    usage: usage_service_pb2_grpc.UsageServiceAsyncStub
+    wallet: wallet_service_pb2_grpc.WalletServiceAsyncStub
 
     async def new_company(self, company_id: str | None = None) -> str:
         company_id = company_id or f"co-{uuid.uuid4().hex[:12]}"
