@@ -21,6 +21,7 @@ from consofta.billing.client import (
     Unavailable,
     nanos_of,
 )
+from consofta.billing.v1 import settings_service_pb2
 
 from service.server import BillingServer
 from tests.support.lossy_proxy import LossyProxy
@@ -136,3 +137,15 @@ async def test_the_blocking_client_works_against_the_server(app: BillingServer) 
     replayed, balance_nanos = await asyncio.to_thread(use_it)
     assert replayed
     assert balance_nanos == -44_000_000  # 2 started minutes at $0.022
+
+
+async def test_any_rpc_goes_through_call_with_the_same_error_handling(billing: AsyncBillingClient) -> None:
+    company = await _new_company(billing, "raw-call")
+    request = settings_service_pb2.GetBillingSettingsRequest(company_id=company)
+    reply = await billing.call(billing.settings.GetBillingSettings, request, request_id="settings-1")
+    assert reply.HasField("settings")
+    with pytest.raises(NotFound):
+        await billing.call(
+            billing.settings.GetBillingSettings,
+            settings_service_pb2.GetBillingSettingsRequest(company_id="no-such-company"),
+        )

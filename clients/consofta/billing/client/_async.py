@@ -14,6 +14,7 @@ from consofta.billing.client.auth import TlsConfig, bearer_metadata
 from consofta.billing.client.errors import from_rpc_error
 from consofta.billing.client.retry import RetryEvent, RetryPolicy
 from consofta.billing.v1 import (
+    settings_service_pb2_grpc,
     usage_service_pb2,
     usage_service_pb2_grpc,
     wallet_service_pb2,
@@ -22,6 +23,7 @@ from consofta.billing.v1 import (
 from google.protobuf.message import Message
 
 if TYPE_CHECKING:
+    from consofta.billing.v1.settings_service_pb2_grpc import SettingsServiceAsyncStub
     from consofta.billing.v1.usage_service_pb2_grpc import UsageServiceAsyncStub
     from consofta.billing.v1.wallet_service_pb2_grpc import WalletServiceAsyncStub
 
@@ -40,9 +42,10 @@ class AsyncBillingClient:
     before the first attempt (generated when not given), so a retry never debits twice. A failed call
     raises a `BillingError` subclass (see `consofta.billing.client.errors`).
 
-    The raw stubs (`usage`, `wallet`) stay reachable for anything the convenience methods do not cover;
-    calls made on them directly get no deadline, retry or metadata unless given
-    (`metadata=client.metadata()`, `timeout=...`), or use `client.call(client.usage.RecordUsage, req)`.
+    The raw stubs (`usage`, `wallet`, `settings`) stay reachable for anything the convenience methods
+    do not cover. Calls made on them directly get no deadline, retry or metadata unless given
+    (`metadata=client.metadata()`, `timeout=...`); `client.call(client.settings.GetCard, req)` gives
+    them all.
     """
 
     def __init__(
@@ -79,6 +82,9 @@ class AsyncBillingClient:
             self._channel = grpc.aio.secure_channel(target, tls.channel_credentials(), options=options)
         self._usage: UsageServiceAsyncStub = usage_service_pb2_grpc.UsageServiceStub(self._channel)
         self._wallet: WalletServiceAsyncStub = wallet_service_pb2_grpc.WalletServiceStub(self._channel)
+        self._settings: SettingsServiceAsyncStub = settings_service_pb2_grpc.SettingsServiceStub(
+            self._channel
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -108,6 +114,11 @@ class AsyncBillingClient:
     def wallet(self) -> WalletServiceAsyncStub:
         """The generated WalletService stub on this client's channel."""
         return self._wallet
+
+    @property
+    def settings(self) -> SettingsServiceAsyncStub:
+        """The generated SettingsService stub on this client's channel."""
+        return self._settings
 
     def metadata(self, request_id: str | None = None) -> Metadata:
         """The metadata this client sends (bearer token, request id), for calls made on the raw stubs."""

@@ -17,6 +17,7 @@ from consofta.billing.client.auth import TlsConfig, bearer_metadata
 from consofta.billing.client.errors import from_rpc_error
 from consofta.billing.client.retry import RetryEvent, RetryPolicy
 from consofta.billing.v1 import (
+    settings_service_pb2_grpc,
     usage_service_pb2,
     usage_service_pb2_grpc,
     wallet_service_pb2,
@@ -39,9 +40,10 @@ class BillingClient:
     before the first attempt (generated when not given), so a retry never debits twice. A failed call
     raises a `BillingError` subclass (see `consofta.billing.client.errors`).
 
-    The raw stubs (`usage`, `wallet`) stay reachable for anything the convenience methods do not cover;
-    calls made on them directly get no deadline, retry or metadata unless given
-    (`metadata=client.metadata()`, `timeout=...`), or use `client.call(client.usage.RecordUsage, req)`.
+    The raw stubs (`usage`, `wallet`, `settings`) stay reachable for anything the convenience methods
+    do not cover. Calls made on them directly get no deadline, retry or metadata unless given
+    (`metadata=client.metadata()`, `timeout=...`); `client.call(client.settings.GetCard, req)` gives
+    them all.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class BillingClient:
             self._channel = grpc.secure_channel(target, tls.channel_credentials(), options=options)
         self._usage = usage_service_pb2_grpc.UsageServiceStub(self._channel)
         self._wallet = wallet_service_pb2_grpc.WalletServiceStub(self._channel)
+        self._settings = settings_service_pb2_grpc.SettingsServiceStub(self._channel)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -107,6 +110,11 @@ class BillingClient:
     def wallet(self) -> wallet_service_pb2_grpc.WalletServiceStub:
         """The generated WalletService stub on this client's channel."""
         return self._wallet
+
+    @property
+    def settings(self) -> settings_service_pb2_grpc.SettingsServiceStub:
+        """The generated SettingsService stub on this client's channel."""
+        return self._settings
 
     def metadata(self, request_id: str | None = None) -> Metadata:
         """The metadata this client sends (bearer token, request id), for calls made on the raw stubs."""
