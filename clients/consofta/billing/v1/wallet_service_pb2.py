@@ -22,27 +22,28 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from consofta.billing.v1 import reporting_pb2 as consofta_dot_billing_dot_v1_dot_reporting__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.type import money_pb2 as google_dot_type_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(consofta/billing/v1/wallet_service.proto\x12\x13\x63onsofta.billing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\x82\x02\n\x06Wallet\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12#\n\x07\x62\x61lance\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12+\n\x0fminimum_balance\x18\x04 \x01(\x0b\x32\x12.google.type.Money\x12\x1c\n\x14last_ledger_sequence\x18\x05 \x01(\x03\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"S\n\x13\x43reateWalletRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"U\n\x14\x43reateWalletResponse\x12+\n\x06wallet\x18\x01 \x01(\x0b\x32\x1b.consofta.billing.v1.Wallet\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"&\n\x10GetWalletRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\"@\n\x11GetWalletResponse\x12+\n\x06wallet\x18\x01 \x01(\x0b\x32\x1b.consofta.billing.v1.Wallet2\xd0\x01\n\rWalletService\x12\x63\n\x0c\x43reateWallet\x12(.consofta.billing.v1.CreateWalletRequest\x1a).consofta.billing.v1.CreateWalletResponse\x12Z\n\tGetWallet\x12%.consofta.billing.v1.GetWalletRequest\x1a&.consofta.billing.v1.GetWalletResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(consofta/billing/v1/wallet_service.proto\x12\x13\x63onsofta.billing.v1\x1a#consofta/billing/v1/reporting.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\x82\x02\n\x06Wallet\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12#\n\x07\x62\x61lance\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12+\n\x0fminimum_balance\x18\x04 \x01(\x0b\x32\x12.google.type.Money\x12\x1c\n\x14last_ledger_sequence\x18\x05 \x01(\x03\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"S\n\x13\x43reateWalletRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"U\n\x14\x43reateWalletResponse\x12+\n\x06wallet\x18\x01 \x01(\x0b\x32\x1b.consofta.billing.v1.Wallet\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"&\n\x10GetWalletRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\"@\n\x11GetWalletResponse\x12+\n\x06wallet\x18\x01 \x01(\x0b\x32\x1b.consofta.billing.v1.Wallet2\xc1\x03\n\rWalletService\x12\x63\n\x0c\x43reateWallet\x12(.consofta.billing.v1.CreateWalletRequest\x1a).consofta.billing.v1.CreateWalletResponse\x12Z\n\tGetWallet\x12%.consofta.billing.v1.GetWalletRequest\x1a&.consofta.billing.v1.GetWalletResponse\x12\x63\n\x0cGetStatement\x12(.consofta.billing.v1.GetStatementRequest\x1a).consofta.billing.v1.GetStatementResponse\x12\x89\x01\n\x18\x45xportWalletTransactions\x12\x34.consofta.billing.v1.ExportWalletTransactionsRequest\x1a\x35.consofta.billing.v1.ExportWalletTransactionsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'consofta.billing.v1.wallet_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WALLET']._serialized_start=124
-  _globals['_WALLET']._serialized_end=382
-  _globals['_CREATEWALLETREQUEST']._serialized_start=384
-  _globals['_CREATEWALLETREQUEST']._serialized_end=467
-  _globals['_CREATEWALLETRESPONSE']._serialized_start=469
-  _globals['_CREATEWALLETRESPONSE']._serialized_end=554
-  _globals['_GETWALLETREQUEST']._serialized_start=556
-  _globals['_GETWALLETREQUEST']._serialized_end=594
-  _globals['_GETWALLETRESPONSE']._serialized_start=596
-  _globals['_GETWALLETRESPONSE']._serialized_end=660
-  _globals['_WALLETSERVICE']._serialized_start=663
-  _globals['_WALLETSERVICE']._serialized_end=871
+  _globals['_WALLET']._serialized_start=161
+  _globals['_WALLET']._serialized_end=419
+  _globals['_CREATEWALLETREQUEST']._serialized_start=421
+  _globals['_CREATEWALLETREQUEST']._serialized_end=504
+  _globals['_CREATEWALLETRESPONSE']._serialized_start=506
+  _globals['_CREATEWALLETRESPONSE']._serialized_end=591
+  _globals['_GETWALLETREQUEST']._serialized_start=593
+  _globals['_GETWALLETREQUEST']._serialized_end=631
+  _globals['_GETWALLETRESPONSE']._serialized_start=633
+  _globals['_GETWALLETRESPONSE']._serialized_end=697
+  _globals['_WALLETSERVICE']._serialized_start=700
+  _globals['_WALLETSERVICE']._serialized_end=1149
 # @@protoc_insertion_point(module_scope)
