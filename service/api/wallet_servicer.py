@@ -9,6 +9,7 @@ from consofta.billing.v1 import wallet_service_pb2, wallet_service_pb2_grpc
 from grpc.aio import ServicerContext
 
 from service.api.convert import money, timestamp
+from service.api.reporting_servicer import WalletReporting
 from service.api.validation import Violations, check_company_id, check_display_name, check_request_key
 from service.app.wallets import create_wallet, get_wallet
 
@@ -25,7 +26,7 @@ def wallet_of_row(row: asyncpg.Record) -> wallet_service_pb2.Wallet:
     )
 
 
-class WalletServicer(wallet_service_pb2_grpc.WalletServiceServicer):
+class WalletServicer(WalletReporting, wallet_service_pb2_grpc.WalletServiceServicer):
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
