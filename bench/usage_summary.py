@@ -50,8 +50,8 @@ from tests.support.process import ServiceProcess
 MONTH_START = datetime(2026, 10, 1, 4, tzinfo=UTC)  # October 2026 in New York (EDT, UTC-4)
 MONTH_END = datetime(2026, 11, 1, 4, tzinfo=UTC)
 
-# One statement: n records spread evenly over the month, cycling through the seven rate keys, with their
-# debits chained from the wallet's current balance and sequence.
+# One statement: records offset .. offset + n - 1 of `total`, spread evenly over the month, cycling
+# through the seven rate keys, with their debits chained from the wallet's current balance and sequence.
 _SEED_SQL = """
 with params as (
     select w.balance_nanos as balance0, w.last_sequence as seq0
@@ -60,14 +60,14 @@ with params as (
     select i, (array['email','call_outbound_local','call_outbound_toll_free','call_inbound_local',
                      'call_inbound_toll_free','sms_outbound','sms_inbound'])[1 + i % 7] as rate_key,
            1 + i % 5 as units,
-           $3::timestamptz + (($4::timestamptz - $3::timestamptz) * (i::float8 / $2)) as at
-      from generate_series(0::bigint, $2::bigint - 1) as i
+           $3::timestamptz + (($4::timestamptz - $3::timestamptz) * (i::float8 / $6)) as at
+      from generate_series($5::bigint, $5::bigint + $2::bigint - 1) as i
 ), priced as (
     select g.*, r.unit_price_nanos as price, g.units * r.unit_price_nanos as amount
       from gen g join rate_card_rates r on r.rate_key = g.rate_key
       join rate_cards c on c.rate_card_id = r.rate_card_id and c.company_id is null and c.version = 1
 ), chained as (
-    select p.*, params.seq0 + 1 + p.i as sequence,
+    select p.*, params.seq0 + 1 + p.i - $5 as sequence,
            params.balance0 - sum(p.amount) over (order by p.i) as after, gen_random_uuid() as record_id
       from priced p, params
 ), ledger as (
@@ -131,7 +131,8 @@ async def seed(database_url: str, company: str, records: int) -> None:
         t0 = time.perf_counter()
         # 200k per statement keeps the transition table and the window sort small.
         for offset in range(0, records, 200_000):
-            await conn.execute(_SEED_SQL, company, min(200_000, records - offset), MONTH_START, MONTH_END)
+            batch = min(200_000, records - offset)
+            await conn.execute(_SEED_SQL, company, batch, MONTH_START, MONTH_END, offset, records)
         await conn.execute("analyze usage_records; analyze usage_rollups; analyze ledger_entries")
         print(f"seeded {records:,} records for {company} in {time.perf_counter() - t0:.1f} s", flush=True)
     finally:
