@@ -24,6 +24,7 @@ from service.api.reflection import enable_reflection
 from service.api.settings_servicer import SettingsServicer
 from service.api.usage_servicer import UsageServicer
 from service.api.wallet_servicer import WalletServicer
+from service.app.events import EventNotifier
 from service.config import Config
 from service.db.embedded import DATABASE_NAME, EmbeddedPostgres
 from service.db.migrate import migrate
@@ -72,6 +73,7 @@ class BillingServer:
     health: DatabaseHealth
     embedded: EmbeddedPostgres | None = None
     provider: PaymentProvider | None = None
+    events: EventNotifier | None = None
     _stopped: bool = field(default=False, init=False)
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -81,6 +83,9 @@ class BillingServer:
         grace = self.config.shutdown_grace_s if grace_s is None else grace_s
         log.info("shutting down", grace_s=grace)
         await self.health.enter_graceful_shutdown()
+        if self.events is not None:
+            # Open event streams end now with UNAVAILABLE instead of holding the shutdown for the grace.
+            await self.events.close()
         await self.server.stop(grace)
         if self.provider is not None:
             await self.provider.aclose()
@@ -100,6 +105,12 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         pool = await create_pool(
             database_url, min_size=config.db_pool_min_size, max_size=config.db_pool_max_size
         )
+        events = EventNotifier(database_url)
+        try:
+            await events.start()
+        except BaseException:
+            await pool.close()
+            raise
     except BaseException:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
@@ -107,7 +118,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
 
     server = grpc.aio.server(interceptors=[EdgeInterceptor()])
     usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool), server)
-    wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool), server)
+    wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool, events), server)
     provider = make_provider(config)
     bounds = RechargeBounds(config.recharge_amount_min_nanos, config.recharge_amount_max_nanos)
     settings_service_pb2_grpc.add_SettingsServiceServicer_to_server(
@@ -120,7 +131,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
     await health.start()
     await server.start()
     log.info("serving", host=config.grpc_host, port=port, embedded_postgres=embedded is not None)
-    return BillingServer(config, server, port, pool, health, embedded, provider)
+    return BillingServer(config, server, port, pool, health, embedded, provider, events)
 
 
 async def serve(config: Config) -> None:
