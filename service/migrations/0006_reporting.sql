@@ -150,18 +150,9 @@ $$;
 create trigger ledger_entries_monotonic_time before insert on ledger_entries
     for each row execute function ledger_entries_monotonic_time();
 
--- Entries written before this migration: raise any created_at that goes backwards to its predecessor's,
--- the same rule the trigger applies from now on. Only created_at moves, forward, by at most the lock wait
--- that reordered the two transactions; amounts and balances are never touched. This is the one place the
--- append-only trigger is lifted, inside this migration's transaction.
-alter table ledger_entries disable trigger ledger_entries_append_only;
-update ledger_entries e
-   set created_at = fixed.running_max
-  from (select company_id, sequence,
-               max(created_at) over (partition by company_id order by sequence) as running_max
-          from ledger_entries) fixed
- where e.company_id = fixed.company_id and e.sequence = fixed.sequence and e.created_at < fixed.running_max;
-alter table ledger_entries enable trigger ledger_entries_append_only;
+-- No ledger entry predates this trigger in any deployment: migrations 0001-0006 are first released
+-- together. So the append-only ledger is never rewritten to re-time old entries; should a database ever
+-- need it, that is a reconciliation job for an operator, not a silent migration.
 
 -- "The last entry before t" and "entries in [t1, t2)" for statements and exports: one index probe.
 create index ledger_entries_by_time on ledger_entries (company_id, created_at, sequence);
