@@ -1,16 +1,20 @@
 """Configuration, from environment variables only, validated once at start.
 
 Every variable is listed in README.md ("Configuration"). A bad value stops the process with one line
-that names the variable and what is wrong with it.
+that names the variable and what is wrong with it. Messages never repeat a secret's value.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from itertools import pairwise
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from service.domain.money import NANOS_PER_CENT, NANOS_PER_USD
 
 
 class ConfigError(ValueError):
@@ -19,7 +23,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Config:
-    database_url: str | None
+    database_url: str | None = field(repr=False)  # may carry a password
     pgdata: Path
     grpc_host: str
     grpc_port: int
@@ -29,10 +33,31 @@ class Config:
     log_level: str
     shutdown_grace_s: float
     health_probe_interval_s: float
+    # Prometheus /metrics; None when switched off (BILLING_METRICS_PORT=off).
+    metrics_port: int | None
+    webhook_port: int
+    # Both None: no Stripe account, the sandbox provider is used. Never logged (repr=False).
+    stripe_secret_key: str | None = field(repr=False)
+    stripe_webhook_secret: str | None = field(repr=False)
+    # None: Stripe's own API. Set for stripe-mock or a test double.
+    stripe_api_base: str | None
+    recharge_sweep_interval_s: float
+    recharge_retry_backoff_s: tuple[float, ...]
+    recharge_lease_s: float
+    recharge_amount_min_nanos: int
+    recharge_amount_max_nanos: int
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    """The variable's value, with an empty or blank value read as unset (compose passes `VAR=`)."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return None
+    return raw.strip()
 
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, str(default))
+    raw = _get(env, name) or str(default)
     try:
         port = int(raw)
     except ValueError:
@@ -42,8 +67,15 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     return port
 
 
+def _optional_port(env: Mapping[str, str], name: str, default: int) -> int | None:
+    raw = _get(env, name)
+    if raw is not None and raw.lower() == "off":
+        return None
+    return _port(env, name, default)
+
+
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name, str(default))
+    raw = _get(env, name) or str(default)
     try:
         value = int(raw)
     except ValueError:
@@ -53,27 +85,56 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name, str(default))
+def _one_duration(name: str, raw: str, low: float, high: float) -> float:
     try:
         value = float(raw)  # a duration, not money: floats are fine here
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name}={value} is out of range ({low}-{high} seconds)")
+    if not low <= value <= high:  # also refuses nan
+        raise ConfigError(f"{name}={raw} is out of range ({low:g}-{high:g} seconds)")
     return value
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    return _one_duration(name, _get(env, name) or str(default), low, high)
+
+
+def _backoff(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    steps = tuple(_one_duration(name, part.strip(), 1.0, 30 * 86400.0) for part in raw.split(","))
+    if any(later < earlier for earlier, later in pairwise(steps)):
+        raise ConfigError(f"{name}={raw!r} must not decrease (e.g. 3600,21600,86400)")
+    return steps
+
+
+def _usd_nanos(env: Mapping[str, str], name: str, default: str) -> int:
+    """A dollar amount such as `5.00`, parsed exactly (never through a float) into nanos."""
+    raw = _get(env, name) or default
+    try:
+        amount = Decimal(raw)
+    except InvalidOperation:
+        raise ConfigError(f"{name}={raw!r} is not an amount in USD (e.g. 5.00)") from None
+    if not amount.is_finite() or amount <= 0:
+        raise ConfigError(f"{name}={raw!r} must be a positive amount in USD")
+    nanos = amount * NANOS_PER_USD
+    # Recharges are card charges, and cards are charged in whole cents.
+    if nanos % NANOS_PER_CENT != 0:
+        raise ConfigError(f"{name}={raw!r} must be a whole number of cents")
+    return int(nanos)
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = env.get(name, default).lower()
+    value = (_get(env, name) or default).lower()
     if value not in allowed:
         raise ConfigError(f"{name}={value!r} must be one of {', '.join(allowed)}")
     return value
 
 
 def _database_url(env: Mapping[str, str]) -> str | None:
-    raw = env.get("DATABASE_URL", "").strip()
-    if not raw:
+    raw = _get(env, "DATABASE_URL")
+    if raw is None:
         return None
     parts = urlsplit(raw)
     if parts.scheme not in ("postgresql", "postgres"):
@@ -89,21 +150,84 @@ def _database_url(env: Mapping[str, str]) -> str | None:
     return raw
 
 
+def _http_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = _get(env, name)
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} has a malformed port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name}={raw!r} is not an http(s) URL (e.g. http://localhost:12111)")
+    return raw.rstrip("/")
+
+
+def _stripe(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    key = _get(env, "STRIPE_SECRET_KEY")
+    secret = _get(env, "STRIPE_WEBHOOK_SECRET")
+    # The values are secrets: the messages below describe them without repeating them.
+    if key is not None and not key.startswith(("sk_live_", "sk_test_", "rk_live_", "rk_test_")):
+        raise ConfigError("STRIPE_SECRET_KEY must be a Stripe secret key (sk_live_…, sk_test_… or rk_…)")
+    if secret is not None and not secret.startswith("whsec_"):
+        raise ConfigError("STRIPE_WEBHOOK_SECRET must be a webhook signing secret (whsec_…)")
+    if key is not None and secret is None:
+        raise ConfigError(
+            "STRIPE_WEBHOOK_SECRET is missing while STRIPE_SECRET_KEY is set "
+            "(without it no webhook could be verified)"
+        )
+    if key is None and secret is not None:
+        raise ConfigError("STRIPE_WEBHOOK_SECRET is set but STRIPE_SECRET_KEY is not")
+    return key, secret
+
+
 def load_config(env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
     pool_min = _int(env, "BILLING_DB_POOL_MIN_SIZE", 2, 1, 200)
     pool_max = _int(env, "BILLING_DB_POOL_MAX_SIZE", 10, 1, 200)
     if pool_max < pool_min:
         raise ConfigError(f"BILLING_DB_POOL_MAX_SIZE={pool_max} is below BILLING_DB_POOL_MIN_SIZE={pool_min}")
+    grpc_port = _port(env, "BILLING_GRPC_PORT", 50051)
+    metrics_port = _optional_port(env, "BILLING_METRICS_PORT", 9464)
+    webhook_port = _port(env, "BILLING_WEBHOOK_PORT", 8080)
+    ports = {"BILLING_GRPC_PORT": grpc_port, "BILLING_METRICS_PORT": metrics_port}
+    ports["BILLING_WEBHOOK_PORT"] = webhook_port
+    seen: dict[int, str] = {}
+    for name, port in ports.items():
+        if port:  # 0 and "off" never clash
+            if port in seen:
+                raise ConfigError(f"{name}={port} is already used by {seen[port]}")
+            seen[port] = name
+    stripe_secret_key, stripe_webhook_secret = _stripe(env)
+    amount_min = _usd_nanos(env, "BILLING_RECHARGE_AMOUNT_MIN_USD", "5.00")
+    amount_max = _usd_nanos(env, "BILLING_RECHARGE_AMOUNT_MAX_USD", "10000.00")
+    if amount_max < amount_min:
+        raise ConfigError(
+            "BILLING_RECHARGE_AMOUNT_MAX_USD is below BILLING_RECHARGE_AMOUNT_MIN_USD "
+            f"({env.get('BILLING_RECHARGE_AMOUNT_MAX_USD')} < {env.get('BILLING_RECHARGE_AMOUNT_MIN_USD')})"
+        )
     return Config(
         database_url=_database_url(env),
-        pgdata=Path(env.get("BILLING_PGDATA", ".pgdata")),
-        grpc_host=env.get("BILLING_GRPC_HOST", "127.0.0.1"),
-        grpc_port=_port(env, "BILLING_GRPC_PORT", 50051),
+        pgdata=Path(_get(env, "BILLING_PGDATA") or ".pgdata"),
+        grpc_host=_get(env, "BILLING_GRPC_HOST") or "127.0.0.1",
+        grpc_port=grpc_port,
         db_pool_min_size=pool_min,
         db_pool_max_size=pool_max,
         log_format=_choice(env, "BILLING_LOG_FORMAT", "auto", ("auto", "json", "console")),
         log_level=_choice(env, "BILLING_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
         shutdown_grace_s=_seconds(env, "BILLING_SHUTDOWN_GRACE_S", 10.0, 0.0, 300.0),
         health_probe_interval_s=_seconds(env, "BILLING_HEALTH_PROBE_INTERVAL_S", 1.0, 0.05, 60.0),
+        metrics_port=metrics_port,
+        webhook_port=webhook_port,
+        stripe_secret_key=stripe_secret_key,
+        stripe_webhook_secret=stripe_webhook_secret,
+        stripe_api_base=_http_url(env, "STRIPE_API_BASE"),
+        recharge_sweep_interval_s=_seconds(env, "BILLING_RECHARGE_SWEEP_INTERVAL_S", 60.0, 0.05, 86400.0),
+        recharge_retry_backoff_s=_backoff(
+            env, "BILLING_RECHARGE_RETRY_BACKOFF_S", (3600.0, 21600.0, 86400.0)
+        ),
+        recharge_lease_s=_seconds(env, "BILLING_RECHARGE_LEASE_S", 300.0, 1.0, 86400.0),
+        recharge_amount_min_nanos=amount_min,
+        recharge_amount_max_nanos=amount_max,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -24,8 +25,9 @@ from service.api.wallet_servicer import WalletServicer
 from service.config import Config
 from service.db.embedded import DATABASE_NAME, EmbeddedPostgres
 from service.db.migrate import migrate
-from service.db.pool import create_pool, ensure_database, with_database
+from service.db.pool import CountingPool, create_pool, ensure_database, with_database
 from service.health import DatabaseHealth
+from service.metrics import MetricsServer, ServerGauges
 
 log = structlog.get_logger(__name__)
 
@@ -54,27 +56,62 @@ async def apply_migrations(database_url: str) -> int:
         await conn.close()
 
 
+StopHook = Callable[[], Awaitable[None]]
+
+
 @dataclass
 class BillingServer:
-    """A running service: gRPC server, pool, health probe and (maybe) embedded Postgres."""
+    """A running service: gRPC server, pool, health probe, metrics and (maybe) embedded Postgres."""
 
     config: Config
     server: grpc.aio.Server
     port: int
-    pool: asyncpg.Pool
+    pool: CountingPool
     health: DatabaseHealth
     embedded: EmbeddedPostgres | None = None
+    metrics: MetricsServer | None = None
+    # Background work (the recharge loop...) registers here how to stop taking new work; each hook
+    # runs on shutdown after health goes NOT_SERVING and before the gRPC server stops.
+    background_stops: list[StopHook] = field(default_factory=list)
     _stopped: bool = field(default=False, init=False)
 
+    @property
+    def metrics_port(self) -> int | None:
+        return None if self.metrics is None else self.metrics.port
+
+    def on_stop(self, hook: StopHook) -> None:
+        """Run `hook` at shutdown, before the gRPC server stops (hooks run in the order added)."""
+        self.background_stops.append(hook)
+
     async def stop(self, grace_s: float | None = None) -> None:
+        """Shut down in the order that loses nothing.
+
+        1. Health goes NOT_SERVING, so load balancers stop sending new calls.
+        2. Background loops stop taking new work (each hook gets the grace period).
+        3. The gRPC server refuses new calls and gives calls in flight the grace period, then cancels
+           them (the client sees UNAVAILABLE or CANCELLED; a cancelled transaction rolls back).
+        4. The metrics server, the pool and the embedded Postgres (if any) close.
+        """
         if self._stopped:
             return
         self._stopped = True
         grace = self.config.shutdown_grace_s if grace_s is None else grace_s
         log.info("shutting down", grace_s=grace)
         await self.health.enter_graceful_shutdown()
+        for hook in self.background_stops:
+            try:
+                await asyncio.wait_for(hook(), timeout=max(grace, 0.1))
+            except Exception:
+                log.exception("background task did not stop cleanly", hook=getattr(hook, "__qualname__", "?"))
         await self.server.stop(grace)
-        await self.pool.close()
+        if self.metrics is not None:
+            await self.metrics.stop()
+        try:
+            # Every call is over, so connections come back at once; the bound is for a stuck socket.
+            await asyncio.wait_for(self.pool.close(), timeout=10)
+        except TimeoutError:
+            log.warning("pool did not close in time; terminating its connections")
+            self.pool.terminate()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
         log.info("stopped")
@@ -102,10 +139,27 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     enable_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
     port = server.add_insecure_port(f"{config.grpc_host}:{config.grpc_port}")
+    metrics = None
+    if config.metrics_port is not None:
+        metrics = MetricsServer(ServerGauges(pool, lambda: pool.waiting))
+        try:
+            await metrics.start(config.grpc_host, config.metrics_port)
+        except BaseException:  # e.g. the port is taken: leave nothing running behind us
+            await pool.close()
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
+            raise
     await health.start()
     await server.start()
-    log.info("serving", host=config.grpc_host, port=port, embedded_postgres=embedded is not None)
-    return BillingServer(config, server, port, pool, health, embedded)
+    log.info(
+        "serving",
+        host=config.grpc_host,
+        port=port,
+        metrics_port=None if metrics is None else metrics.port,
+        embedded_postgres=embedded is not None,
+        stripe="configured" if config.stripe_secret_key else "sandbox",
+    )
+    return BillingServer(config, server, port, pool, health, embedded, metrics)
 
 
 async def serve(config: Config) -> None:

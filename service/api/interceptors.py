@@ -18,6 +18,7 @@ from grpc.aio import ServicerContext
 
 from service.api.errors import rich_status
 from service.domain.errors import BillingError
+from service.metrics import observe_rpc
 
 log = structlog.get_logger("rpc")
 
@@ -70,8 +71,14 @@ class _Call:
         self.code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
 
     def finish(self) -> None:
-        duration_ms = round((time.perf_counter() - self.started) * 1000, 3)
-        fields: dict[str, Any] = {"method": self.method, "code": self.code.name, "duration_ms": duration_ms}
+        duration_s = time.perf_counter() - self.started
+        observe_rpc(self.method, self.code.name, duration_s)
+        fields: dict[str, Any] = {
+            "method": self.method,
+            "code": self.code.name,
+            "duration_ms": round(duration_s * 1000, 3),
+            "request_id": self.request_id,
+        }
         if self.company_id:
             fields["company_id"] = self.company_id
         if self.code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):

@@ -18,6 +18,7 @@ from service.api.validation import (
     parse_usage,
 )
 from service.app.record_usage import RecordUsageCommand, record_usage
+from service.metrics import observe_usage
 
 _ENCODINGS = {
     None: usage_pb2.SMS_ENCODING_UNSPECIFIED,
@@ -90,6 +91,8 @@ class UsageServicer(usage_service_pb2_grpc.UsageServiceServicer):
             RecordUsageCommand(request.company_id, request.idempotency_key, usage, occurred_at, now),
         )
         row = recorded.record
+        if not recorded.replayed:
+            observe_usage(row["usage_type"], row["amount_nanos"])
         return usage_service_pb2.RecordUsageResponse(
             usage_record=usage_record_of_row(row),
             balance_after=money(row["balance_after_nanos"]),
