@@ -14,7 +14,7 @@ from itertools import pairwise
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from service.domain.money import NANOS_PER_CENT, NANOS_PER_USD
+from service.domain.money import NANOS_PER_CENT, NANOS_PER_USD, format_usd
 
 
 class ConfigError(ValueError):
@@ -204,8 +204,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     amount_max = _usd_nanos(env, "BILLING_RECHARGE_AMOUNT_MAX_USD", "10000.00")
     if amount_max < amount_min:
         raise ConfigError(
-            "BILLING_RECHARGE_AMOUNT_MAX_USD is below BILLING_RECHARGE_AMOUNT_MIN_USD "
-            f"({env.get('BILLING_RECHARGE_AMOUNT_MAX_USD')} < {env.get('BILLING_RECHARGE_AMOUNT_MIN_USD')})"
+            f"BILLING_RECHARGE_AMOUNT_MAX_USD={format_usd(amount_max)} is below "
+            f"BILLING_RECHARGE_AMOUNT_MIN_USD={format_usd(amount_min)}"
         )
     return Config(
         database_url=_database_url(env),

@@ -84,12 +84,20 @@ def observe_usage(usage_type: str, amount_nanos: int) -> None:
 
 
 class ServerGauges:
-    """Gauges of one running server, refreshed at scrape time."""
+    """Gauges of one running server, refreshed at scrape time.
 
-    def __init__(self, pool: asyncpg.Pool, waiting: Callable[[], int], query_timeout_s: float = 2.0) -> None:
+    The wallet query runs on a connection of its own, not the pool's: a scrape must neither wait behind
+    an exhausted pool (exactly when the numbers matter) nor show up in the pool gauges it reports.
+    """
+
+    def __init__(
+        self, pool: asyncpg.Pool, waiting: Callable[[], int], database_url: str, query_timeout_s: float = 2.0
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._pool = pool
         self._waiting = waiting
+        self._database_url = database_url
+        self._conn: asyncpg.Connection | None = None
         self._timeout_s = query_timeout_s
         self.pool_size = Gauge(
             "billing_db_pool_connections", "Open database connections in the pool.", registry=self.registry
@@ -109,9 +117,20 @@ class ServerGauges:
         )
         self.scrape_errors = Counter(
             "billing_metrics_scrape_errors",
-            "Scrapes whose database query failed (the last value is kept).",
+            "Scrapes whose database query failed (the gauge keeps its last value).",
             registry=self.registry,
         )
+
+    async def _count_below_minimum(self) -> int:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(
+                self._database_url, server_settings={"application_name": "consofta-billing-metrics"}
+            )
+        # A count over wallets (one row per company) is cheap at the scale of a scrape interval.
+        below = await self._conn.fetchval(
+            "select count(*) from wallets where balance_nanos < minimum_balance_nanos"
+        )
+        return int(below)
 
     async def refresh(self) -> None:
         size = self._pool.get_size()
@@ -119,17 +138,20 @@ class ServerGauges:
         self.pool_in_use.set(size - self._pool.get_idle_size())
         self.pool_waiting.set(self._waiting())
         try:
-            # A count over wallets (one row per company) is cheap at the scale of a scrape interval.
-            below = await asyncio.wait_for(
-                self._pool.fetchval(
-                    "select count(*) from wallets where balance_nanos < minimum_balance_nanos"
-                ),
-                timeout=self._timeout_s,
+            self.wallets_below_minimum.set(
+                await asyncio.wait_for(self._count_below_minimum(), timeout=self._timeout_s)
             )
-            self.wallets_below_minimum.set(int(below))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             self.scrape_errors.inc()
             log.warning("metrics query failed", error=str(exc))
+            if self._conn is not None:
+                self._conn.terminate()  # maybe half-way through a query: start afresh next time
+                self._conn = None
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
 
 
 def render(gauges: ServerGauges | None) -> bytes:
@@ -169,3 +191,5 @@ class MetricsServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._gauges is not None:
+            await self._gauges.close()

@@ -141,7 +141,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
     port = server.add_insecure_port(f"{config.grpc_host}:{config.grpc_port}")
     metrics = None
     if config.metrics_port is not None:
-        metrics = MetricsServer(ServerGauges(pool, lambda: pool.waiting))
+        metrics = MetricsServer(ServerGauges(pool, lambda: pool.waiting, database_url))
         try:
             await metrics.start(config.grpc_host, config.metrics_port)
         except BaseException:  # e.g. the port is taken: leave nothing running behind us
