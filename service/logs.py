@@ -51,6 +51,8 @@ _SECRET_PATTERNS = (
     (re.compile(r"\bwhsec_[A-Za-z0-9]+"), "whsec_" + REDACTED),
     # SetupIntent / PaymentIntent client secrets: `seti_123_secret_abc`; the intent id stays readable.
     (re.compile(r"\b((?:seti|pi)_[A-Za-z0-9]+_secret_)[A-Za-z0-9]+"), r"\1" + REDACTED),
+    # A password inside a URL (a database URL in a connection error, say).
+    (re.compile(r"\b([a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@"), r"\1" + REDACTED + "@"),
     # Bearer and basic credentials, e.g. an Authorization header quoted in an error.
     (re.compile(r"\b(Bearer|Basic)\s+[^\s\"',;]+", re.IGNORECASE), r"\1 " + REDACTED),
 )
@@ -72,9 +74,10 @@ def _redact_value(value: Any, depth: int = 0) -> Any:
     if depth > 8:  # a pathological structure: say so rather than walk it
         return REDACTED
     if isinstance(value, Mapping):
-        if value.get("object") in _OBJECTS_KEPT_AS_ID or "billing_details" in value:
+        kind = value.get("object")
+        if (isinstance(kind, str) and kind in _OBJECTS_KEPT_AS_ID) or "billing_details" in value:
             # A full payment-method (or card) object carries billing details and card data: keep its id.
-            return {"object": value.get("object"), "id": value.get("id"), "redacted": True}
+            return {"object": kind, "id": value.get("id"), "redacted": True}
         return {k: REDACTED if _is_secret_key(k) else _redact_value(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
         # gRPC metadata is a sequence of (key, value) pairs: an ("authorization", ...) pair is a secret.
@@ -90,7 +93,10 @@ def _redact_value(value: Any, depth: int = 0) -> Any:
 def redact(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """structlog processor: drop secret values from every key and value of a line."""
     for key, value in list(event_dict.items()):
-        event_dict[key] = REDACTED if _is_secret_key(key) else _redact_value(value)
+        try:
+            event_dict[key] = REDACTED if _is_secret_key(key) else _redact_value(value)
+        except Exception:  # a safety net must never cost the line: drop only the value it cannot read
+            event_dict[key] = REDACTED
     return event_dict
 
 

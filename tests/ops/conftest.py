@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterator
+
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from service.logs import configure_logging
 
 
 async def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -24,3 +30,12 @@ async def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], floa
 
 def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+@pytest.fixture
+def info_logs() -> Iterator[io.StringIO]:
+    """Log at debug level (JSON, into a buffer) for one test; the session's set-up is restored after."""
+    out = io.StringIO()
+    configure_logging("json", "debug", stream=out)
+    yield out
+    configure_logging("console", "warning")
