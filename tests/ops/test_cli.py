@@ -96,10 +96,9 @@ async def test_company_create_then_wallet_show_with_its_last_entries(db_url: str
     assert lines[1] == "balance   -0.682425000 USD"  # 1011 emails at $0.000675
     assert lines[2] == "minimum   0.000000000 USD (below minimum)"
     assert lines[3] == "entries   3 in all; the last 2, newest first:"
-    assert [line.split()[:2] for line in lines[5:]] == [
-        ["3", lines[5].split()[1]],
-        ["2", lines[6].split()[1]],
-    ]
+    assert len(lines) == 7
+    assert [line.split()[0] for line in lines[5:]] == ["3", "2"]  # sequence numbers, newest first
+    assert [line.split()[3] for line in lines[5:]] == ["usage_debit", "usage_debit"]
     assert lines[5].split()[4:6] == ["-0.000675000", "-0.682425000"]
     assert lines[6].split()[4:6] == ["-0.006750000", "-0.681750000"]
 
