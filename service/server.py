@@ -70,6 +70,7 @@ class BillingServer:
     health: DatabaseHealth
     embedded: EmbeddedPostgres | None = None
     metrics: MetricsServer | None = None
+    edge: EdgeInterceptor | None = None
     # Background work (the recharge loop...) registers here how to stop taking new work; each hook
     # runs on shutdown after health goes NOT_SERVING and before the gRPC server stops.
     background_stops: list[StopHook] = field(default_factory=list)
@@ -88,8 +89,9 @@ class BillingServer:
 
         1. Health goes NOT_SERVING, so load balancers stop sending new calls.
         2. Background loops stop taking new work (each hook gets the grace period).
-        3. The gRPC server refuses new calls and gives calls in flight the grace period, then cancels
-           them (the client sees UNAVAILABLE or CANCELLED; a cancelled transaction rolls back).
+        3. New calls are refused with UNAVAILABLE; calls in flight get the grace period, and those still
+           running then end with UNAVAILABLE (their statement is cancelled, so their transaction rolls
+           back; a caller retries with the same idempotency key). Then the gRPC server stops.
         4. The metrics server, the pool and the embedded Postgres (if any) close.
         """
         if self._stopped:
@@ -103,7 +105,12 @@ class BillingServer:
                 await asyncio.wait_for(hook(), timeout=max(grace, 0.1))
             except Exception:
                 log.exception("background task did not stop cleanly", hook=getattr(hook, "__qualname__", "?"))
-        await self.server.stop(grace)
+        if self.edge is not None:
+            ended = await self.edge.drain.drain(grace)
+            if ended:
+                log.warning("calls still running at the end of the grace period ended", calls=ended)
+        # Whatever gRPC itself still holds (health, reflection streams) gets a short grace of its own.
+        await self.server.stop(min(grace, 1.0))
         if self.metrics is not None:
             await self.metrics.stop()
         try:
@@ -132,7 +139,8 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
             await asyncio.to_thread(embedded.stop)
         raise
 
-    server = grpc.aio.server(interceptors=[EdgeInterceptor()])
+    edge = EdgeInterceptor()
+    server = grpc.aio.server(interceptors=[edge])
     usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool), server)
     wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool), server)
     health = DatabaseHealth(pool, SERVICE_NAMES, config.health_probe_interval_s)
@@ -159,7 +167,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         embedded_postgres=embedded is not None,
         stripe="configured" if config.stripe_secret_key else "sandbox",
     )
-    return BillingServer(config, server, port, pool, health, embedded, metrics)
+    return BillingServer(config, server, port, pool, health, embedded, metrics, edge)
 
 
 async def serve(config: Config) -> None:

@@ -50,6 +50,8 @@ async def test_concurrent_migrators_one_applies_the_others_wait(empty_db: str) -
         with structlog.testing.capture_logs() as logs:
             runs = [asyncio.create_task(migrate(conn)) for conn in conns]
             while True:
+                # pg_stat_activity is read once per transaction and the blocker is inside one.
+                await blocker.execute("select pg_stat_clear_snapshot()")
                 waiting = await blocker.fetchval(
                     """
                     select count(*) from pg_stat_activity
