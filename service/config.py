@@ -14,7 +14,8 @@ from itertools import pairwise
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from service.domain.money import NANOS_PER_CENT, NANOS_PER_USD, format_usd
+NANOS_PER_USD = 1_000_000_000  # as service.domain.money; config stays free of domain imports
+NANOS_PER_CENT = 10_000_000
 
 
 class ConfigError(ValueError):
@@ -33,19 +34,23 @@ class Config:
     log_level: str
     shutdown_grace_s: float
     health_probe_interval_s: float
+    # Everything below has the default load_config({}) gives it, so code building a Config by hand
+    # keeps working as settings are added.
+    # Settings bounds (issue 4).
+    recharge_amount_min_nanos: int = 5 * NANOS_PER_USD
+    recharge_amount_max_nanos: int = 10_000 * NANOS_PER_USD
+    # Empty: the sandbox payment provider is used and no real money moves. Never shown (repr=False).
+    stripe_secret_key: str = field(default="", repr=False)
+    stripe_webhook_secret: str = field(default="", repr=False)
+    # Only for tests and Stripe-compatible fakes; empty means Stripe's own API.
+    stripe_api_base: str = ""
     # Prometheus /metrics; None when switched off (BILLING_METRICS_PORT=off).
-    metrics_port: int | None
-    webhook_port: int
-    # Both None: no Stripe account, the sandbox provider is used. Never logged (repr=False).
-    stripe_secret_key: str | None = field(repr=False)
-    stripe_webhook_secret: str | None = field(repr=False)
-    # None: Stripe's own API. Set for stripe-mock or a test double.
-    stripe_api_base: str | None
-    recharge_sweep_interval_s: float
-    recharge_retry_backoff_s: tuple[float, ...]
-    recharge_lease_s: float
-    recharge_amount_min_nanos: int
-    recharge_amount_max_nanos: int
+    metrics_port: int | None = 9464
+    webhook_port: int = 8080
+    # The recharge loop (issue 5).
+    recharge_sweep_interval_s: float = 60.0
+    recharge_retry_backoff_s: tuple[float, ...] = (3600.0, 21600.0, 86400.0)
+    recharge_lease_s: float = 300.0
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -109,20 +114,29 @@ def _backoff(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> t
     return steps
 
 
-def _usd_nanos(env: Mapping[str, str], name: str, default: str) -> int:
-    """A dollar amount such as `5.00`, parsed exactly (never through a float) into nanos."""
-    raw = _get(env, name) or default
+def _usd_nanos(env: Mapping[str, str], name: str, default_nanos: int) -> int:
+    """A dollar amount parsed as an exact decimal (never a float), whole cents, in nano-USD."""
+    raw = _get(env, name)
+    if raw is None:
+        return default_nanos
     try:
-        amount = Decimal(raw)
+        amount = Decimal(raw.removeprefix("$"))
     except InvalidOperation:
-        raise ConfigError(f"{name}={raw!r} is not an amount in USD (e.g. 5.00)") from None
+        raise ConfigError(f"{name}={raw!r} is not a dollar amount (e.g. 5.00)") from None
     if not amount.is_finite() or amount <= 0:
-        raise ConfigError(f"{name}={raw!r} must be a positive amount in USD")
-    nanos = amount * NANOS_PER_USD
+        raise ConfigError(f"{name}={raw!r} must be a positive dollar amount")
     # Recharges are card charges, and cards are charged in whole cents.
-    if nanos % NANOS_PER_CENT != 0:
-        raise ConfigError(f"{name}={raw!r} must be a whole number of cents")
-    return int(nanos)
+    if amount != amount.quantize(Decimal("0.01")):
+        raise ConfigError(f"{name}={raw!r} must be whole cents (at most two decimal places)")
+    nanos = int(amount * NANOS_PER_USD)
+    if nanos > 1_000_000 * NANOS_PER_USD:
+        raise ConfigError(f"{name}={raw!r} is above $1,000,000")
+    return nanos
+
+
+def _dollars(amount_nanos: int) -> str:
+    cents = amount_nanos // NANOS_PER_CENT
+    return f"${cents // 100}.{cents % 100:02d}"
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -164,21 +178,23 @@ def _http_url(env: Mapping[str, str], name: str) -> str | None:
     return raw.rstrip("/")
 
 
-def _stripe(env: Mapping[str, str]) -> tuple[str | None, str | None]:
-    key = _get(env, "STRIPE_SECRET_KEY")
-    secret = _get(env, "STRIPE_WEBHOOK_SECRET")
+def _stripe(env: Mapping[str, str]) -> tuple[str, str]:
+    key = _get(env, "BILLING_STRIPE_SECRET_KEY") or ""
+    secret = _get(env, "BILLING_STRIPE_WEBHOOK_SECRET") or ""
     # The values are secrets: the messages below describe them without repeating them.
-    if key is not None and not key.startswith(("sk_live_", "sk_test_", "rk_live_", "rk_test_")):
-        raise ConfigError("STRIPE_SECRET_KEY must be a Stripe secret key (sk_live_…, sk_test_… or rk_…)")
-    if secret is not None and not secret.startswith("whsec_"):
-        raise ConfigError("STRIPE_WEBHOOK_SECRET must be a webhook signing secret (whsec_…)")
-    if key is not None and secret is None:
+    if key and not key.startswith(("sk_live_", "sk_test_", "rk_live_", "rk_test_")):
         raise ConfigError(
-            "STRIPE_WEBHOOK_SECRET is missing while STRIPE_SECRET_KEY is set "
+            "BILLING_STRIPE_SECRET_KEY must be a Stripe secret key (sk_live_…, sk_test_… or rk_…)"
+        )
+    if secret and not secret.startswith("whsec_"):
+        raise ConfigError("BILLING_STRIPE_WEBHOOK_SECRET must be a webhook signing secret (whsec_…)")
+    if key and not secret:
+        raise ConfigError(
+            "BILLING_STRIPE_WEBHOOK_SECRET is missing while BILLING_STRIPE_SECRET_KEY is set "
             "(without it no webhook could be verified)"
         )
-    if key is None and secret is not None:
-        raise ConfigError("STRIPE_WEBHOOK_SECRET is set but STRIPE_SECRET_KEY is not")
+    if secret and not key:
+        raise ConfigError("BILLING_STRIPE_WEBHOOK_SECRET is set but BILLING_STRIPE_SECRET_KEY is not")
     return key, secret
 
 
@@ -200,12 +216,12 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
                 raise ConfigError(f"{name}={port} is already used by {seen[port]}")
             seen[port] = name
     stripe_secret_key, stripe_webhook_secret = _stripe(env)
-    amount_min = _usd_nanos(env, "BILLING_RECHARGE_AMOUNT_MIN_USD", "5.00")
-    amount_max = _usd_nanos(env, "BILLING_RECHARGE_AMOUNT_MAX_USD", "10000.00")
+    amount_min = _usd_nanos(env, "BILLING_RECHARGE_AMOUNT_MIN_USD", 5 * NANOS_PER_USD)
+    amount_max = _usd_nanos(env, "BILLING_RECHARGE_AMOUNT_MAX_USD", 10_000 * NANOS_PER_USD)
     if amount_max < amount_min:
         raise ConfigError(
-            f"BILLING_RECHARGE_AMOUNT_MAX_USD={format_usd(amount_max)} is below "
-            f"BILLING_RECHARGE_AMOUNT_MIN_USD={format_usd(amount_min)}"
+            "BILLING_RECHARGE_AMOUNT_MAX_USD is below BILLING_RECHARGE_AMOUNT_MIN_USD "
+            f"({_dollars(amount_max)} < {_dollars(amount_min)})"
         )
     return Config(
         database_url=_database_url(env),
@@ -222,7 +238,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         webhook_port=webhook_port,
         stripe_secret_key=stripe_secret_key,
         stripe_webhook_secret=stripe_webhook_secret,
-        stripe_api_base=_http_url(env, "STRIPE_API_BASE"),
+        stripe_api_base=_http_url(env, "BILLING_STRIPE_API_BASE") or "",
         recharge_sweep_interval_s=_seconds(env, "BILLING_RECHARGE_SWEEP_INTERVAL_S", 60.0, 0.05, 86400.0),
         recharge_retry_backoff_s=_backoff(
             env, "BILLING_RECHARGE_RETRY_BACKOFF_S", (3600.0, 21600.0, 86400.0)

@@ -11,6 +11,8 @@ import asyncpg
 import grpc
 import structlog
 from consofta.billing.v1 import (
+    settings_service_pb2,
+    settings_service_pb2_grpc,
     usage_service_pb2,
     usage_service_pb2_grpc,
     wallet_service_pb2,
@@ -20,20 +22,25 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.api.interceptors import EdgeInterceptor
 from service.api.reflection import enable_reflection
+from service.api.settings_servicer import SettingsServicer
 from service.api.usage_servicer import UsageServicer
 from service.api.wallet_servicer import WalletServicer
 from service.config import Config
 from service.db.embedded import DATABASE_NAME, EmbeddedPostgres
 from service.db.migrate import migrate
 from service.db.pool import CountingPool, create_pool, ensure_database, with_database
+from service.domain.settings import RechargeBounds
 from service.health import DatabaseHealth
 from service.metrics import MetricsServer, ServerGauges
+from service.payments.factory import make_provider
+from service.payments.provider import PaymentProvider
 
 log = structlog.get_logger(__name__)
 
 SERVICE_NAMES = (
     usage_service_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
     wallet_service_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name,
+    settings_service_pb2.DESCRIPTOR.services_by_name["SettingsService"].full_name,
 )
 
 
@@ -69,6 +76,7 @@ class BillingServer:
     pool: CountingPool
     health: DatabaseHealth
     embedded: EmbeddedPostgres | None = None
+    provider: PaymentProvider | None = None
     metrics: MetricsServer | None = None
     edge: EdgeInterceptor | None = None
     # Background work (the recharge loop...) registers here how to stop taking new work; each hook
@@ -111,6 +119,8 @@ class BillingServer:
                 log.warning("calls still running at the end of the grace period ended", calls=ended)
         # Whatever gRPC itself still holds (health, reflection streams) gets a short grace of its own.
         await self.server.stop(min(grace, 1.0))
+        if self.provider is not None:
+            await self.provider.aclose()
         if self.metrics is not None:
             await self.metrics.stop()
         try:
@@ -143,6 +153,11 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
     server = grpc.aio.server(interceptors=[edge])
     usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool), server)
     wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool), server)
+    provider = make_provider(config)
+    bounds = RechargeBounds(config.recharge_amount_min_nanos, config.recharge_amount_max_nanos)
+    settings_service_pb2_grpc.add_SettingsServiceServicer_to_server(
+        SettingsServicer(pool, provider, bounds), server
+    )
     health = DatabaseHealth(pool, SERVICE_NAMES, config.health_probe_interval_s)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     enable_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
@@ -153,6 +168,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         try:
             await metrics.start(config.grpc_host, config.metrics_port)
         except BaseException:  # e.g. the port is taken: leave nothing running behind us
+            await provider.aclose()
             await pool.close()
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
@@ -167,7 +183,9 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         embedded_postgres=embedded is not None,
         stripe="configured" if config.stripe_secret_key else "sandbox",
     )
-    return BillingServer(config, server, port, pool, health, embedded, metrics, edge)
+    return BillingServer(
+        config, server, port, pool, health, embedded, provider=provider, metrics=metrics, edge=edge
+    )
 
 
 async def serve(config: Config) -> None:

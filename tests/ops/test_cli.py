@@ -26,9 +26,7 @@ class Result:
 
 
 async def run(*args: str, database_url: str | None = None, **env: str) -> Result:
-    full_env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "STRIPE_", "DATABASE_URL"))
-    }
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "DATABASE_URL"))}
     full_env.update(env, BILLING_LOG_FORMAT="json")
     if database_url is not None:
         full_env["DATABASE_URL"] = database_url
@@ -48,8 +46,9 @@ async def run(*args: str, database_url: str | None = None, **env: str) -> Result
             "configuration error: BILLING_GRPC_PORT=99999 is out of range (0-65535; 0 picks a free port)",
         ),
         (
-            {"STRIPE_SECRET_KEY": "sk_test_" + "abc123"},
-            "configuration error: STRIPE_WEBHOOK_SECRET is missing while STRIPE_SECRET_KEY is set",
+            {"BILLING_STRIPE_SECRET_KEY": "sk_test_" + "abc123"},
+            "configuration error: BILLING_STRIPE_WEBHOOK_SECRET is missing while "
+            "BILLING_STRIPE_SECRET_KEY is set",
         ),
         ({"DATABASE_URL": "mysql://db/x"}, "configuration error: DATABASE_URL must start with postgresql://"),
     ],

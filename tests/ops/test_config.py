@@ -23,7 +23,7 @@ def test_defaults_describe_a_local_service_without_stripe() -> None:
     config = load_config({})
     assert (config.grpc_port, config.metrics_port, config.webhook_port) == (50051, 9464, 8080)
     assert config.database_url is None
-    assert config.stripe_secret_key is None and config.stripe_webhook_secret is None
+    assert config.stripe_secret_key == "" and config.stripe_webhook_secret == ""
     assert config.recharge_retry_backoff_s == (3600.0, 21600.0, 86400.0)
     assert config.recharge_amount_min_nanos == usd(5)
     assert config.recharge_amount_max_nanos == usd(10_000)
@@ -36,9 +36,9 @@ def test_every_setting_is_read_from_its_variable() -> None:
             "BILLING_GRPC_PORT": "6000",
             "BILLING_METRICS_PORT": "6001",
             "BILLING_WEBHOOK_PORT": "6002",
-            "STRIPE_SECRET_KEY": KEY,
-            "STRIPE_WEBHOOK_SECRET": HOOK_SECRET,
-            "STRIPE_API_BASE": "http://127.0.0.1:12111/",
+            "BILLING_STRIPE_SECRET_KEY": KEY,
+            "BILLING_STRIPE_WEBHOOK_SECRET": HOOK_SECRET,
+            "BILLING_STRIPE_API_BASE": "http://127.0.0.1:12111/",
             "BILLING_RECHARGE_SWEEP_INTERVAL_S": "2.5",
             "BILLING_RECHARGE_RETRY_BACKOFF_S": "60, 600,600",
             "BILLING_RECHARGE_LEASE_S": "90",
@@ -71,8 +71,8 @@ def test_amount_bounds_are_exact_decimals_not_floats() -> None:
 def test_secrets_never_appear_in_the_config_repr() -> None:
     config = load_config(
         {
-            "STRIPE_SECRET_KEY": KEY,
-            "STRIPE_WEBHOOK_SECRET": HOOK_SECRET,
+            "BILLING_STRIPE_SECRET_KEY": KEY,
+            "BILLING_STRIPE_WEBHOOK_SECRET": HOOK_SECRET,
             "DATABASE_URL": "postgresql://u:hunter2@db/billing",
         }
     )
@@ -81,9 +81,11 @@ def test_secrets_never_appear_in_the_config_repr() -> None:
 
 
 def test_metrics_can_be_switched_off_and_empty_values_mean_unset() -> None:
-    config = load_config({"BILLING_METRICS_PORT": "off", "STRIPE_SECRET_KEY": "", "DATABASE_URL": " "})
+    config = load_config(
+        {"BILLING_METRICS_PORT": "off", "BILLING_STRIPE_SECRET_KEY": "", "DATABASE_URL": " "}
+    )
     assert config.metrics_port is None
-    assert config.stripe_secret_key is None and config.database_url is None
+    assert config.stripe_secret_key == "" and config.database_url is None
 
 
 @pytest.mark.parametrize(
@@ -97,15 +99,27 @@ def test_metrics_can_be_switched_off_and_empty_values_mean_unset() -> None:
         ({"BILLING_METRICS_PORT": "-1"}, "BILLING_METRICS_PORT", "out of range"),
         ({"BILLING_WEBHOOK_PORT": "65536"}, "BILLING_WEBHOOK_PORT", "out of range"),
         ({"BILLING_WEBHOOK_PORT": "9464"}, "BILLING_WEBHOOK_PORT", "already used by BILLING_METRICS_PORT"),
-        ({"STRIPE_SECRET_KEY": KEY}, "STRIPE_WEBHOOK_SECRET", "missing while STRIPE_SECRET_KEY is set"),
-        ({"STRIPE_WEBHOOK_SECRET": HOOK_SECRET}, "STRIPE_WEBHOOK_SECRET", "STRIPE_SECRET_KEY is not"),
         (
-            {"STRIPE_SECRET_KEY": "pk_test_123", "STRIPE_WEBHOOK_SECRET": HOOK_SECRET},
-            "STRIPE_SECRET_KEY",
+            {"BILLING_STRIPE_SECRET_KEY": KEY},
+            "BILLING_STRIPE_WEBHOOK_SECRET",
+            "missing while BILLING_STRIPE_SECRET_KEY is set",
+        ),
+        (
+            {"BILLING_STRIPE_WEBHOOK_SECRET": HOOK_SECRET},
+            "BILLING_STRIPE_WEBHOOK_SECRET",
+            "BILLING_STRIPE_SECRET_KEY is not",
+        ),
+        (
+            {"BILLING_STRIPE_SECRET_KEY": "pk_test_123", "BILLING_STRIPE_WEBHOOK_SECRET": HOOK_SECRET},
+            "BILLING_STRIPE_SECRET_KEY",
             "sk_",
         ),
-        ({"STRIPE_SECRET_KEY": KEY, "STRIPE_WEBHOOK_SECRET": "secret"}, "STRIPE_WEBHOOK_SECRET", "whsec_"),
-        ({"STRIPE_API_BASE": "localhost:12111"}, "STRIPE_API_BASE", "not an http(s) URL"),
+        (
+            {"BILLING_STRIPE_SECRET_KEY": KEY, "BILLING_STRIPE_WEBHOOK_SECRET": "secret"},
+            "BILLING_STRIPE_WEBHOOK_SECRET",
+            "whsec_",
+        ),
+        ({"BILLING_STRIPE_API_BASE": "localhost:12111"}, "BILLING_STRIPE_API_BASE", "not an http(s) URL"),
         ({"BILLING_LOG_FORMAT": "xml"}, "BILLING_LOG_FORMAT", "must be one of"),
         ({"BILLING_LOG_LEVEL": "loud"}, "BILLING_LOG_LEVEL", "must be one of"),
         ({"BILLING_SHUTDOWN_GRACE_S": "soon"}, "BILLING_SHUTDOWN_GRACE_S", "not a number of seconds"),
@@ -115,13 +129,17 @@ def test_metrics_can_be_switched_off_and_empty_values_mean_unset() -> None:
         ({"BILLING_RECHARGE_LEASE_S": "0.5"}, "BILLING_RECHARGE_LEASE_S", "out of range"),
         ({"BILLING_RECHARGE_RETRY_BACKOFF_S": "3600,x"}, "BILLING_RECHARGE_RETRY_BACKOFF_S", "not a number"),
         ({"BILLING_RECHARGE_RETRY_BACKOFF_S": "3600,60"}, "BILLING_RECHARGE_RETRY_BACKOFF_S", "not decrease"),
-        ({"BILLING_RECHARGE_AMOUNT_MIN_USD": "five"}, "BILLING_RECHARGE_AMOUNT_MIN_USD", "not an amount"),
+        (
+            {"BILLING_RECHARGE_AMOUNT_MIN_USD": "five"},
+            "BILLING_RECHARGE_AMOUNT_MIN_USD",
+            "not a dollar amount",
+        ),
         ({"BILLING_RECHARGE_AMOUNT_MIN_USD": "-5"}, "BILLING_RECHARGE_AMOUNT_MIN_USD", "positive"),
         ({"BILLING_RECHARGE_AMOUNT_MIN_USD": "Infinity"}, "BILLING_RECHARGE_AMOUNT_MIN_USD", "positive"),
         (
             {"BILLING_RECHARGE_AMOUNT_MIN_USD": "5.001"},
             "BILLING_RECHARGE_AMOUNT_MIN_USD",
-            "whole number of cents",
+            "must be whole cents",
         ),
         ({"BILLING_RECHARGE_AMOUNT_MAX_USD": "4"}, "BILLING_RECHARGE_AMOUNT_MAX_USD", "below"),
     ],
@@ -134,7 +152,7 @@ def test_a_bad_value_names_the_variable(env: dict[str, str], variable: str, says
 
 def test_messages_about_stripe_secrets_do_not_repeat_them() -> None:
     wrong_kind = "pk_live_" + "Q1w2E3r4T5y6"
-    message = _error({"STRIPE_SECRET_KEY": wrong_kind, "STRIPE_WEBHOOK_SECRET": HOOK_SECRET})
+    message = _error({"BILLING_STRIPE_SECRET_KEY": wrong_kind, "BILLING_STRIPE_WEBHOOK_SECRET": HOOK_SECRET})
     assert wrong_kind not in message
-    message = _error({"STRIPE_SECRET_KEY": KEY})
+    message = _error({"BILLING_STRIPE_SECRET_KEY": KEY})
     assert KEY not in message
