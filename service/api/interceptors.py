@@ -45,6 +45,7 @@ class _Call:
         self.request_id = _request_id(context)
         self.started = time.perf_counter()
         self.code = grpc.StatusCode.OK
+        self.finished = False
         structlog.contextvars.bind_contextvars(request_id=self.request_id)
         context.set_trailing_metadata(((REQUEST_ID_KEY, self.request_id),))
 
@@ -53,6 +54,9 @@ class _Call:
         if isinstance(error, BillingError):
             code, message, details = rich_status(error)
             self.code = code
+            # abort() sends the status at once: write the line (and count the RPC) first, so that whoever
+            # sees the status can also see its line and its metrics.
+            self.finish()
             await self.context.abort(
                 code,
                 message,
@@ -60,6 +64,7 @@ class _Call:
             )
         self.code = grpc.StatusCode.INTERNAL
         log.exception("unhandled error", method=self.method)
+        self.finish()
         await self.context.abort(
             grpc.StatusCode.INTERNAL,
             f"internal error (request id {self.request_id})",
@@ -72,6 +77,10 @@ class _Call:
         self.code = code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
 
     def finish(self) -> None:
+        """Write the canonical line and count the RPC, once."""
+        if self.finished:
+            return
+        self.finished = True
         duration_s = time.perf_counter() - self.started
         observe_rpc(self.method, self.code.name, duration_s)
         fields: dict[str, Any] = {
@@ -135,6 +144,7 @@ _UNAVAILABLE_MESSAGE = "the server is shutting down; retry with the same idempot
 
 async def _refuse(call: _Call) -> None:
     call.code = grpc.StatusCode.UNAVAILABLE
+    call.finish()
     await call.context.abort(
         grpc.StatusCode.UNAVAILABLE,
         _UNAVAILABLE_MESSAGE,

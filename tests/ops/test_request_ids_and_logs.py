@@ -62,6 +62,8 @@ async def test_request_id_comes_back_on_error_responses(
     metadata = (("x-request-id", given),) if given else None
     with structlog.testing.capture_logs() as logs, pytest.raises(grpc.aio.AioRpcError) as caught:
         await stubs.wallet.GetWallet(request_, metadata=metadata)
+    # The line is written before the error status is sent, so it is there as soon as the caller knows.
+    lines = [line for line in logs if line["event"] == "rpc"]
     assert caught.value.code() == code
     returned = _request_id(caught.value.trailing_metadata())
     assert returned is not None
@@ -69,5 +71,4 @@ async def test_request_id_comes_back_on_error_responses(
         assert returned == given
     else:
         assert GENERATED.match(returned)
-    lines = [line for line in logs if line["event"] == "rpc"]
     assert [(line["code"], line["request_id"]) for line in lines] == [(code.name, returned)]
