@@ -41,6 +41,22 @@ def _company_id(value: str) -> str:
     return value
 
 
+def _usd_amount_nanos(value: str) -> int:
+    """AMOUNT_USD such as `25` or `12.50`, parsed exactly (never through a float) into nanos."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        amount = Decimal(value.removeprefix("$"))
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an amount in USD (e.g. 12.50)") from None
+    if not amount.is_finite() or amount <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be a positive amount in USD")
+    nanos = amount * 1_000_000_000
+    if nanos != nanos.to_integral_value():
+        raise argparse.ArgumentTypeError(f"{value!r} has more than 9 decimal places")
+    return int(nanos)
+
+
 def _positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -164,6 +180,33 @@ async def _wallet_show(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _wallet_credit(config: Config, args: argparse.Namespace) -> int:
+    import getpass
+    import uuid
+
+    from service.app.credits import credit_wallet
+    from service.db.pool import create_pool
+    from service.domain.money import format_usd
+
+    request_id = args.request_id or f"cli-credit-{uuid.uuid4()}"
+    actor = args.actor or f"cli:{getpass.getuser()}"
+    async with _database(config) as url:
+        pool = await create_pool(url, min_size=1, max_size=1)
+        try:
+            credit = await credit_wallet(
+                pool, args.company_id, args.amount_nanos, args.reason, request_id, actor=actor
+            )
+        finally:
+            await pool.close()
+    done = "was already applied (same request id)" if credit.replayed else "applied"
+    print(
+        f"credit of {format_usd(credit.amount_nanos)} USD to {credit.company_id} {done}: "
+        f"ledger entry {credit.ledger_sequence}, balance {format_usd(credit.balance_after_nanos)} USD, "
+        f"request id {request_id}"
+    )
+    return 0
+
+
 def _serve(config: Config, _args: argparse.Namespace) -> int:
     from service.server import serve
 
@@ -219,6 +262,22 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument(
         "--last", type=_positive_int, default=10, metavar="N", help="ledger entries to show (default 10)"
     )
+    credit = command(
+        wallet_sub,
+        "credit",
+        _wallet_credit,
+        "add money to a wallet (a manual credit in the ledger) with a reason",
+    )
+    credit.add_argument("company_id", metavar="COMPANY", type=_company_id, help="the company's id")
+    credit.add_argument(
+        "amount_nanos", metavar="AMOUNT_USD", type=_usd_amount_nanos, help="amount in USD, e.g. 12.50"
+    )
+    credit.add_argument("--reason", required=True, help="why the money is added (kept in the ledger)")
+    credit.add_argument(
+        "--request-id",
+        help="idempotency key: repeating the command with it credits once (default: a new one, printed)",
+    )
+    credit.add_argument("--actor", help="who credits (default: cli:<your user name>)")
     return parser
 
 

@@ -25,6 +25,7 @@ from service.api.reflection import enable_reflection
 from service.api.settings_servicer import SettingsServicer
 from service.api.usage_servicer import UsageServicer
 from service.api.wallet_servicer import WalletServicer
+from service.app.events import EventNotifier
 from service.config import Config
 from service.db.embedded import DATABASE_NAME, EmbeddedPostgres
 from service.db.migrate import migrate
@@ -77,6 +78,7 @@ class BillingServer:
     health: DatabaseHealth
     embedded: EmbeddedPostgres | None = None
     provider: PaymentProvider | None = None
+    events: EventNotifier | None = None
     metrics: MetricsServer | None = None
     edge: EdgeInterceptor | None = None
     # Background work (the recharge loop...) registers here how to stop taking new work; each hook
@@ -113,6 +115,9 @@ class BillingServer:
                 await asyncio.wait_for(hook(), timeout=max(grace, 0.1))
             except Exception:
                 log.exception("background task did not stop cleanly", hook=getattr(hook, "__qualname__", "?"))
+        if self.events is not None:
+            # Open event streams end now with UNAVAILABLE instead of holding the shutdown for the grace.
+            await self.events.close()
         if self.edge is not None:
             ended = await self.edge.drain.drain(grace)
             if ended:
@@ -144,6 +149,12 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         pool = await create_pool(
             database_url, min_size=config.db_pool_min_size, max_size=config.db_pool_max_size
         )
+        events = EventNotifier(database_url)
+        try:
+            await events.start()
+        except BaseException:
+            await pool.close()
+            raise
     except BaseException:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
@@ -152,7 +163,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
     edge = EdgeInterceptor()
     server = grpc.aio.server(interceptors=[edge])
     usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool), server)
-    wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool), server)
+    wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool, events), server)
     provider = make_provider(config)
     bounds = RechargeBounds(config.recharge_amount_min_nanos, config.recharge_amount_max_nanos)
     settings_service_pb2_grpc.add_SettingsServiceServicer_to_server(
@@ -169,6 +180,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
             await metrics.start(config.grpc_host, config.metrics_port)
         except BaseException:  # e.g. the port is taken: leave nothing running behind us
             await provider.aclose()
+            await events.close()
             await pool.close()
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
@@ -184,7 +196,16 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         stripe="configured" if config.stripe_secret_key else "sandbox",
     )
     return BillingServer(
-        config, server, port, pool, health, embedded, provider=provider, metrics=metrics, edge=edge
+        config,
+        server,
+        port,
+        pool,
+        health,
+        embedded,
+        provider=provider,
+        events=events,
+        metrics=metrics,
+        edge=edge,
     )
 
 

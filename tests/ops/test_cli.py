@@ -102,6 +102,43 @@ async def test_company_create_then_wallet_show_with_its_last_entries(db_url: str
     assert lines[6].split()[4:6] == ["-0.006750000", "-0.681750000"]
 
 
+async def test_wallet_credit_adds_a_manual_credit_once_per_request_id(db_url: str) -> None:
+    assert (await run("company", "create", "acme", database_url=db_url)).code == 0
+    args = ("wallet", "credit", "acme", "12.50", "--reason", "goodwill, ticket 481", "--request-id", "t-481")
+    first = await run(*args, database_url=db_url)
+    assert first.code == 0, first.err
+    assert first.out == (
+        "credit of 12.500000000 USD to acme applied: ledger entry 1, balance 12.500000000 USD, "
+        "request id t-481\n"
+    )
+    again = await run(*args, database_url=db_url)
+    assert again.code == 0
+    assert "was already applied (same request id)" in again.out
+    other = await run("wallet", "credit", "acme", "0.000000001", "--reason", "rounding", database_url=db_url)
+    assert other.code == 0 and "balance 12.500000001 USD" in other.out
+    shown = await run("wallet", "show", "acme", database_url=db_url)
+    assert "balance   12.500000001 USD" in shown.out
+    assert "manual_credit" in shown.out and "goodwill, ticket 481" in shown.out
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (("12.5", "--reason", "x"), 1, "company 'nobody' has no wallet"),
+        (("ten", "--reason", "x"), 2, "argument AMOUNT_USD: 'ten' is not an amount in USD"),
+        (("-5", "--reason", "x"), 2, "argument AMOUNT_USD: '-5' must be a positive amount in USD"),
+        (("0.0000000001", "--reason", "x"), 2, "argument AMOUNT_USD: '0.0000000001' has more than 9 decimal"),
+        (("5",), 2, "the following arguments are required: --reason"),
+    ],
+)
+async def test_wallet_credit_errors_name_the_argument(
+    db_url: str, args: tuple[str, ...], code: int, says: str
+) -> None:
+    result = await run("wallet", "credit", "nobody", *args, database_url=db_url)
+    assert result.code == code
+    assert says in result.err
+
+
 async def test_unknown_company_is_a_clear_error_with_exit_1(db_url: str) -> None:
     result = await run("wallet", "show", "nobody", database_url=db_url)
     assert (result.code, result.out) == (1, "")
@@ -124,7 +161,16 @@ async def test_bad_arguments_name_the_argument(args: tuple[str, ...], says: str)
 
 
 @pytest.mark.parametrize(
-    "args", [(), ("serve",), ("migrate",), ("health",), ("company", "create"), ("wallet", "show")]
+    "args",
+    [
+        (),
+        ("serve",),
+        ("migrate",),
+        ("health",),
+        ("company", "create"),
+        ("wallet", "show"),
+        ("wallet", "credit"),
+    ],
 )
 async def test_every_command_has_help(args: tuple[str, ...]) -> None:
     result = await run(*args, "--help")
