@@ -1,7 +1,7 @@
 """Configuration, from environment variables only, validated once at start.
 
 Every variable is listed in README.md ("Configuration"). A bad value stops the process with one line
-that names the variable and what is wrong with it.
+that names the variable and what is wrong with it. Messages never repeat a secret's value.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from itertools import pairwise
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,7 +24,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Config:
-    database_url: str | None
+    database_url: str | None = field(repr=False)  # may carry a password
     pgdata: Path
     grpc_host: str
     grpc_port: int
@@ -33,19 +34,35 @@ class Config:
     log_level: str
     shutdown_grace_s: float
     health_probe_interval_s: float
-    # Settings bounds and the payment provider (issue 4). Defaults so that code building a Config by
-    # hand keeps working.
+    # Everything below has the default load_config({}) gives it, so code building a Config by hand
+    # keeps working as settings are added.
+    # Settings bounds (issue 4).
     recharge_amount_min_nanos: int = 5 * NANOS_PER_USD
     recharge_amount_max_nanos: int = 10_000 * NANOS_PER_USD
-    # Empty: the sandbox payment provider is used and no real money moves.
+    # Empty: the sandbox payment provider is used and no real money moves. Never shown (repr=False).
     stripe_secret_key: str = field(default="", repr=False)
     stripe_webhook_secret: str = field(default="", repr=False)
     # Only for tests and Stripe-compatible fakes; empty means Stripe's own API.
     stripe_api_base: str = ""
+    # Prometheus /metrics; None when switched off (BILLING_METRICS_PORT=off).
+    metrics_port: int | None = 9464
+    webhook_port: int = 8080
+    # The recharge loop (issue 5).
+    recharge_sweep_interval_s: float = 60.0
+    recharge_retry_backoff_s: tuple[float, ...] = (3600.0, 21600.0, 86400.0)
+    recharge_lease_s: float = 300.0
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    """The variable's value, with an empty or blank value read as unset (compose passes `VAR=`)."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return None
+    return raw.strip()
 
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, str(default))
+    raw = _get(env, name) or str(default)
     try:
         port = int(raw)
     except ValueError:
@@ -55,8 +72,15 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     return port
 
 
+def _optional_port(env: Mapping[str, str], name: str, default: int) -> int | None:
+    raw = _get(env, name)
+    if raw is not None and raw.lower() == "off":
+        return None
+    return _port(env, name, default)
+
+
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name, str(default))
+    raw = _get(env, name) or str(default)
     try:
         value = int(raw)
     except ValueError:
@@ -66,35 +90,42 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name, str(default))
+def _one_duration(name: str, raw: str, low: float, high: float) -> float:
     try:
         value = float(raw)  # a duration, not money: floats are fine here
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name}={value} is out of range ({low}-{high} seconds)")
+    if not low <= value <= high:  # also refuses nan
+        raise ConfigError(f"{name}={raw} is out of range ({low:g}-{high:g} seconds)")
     return value
 
 
-def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = env.get(name, default).lower()
-    if value not in allowed:
-        raise ConfigError(f"{name}={value!r} must be one of {', '.join(allowed)}")
-    return value
+def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    return _one_duration(name, _get(env, name) or str(default), low, high)
+
+
+def _backoff(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    steps = tuple(_one_duration(name, part.strip(), 1.0, 30 * 86400.0) for part in raw.split(","))
+    if any(later < earlier for earlier, later in pairwise(steps)):
+        raise ConfigError(f"{name}={raw!r} must not decrease (e.g. 3600,21600,86400)")
+    return steps
 
 
 def _usd_nanos(env: Mapping[str, str], name: str, default_nanos: int) -> int:
     """A dollar amount parsed as an exact decimal (never a float), whole cents, in nano-USD."""
-    raw = env.get(name)
-    if raw is None or not raw.strip():
+    raw = _get(env, name)
+    if raw is None:
         return default_nanos
     try:
-        amount = Decimal(raw.strip().removeprefix("$"))
+        amount = Decimal(raw.removeprefix("$"))
     except InvalidOperation:
         raise ConfigError(f"{name}={raw!r} is not a dollar amount (e.g. 5.00)") from None
     if not amount.is_finite() or amount <= 0:
         raise ConfigError(f"{name}={raw!r} must be a positive dollar amount")
+    # Recharges are card charges, and cards are charged in whole cents.
     if amount != amount.quantize(Decimal("0.01")):
         raise ConfigError(f"{name}={raw!r} must be whole cents (at most two decimal places)")
     nanos = int(amount * NANOS_PER_USD)
@@ -108,9 +139,16 @@ def _dollars(amount_nanos: int) -> str:
     return f"${cents // 100}.{cents % 100:02d}"
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = (_get(env, name) or default).lower()
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} must be one of {', '.join(allowed)}")
+    return value
+
+
 def _database_url(env: Mapping[str, str]) -> str | None:
-    raw = env.get("DATABASE_URL", "").strip()
-    if not raw:
+    raw = _get(env, "DATABASE_URL")
+    if raw is None:
         return None
     parts = urlsplit(raw)
     if parts.scheme not in ("postgresql", "postgres"):
@@ -126,33 +164,86 @@ def _database_url(env: Mapping[str, str]) -> str | None:
     return raw
 
 
+def _http_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = _get(env, name)
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} has a malformed port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name}={raw!r} is not an http(s) URL (e.g. http://localhost:12111)")
+    return raw.rstrip("/")
+
+
+def _stripe(env: Mapping[str, str]) -> tuple[str, str]:
+    key = _get(env, "BILLING_STRIPE_SECRET_KEY") or ""
+    secret = _get(env, "BILLING_STRIPE_WEBHOOK_SECRET") or ""
+    # The values are secrets: the messages below describe them without repeating them.
+    if key and not key.startswith(("sk_live_", "sk_test_", "rk_live_", "rk_test_")):
+        raise ConfigError(
+            "BILLING_STRIPE_SECRET_KEY must be a Stripe secret key (sk_live_…, sk_test_… or rk_…)"
+        )
+    if secret and not secret.startswith("whsec_"):
+        raise ConfigError("BILLING_STRIPE_WEBHOOK_SECRET must be a webhook signing secret (whsec_…)")
+    if key and not secret:
+        raise ConfigError(
+            "BILLING_STRIPE_WEBHOOK_SECRET is missing while BILLING_STRIPE_SECRET_KEY is set "
+            "(without it no webhook could be verified)"
+        )
+    if secret and not key:
+        raise ConfigError("BILLING_STRIPE_WEBHOOK_SECRET is set but BILLING_STRIPE_SECRET_KEY is not")
+    return key, secret
+
+
 def load_config(env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
     pool_min = _int(env, "BILLING_DB_POOL_MIN_SIZE", 2, 1, 200)
     pool_max = _int(env, "BILLING_DB_POOL_MAX_SIZE", 10, 1, 200)
     if pool_max < pool_min:
         raise ConfigError(f"BILLING_DB_POOL_MAX_SIZE={pool_max} is below BILLING_DB_POOL_MIN_SIZE={pool_min}")
-    recharge_min = _usd_nanos(env, "BILLING_RECHARGE_AMOUNT_MIN_USD", 5 * NANOS_PER_USD)
-    recharge_max = _usd_nanos(env, "BILLING_RECHARGE_AMOUNT_MAX_USD", 10_000 * NANOS_PER_USD)
-    if recharge_max < recharge_min:
+    grpc_port = _port(env, "BILLING_GRPC_PORT", 50051)
+    metrics_port = _optional_port(env, "BILLING_METRICS_PORT", 9464)
+    webhook_port = _port(env, "BILLING_WEBHOOK_PORT", 8080)
+    ports = {"BILLING_GRPC_PORT": grpc_port, "BILLING_METRICS_PORT": metrics_port}
+    ports["BILLING_WEBHOOK_PORT"] = webhook_port
+    seen: dict[int, str] = {}
+    for name, port in ports.items():
+        if port:  # 0 and "off" never clash
+            if port in seen:
+                raise ConfigError(f"{name}={port} is already used by {seen[port]}")
+            seen[port] = name
+    stripe_secret_key, stripe_webhook_secret = _stripe(env)
+    amount_min = _usd_nanos(env, "BILLING_RECHARGE_AMOUNT_MIN_USD", 5 * NANOS_PER_USD)
+    amount_max = _usd_nanos(env, "BILLING_RECHARGE_AMOUNT_MAX_USD", 10_000 * NANOS_PER_USD)
+    if amount_max < amount_min:
         raise ConfigError(
             "BILLING_RECHARGE_AMOUNT_MAX_USD is below BILLING_RECHARGE_AMOUNT_MIN_USD "
-            f"({_dollars(recharge_max)} < {_dollars(recharge_min)})"
+            f"({_dollars(amount_max)} < {_dollars(amount_min)})"
         )
     return Config(
         database_url=_database_url(env),
-        pgdata=Path(env.get("BILLING_PGDATA", ".pgdata")),
-        grpc_host=env.get("BILLING_GRPC_HOST", "127.0.0.1"),
-        grpc_port=_port(env, "BILLING_GRPC_PORT", 50051),
+        pgdata=Path(_get(env, "BILLING_PGDATA") or ".pgdata"),
+        grpc_host=_get(env, "BILLING_GRPC_HOST") or "127.0.0.1",
+        grpc_port=grpc_port,
         db_pool_min_size=pool_min,
         db_pool_max_size=pool_max,
         log_format=_choice(env, "BILLING_LOG_FORMAT", "auto", ("auto", "json", "console")),
         log_level=_choice(env, "BILLING_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
         shutdown_grace_s=_seconds(env, "BILLING_SHUTDOWN_GRACE_S", 10.0, 0.0, 300.0),
         health_probe_interval_s=_seconds(env, "BILLING_HEALTH_PROBE_INTERVAL_S", 1.0, 0.05, 60.0),
-        recharge_amount_min_nanos=recharge_min,
-        recharge_amount_max_nanos=recharge_max,
-        stripe_secret_key=env.get("BILLING_STRIPE_SECRET_KEY", "").strip(),
-        stripe_webhook_secret=env.get("BILLING_STRIPE_WEBHOOK_SECRET", "").strip(),
-        stripe_api_base=env.get("BILLING_STRIPE_API_BASE", "").strip().rstrip("/"),
+        metrics_port=metrics_port,
+        webhook_port=webhook_port,
+        stripe_secret_key=stripe_secret_key,
+        stripe_webhook_secret=stripe_webhook_secret,
+        stripe_api_base=_http_url(env, "BILLING_STRIPE_API_BASE") or "",
+        recharge_sweep_interval_s=_seconds(env, "BILLING_RECHARGE_SWEEP_INTERVAL_S", 60.0, 0.05, 86400.0),
+        recharge_retry_backoff_s=_backoff(
+            env, "BILLING_RECHARGE_RETRY_BACKOFF_S", (3600.0, 21600.0, 86400.0)
+        ),
+        recharge_lease_s=_seconds(env, "BILLING_RECHARGE_LEASE_S", 300.0, 1.0, 86400.0),
+        recharge_amount_min_nanos=amount_min,
+        recharge_amount_max_nanos=amount_max,
     )

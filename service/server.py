@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -28,9 +29,10 @@ from service.app.events import EventNotifier
 from service.config import Config
 from service.db.embedded import DATABASE_NAME, EmbeddedPostgres
 from service.db.migrate import migrate
-from service.db.pool import create_pool, ensure_database, with_database
+from service.db.pool import CountingPool, create_pool, ensure_database, with_database
 from service.domain.settings import RechargeBounds
 from service.health import DatabaseHealth
+from service.metrics import MetricsServer, ServerGauges
 from service.payments.factory import make_provider
 from service.payments.provider import PaymentProvider
 
@@ -62,34 +64,76 @@ async def apply_migrations(database_url: str) -> int:
         await conn.close()
 
 
+StopHook = Callable[[], Awaitable[None]]
+
+
 @dataclass
 class BillingServer:
-    """A running service: gRPC server, pool, health probe and (maybe) embedded Postgres."""
+    """A running service: gRPC server, pool, health probe, metrics and (maybe) embedded Postgres."""
 
     config: Config
     server: grpc.aio.Server
     port: int
-    pool: asyncpg.Pool
+    pool: CountingPool
     health: DatabaseHealth
     embedded: EmbeddedPostgres | None = None
     provider: PaymentProvider | None = None
     events: EventNotifier | None = None
+    metrics: MetricsServer | None = None
+    edge: EdgeInterceptor | None = None
+    # Background work (the recharge loop...) registers here how to stop taking new work; each hook
+    # runs on shutdown after health goes NOT_SERVING and before the gRPC server stops.
+    background_stops: list[StopHook] = field(default_factory=list)
     _stopped: bool = field(default=False, init=False)
 
+    @property
+    def metrics_port(self) -> int | None:
+        return None if self.metrics is None else self.metrics.port
+
+    def on_stop(self, hook: StopHook) -> None:
+        """Run `hook` at shutdown, before the gRPC server stops (hooks run in the order added)."""
+        self.background_stops.append(hook)
+
     async def stop(self, grace_s: float | None = None) -> None:
+        """Shut down in the order that loses nothing.
+
+        1. Health goes NOT_SERVING, so load balancers stop sending new calls.
+        2. Background loops stop taking new work (each hook gets the grace period).
+        3. New calls are refused with UNAVAILABLE; calls in flight get the grace period, and those still
+           running then end with UNAVAILABLE (their statement is cancelled, so their transaction rolls
+           back; a caller retries with the same idempotency key). Then the gRPC server stops.
+        4. The metrics server, the pool and the embedded Postgres (if any) close.
+        """
         if self._stopped:
             return
         self._stopped = True
         grace = self.config.shutdown_grace_s if grace_s is None else grace_s
         log.info("shutting down", grace_s=grace)
         await self.health.enter_graceful_shutdown()
+        for hook in self.background_stops:
+            try:
+                await asyncio.wait_for(hook(), timeout=max(grace, 0.1))
+            except Exception:
+                log.exception("background task did not stop cleanly", hook=getattr(hook, "__qualname__", "?"))
         if self.events is not None:
             # Open event streams end now with UNAVAILABLE instead of holding the shutdown for the grace.
             await self.events.close()
-        await self.server.stop(grace)
+        if self.edge is not None:
+            ended = await self.edge.drain.drain(grace)
+            if ended:
+                log.warning("calls still running at the end of the grace period ended", calls=ended)
+        # Whatever gRPC itself still holds (health, reflection streams) gets a short grace of its own.
+        await self.server.stop(min(grace, 1.0))
         if self.provider is not None:
             await self.provider.aclose()
-        await self.pool.close()
+        if self.metrics is not None:
+            await self.metrics.stop()
+        try:
+            # Every call is over, so connections come back at once; the bound is for a stuck socket.
+            await asyncio.wait_for(self.pool.close(), timeout=10)
+        except TimeoutError:
+            log.warning("pool did not close in time; terminating its connections")
+            self.pool.terminate()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
         log.info("stopped")
@@ -116,7 +160,8 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
             await asyncio.to_thread(embedded.stop)
         raise
 
-    server = grpc.aio.server(interceptors=[EdgeInterceptor()])
+    edge = EdgeInterceptor()
+    server = grpc.aio.server(interceptors=[edge])
     usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool), server)
     wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool, events), server)
     provider = make_provider(config)
@@ -128,10 +173,40 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     enable_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
     port = server.add_insecure_port(f"{config.grpc_host}:{config.grpc_port}")
+    metrics = None
+    if config.metrics_port is not None:
+        metrics = MetricsServer(ServerGauges(pool, lambda: pool.waiting, database_url))
+        try:
+            await metrics.start(config.grpc_host, config.metrics_port)
+        except BaseException:  # e.g. the port is taken: leave nothing running behind us
+            await provider.aclose()
+            await events.close()
+            await pool.close()
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
+            raise
     await health.start()
     await server.start()
-    log.info("serving", host=config.grpc_host, port=port, embedded_postgres=embedded is not None)
-    return BillingServer(config, server, port, pool, health, embedded, provider, events)
+    log.info(
+        "serving",
+        host=config.grpc_host,
+        port=port,
+        metrics_port=None if metrics is None else metrics.port,
+        embedded_postgres=embedded is not None,
+        stripe="configured" if config.stripe_secret_key else "sandbox",
+    )
+    return BillingServer(
+        config,
+        server,
+        port,
+        pool,
+        health,
+        embedded,
+        provider=provider,
+        events=events,
+        metrics=metrics,
+        edge=edge,
+    )
 
 
 async def serve(config: Config) -> None:

@@ -56,7 +56,14 @@ async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture
 async def app(db_url: str) -> AsyncIterator[BillingServer]:
     config = replace(
-        load_config({}), grpc_host="127.0.0.1", grpc_port=0, db_pool_max_size=20, health_probe_interval_s=0.2
+        load_config({}),
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        # Port 0 everywhere: tests of several worktrees run side by side on one machine.
+        metrics_port=0,
+        webhook_port=0,
+        db_pool_max_size=20,
+        health_probe_interval_s=0.2,
     )
     running = await start_server(config, database_url=db_url)
     yield running

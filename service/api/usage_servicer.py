@@ -20,6 +20,7 @@ from service.api.validation import (
     parse_usage,
 )
 from service.app.record_usage import RecordUsageCommand, record_usage
+from service.metrics import observe_usage
 
 _ENCODINGS = {
     None: usage_pb2.SMS_ENCODING_UNSPECIFIED,
@@ -106,6 +107,8 @@ class UsageServicer(UsageReporting, usage_service_pb2_grpc.UsageServiceServicer)
             ),
         )
         row = recorded.record
+        if not recorded.replayed:
+            observe_usage(row["usage_type"], row["amount_nanos"])
         return usage_service_pb2.RecordUsageResponse(
             usage_record=usage_record_of_row(row),
             balance_after=money(row["balance_after_nanos"]),

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from types import TracebackType
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from asyncpg.pool import PoolAcquireContext
 
 
 def with_database(url: str, database: str) -> str:
@@ -26,13 +30,55 @@ async def ensure_database(admin_url: str, database: str) -> None:
         await conn.close()
 
 
-async def create_pool(url: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
+class _CountedAcquire:
+    """`pool.acquire()` as asyncpg returns it, counting the callers still waiting for a connection."""
+
+    def __init__(self, pool: CountingPool, inner: PoolAcquireContext) -> None:
+        self._pool = pool
+        self._inner = inner
+
+    async def _counted(self) -> Any:
+        self._pool.waiting += 1
+        try:
+            return await self._inner.__aenter__()
+        finally:
+            self._pool.waiting -= 1
+
+    async def __aenter__(self) -> Any:
+        return await self._counted()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._inner.__aexit__(kind, error, tb)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._counted().__await__()
+
+
+class CountingPool(asyncpg.Pool):
+    """An asyncpg pool that knows how many callers wait for a connection (asyncpg does not say)."""
+
+    waiting = 0
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        # Every pool method (fetch, execute...) goes through acquire(), so all waiters are counted.
+        return _CountedAcquire(self, super().acquire(timeout=timeout))
+
+
+async def create_pool(url: str, *, min_size: int, max_size: int) -> CountingPool:
+    # asyncpg.create_pool() is `Pool(dsn, **defaults)` awaited; the same, with our subclass.
+    pool = CountingPool(
         url,
         min_size=min_size,
         max_size=max_size,
+        max_queries=50000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
         # Statements run under a bounded time, so a stuck lock shows up as an error, not a hang.
         server_settings={"application_name": "consofta-billing", "statement_timeout": "30s"},
     )
-    assert pool is not None
+    await pool
     return pool

@@ -81,7 +81,12 @@ async def test_with_a_key_the_stripe_provider_is_used_and_the_key_is_never_logge
 
 def test_the_key_comes_from_the_environment() -> None:
     config = load_config(
-        {"BILLING_STRIPE_SECRET_KEY": " sk_test_abc ", "BILLING_STRIPE_API_BASE": "http://x/"}
+        {
+            "BILLING_STRIPE_SECRET_KEY": " sk_test_abc ",
+            # Required with a key (issue 8): the service could not verify a webhook without it.
+            "BILLING_STRIPE_WEBHOOK_SECRET": "whsec_abc",
+            "BILLING_STRIPE_API_BASE": "http://x/",
+        }
     )
     assert (config.stripe_secret_key, config.stripe_api_base) == ("sk_test_abc", "http://x")
     assert "sk_test_abc" not in repr(config)

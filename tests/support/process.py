@@ -26,7 +26,16 @@ def free_port() -> int:
 class ServiceProcess:
     def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ("serve",)) -> None:
         self.port = free_port()
-        self.env = {**os.environ, **env, "BILLING_GRPC_PORT": str(self.port), "BILLING_LOG_FORMAT": "json"}
+        self.metrics_port = free_port()
+        self.env = {
+            **os.environ,
+            "BILLING_LOG_FORMAT": "json",
+            **env,
+            "BILLING_GRPC_PORT": str(self.port),
+            # Free ports for every listener: tests of several worktrees run side by side on one machine.
+            "BILLING_METRICS_PORT": str(self.metrics_port),
+            "BILLING_WEBHOOK_PORT": str(free_port()),
+        }
         self.env.pop("DATABASE_URL", None) if "DATABASE_URL" not in env else None
         self.log_path = log_path
         self.args = args

@@ -1,0 +1,195 @@
+"""Prometheus metrics, served at /metrics on BILLING_METRICS_PORT.
+
+Counters and histograms are process-wide (module level, in `REGISTRY`), so any module can count what it
+does: the interceptor counts RPCs, the usage servicer counts usage, the recharge loop counts attempts
+(`RECHARGE_ATTEMPTS.labels(outcome=...).inc()`). Gauges that describe one running server (its pool, the
+wallets below their minimum) are read when Prometheus scrapes, by `ServerGauges`, so nothing polls in
+between.
+
+RPC metric names follow go-grpc-prometheus (`grpc_server_handled_total`,
+`grpc_server_handling_seconds`), so the usual gRPC dashboards work unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import asyncpg
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+log = structlog.get_logger(__name__)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+RPC_HANDLED = Counter(
+    "grpc_server_handled",
+    "RPCs completed on the server, by method and status code.",
+    ["grpc_service", "grpc_method", "grpc_code"],
+    registry=REGISTRY,
+)
+RPC_HANDLING_SECONDS = Histogram(
+    "grpc_server_handling_seconds",
+    "Time from receiving an RPC to its status, by method and status code.",
+    ["grpc_service", "grpc_method", "grpc_code"],
+    # RecordUsage is one database round trip (a few ms); the tail is lock waits and pool queueing.
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=REGISTRY,
+)
+USAGE_RECORDED = Counter(
+    "billing_usage_recorded",
+    "Usage records created (replays not counted), by usage type.",
+    ["usage_type"],
+    registry=REGISTRY,
+)
+# Nanos, as an integer-valued counter: exact up to 2^53 nanos (about $9 million) per process lifetime
+# and label, because Prometheus samples are float64; beyond that the metric (never the ledger) rounds.
+USAGE_DEBITED_NANOS = Counter(
+    "billing_usage_debited_nanos",
+    "Amount debited from wallets for usage, in nano-USD (1 USD = 1e9), by usage type.",
+    ["usage_type"],
+    registry=REGISTRY,
+)
+RECHARGE_ATTEMPTS = Counter(
+    "billing_recharge_attempts",
+    "Automatic recharge attempts, by outcome (e.g. succeeded, declined, failed, outcome_unknown).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
+_rpc_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+
+
+def observe_rpc(method: str, code: str, duration_s: float) -> None:
+    """Count one finished RPC. `method` is gRPC's `/package.Service/Method`."""
+    children = _rpc_children.get((method, code))
+    if children is None:
+        # labels() takes a lock and builds a key; resolve each (method, code) pair once.
+        service, _, name = method.lstrip("/").rpartition("/")
+        children = (
+            RPC_HANDLED.labels(service, name, code),
+            RPC_HANDLING_SECONDS.labels(service, name, code),
+        )
+        _rpc_children[(method, code)] = children
+    children[0].inc()
+    children[1].observe(duration_s)
+
+
+def observe_usage(usage_type: str, amount_nanos: int) -> None:
+    USAGE_RECORDED.labels(usage_type).inc()
+    USAGE_DEBITED_NANOS.labels(usage_type).inc(amount_nanos)
+
+
+class ServerGauges:
+    """Gauges of one running server, refreshed at scrape time.
+
+    The wallet query runs on a connection of its own, not the pool's: a scrape must neither wait behind
+    an exhausted pool (exactly when the numbers matter) nor show up in the pool gauges it reports.
+    """
+
+    def __init__(
+        self, pool: asyncpg.Pool, waiting: Callable[[], int], database_url: str, query_timeout_s: float = 2.0
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._pool = pool
+        self._waiting = waiting
+        self._database_url = database_url
+        self._conn: asyncpg.Connection | None = None
+        self._timeout_s = query_timeout_s
+        self.pool_size = Gauge(
+            "billing_db_pool_connections", "Open database connections in the pool.", registry=self.registry
+        )
+        self.pool_in_use = Gauge(
+            "billing_db_pool_in_use", "Pool connections lent out to a caller.", registry=self.registry
+        )
+        self.pool_waiting = Gauge(
+            "billing_db_pool_waiting",
+            "Callers waiting to acquire a pool connection.",
+            registry=self.registry,
+        )
+        self.wallets_below_minimum = Gauge(
+            "billing_wallets_below_minimum",
+            "Wallets whose balance is below their minimum (the same for every replica: use max()).",
+            registry=self.registry,
+        )
+        self.scrape_errors = Counter(
+            "billing_metrics_scrape_errors",
+            "Scrapes whose database query failed (the gauge keeps its last value).",
+            registry=self.registry,
+        )
+
+    async def _count_below_minimum(self) -> int:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(
+                self._database_url, server_settings={"application_name": "consofta-billing-metrics"}
+            )
+        # A count over wallets (one row per company) is cheap at the scale of a scrape interval.
+        below = await self._conn.fetchval(
+            "select count(*) from wallets where balance_nanos < minimum_balance_nanos"
+        )
+        return int(below)
+
+    async def refresh(self) -> None:
+        size = self._pool.get_size()
+        self.pool_size.set(size)
+        self.pool_in_use.set(size - self._pool.get_idle_size())
+        self.pool_waiting.set(self._waiting())
+        try:
+            self.wallets_below_minimum.set(
+                await asyncio.wait_for(self._count_below_minimum(), timeout=self._timeout_s)
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            self.scrape_errors.inc()
+            log.warning("metrics query failed", error=str(exc))
+            if self._conn is not None:
+                self._conn.terminate()  # maybe half-way through a query: start afresh next time
+                self._conn = None
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+
+def render(gauges: ServerGauges | None) -> bytes:
+    text = generate_latest(REGISTRY)
+    if gauges is not None:
+        text += generate_latest(gauges.registry)
+    return text
+
+
+class MetricsServer:
+    """A tiny aiohttp app: GET /metrics on the metrics port."""
+
+    def __init__(self, gauges: ServerGauges | None) -> None:
+        self._gauges = gauges
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        if self._gauges is not None:
+            await self._gauges.refresh()
+        body = render(self._gauges)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def start(self, host: str, port: int) -> int:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        # No access log: Prometheus scrapes every few seconds and the lines say nothing.
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        address = self._runner.addresses[0]
+        self.port = int(address[1])
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._gauges is not None:
+            await self._gauges.close()

@@ -1,0 +1,184 @@
+"""The `consofta-billing` command as an operator runs it: real subprocesses against a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from service.app.record_usage import RecordUsageCommand, record_usage
+from service.db.migrate import available_migrations
+from service.domain.usage import EmailUsage
+from tests.support.process import ENTRY_POINT
+
+LATEST = available_migrations()[-1].version
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+async def run(*args: str, database_url: str | None = None, **env: str) -> Result:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "DATABASE_URL"))}
+    full_env.update(env, BILLING_LOG_FORMAT="json")
+    if database_url is not None:
+        full_env["DATABASE_URL"] = database_url
+    proc = await asyncio.create_subprocess_exec(
+        ENTRY_POINT, *args, env=full_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return Result(proc.returncode, out.decode(), err.decode())
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        (
+            {"BILLING_GRPC_PORT": "99999"},
+            "configuration error: BILLING_GRPC_PORT=99999 is out of range (0-65535; 0 picks a free port)",
+        ),
+        (
+            {"BILLING_STRIPE_SECRET_KEY": "sk_test_" + "abc123"},
+            "configuration error: BILLING_STRIPE_WEBHOOK_SECRET is missing while "
+            "BILLING_STRIPE_SECRET_KEY is set",
+        ),
+        ({"DATABASE_URL": "mysql://db/x"}, "configuration error: DATABASE_URL must start with postgresql://"),
+    ],
+)
+async def test_bad_configuration_stops_with_exit_2_and_one_line(env: dict[str, str], line: str) -> None:
+    result = await run("serve", **env)
+    assert result.code == 2
+    assert result.err.count("\n") == 1 and line in result.err
+    assert "abc123" not in result.err
+
+
+async def test_migrate_and_schema_version(db_url: str) -> None:
+    migrated = await run("migrate", database_url=db_url)
+    assert (migrated.code, migrated.out) == (0, f"{LATEST}\n")
+    shown = await run("schema-version", database_url=db_url)
+    assert (shown.code, shown.out) == (0, f"{LATEST}\n")
+
+
+async def test_company_create_then_wallet_show_with_its_last_entries(db_url: str) -> None:
+    created = await run("company", "create", "acme", "--name", "Acme Inc", database_url=db_url)
+    assert created.code == 0, created.err
+    assert created.out == "company acme (Acme Inc) created; balance 0.000000000 USD\n"
+    again = await run("company", "create", "acme", "--name", "Acme Inc", database_url=db_url)
+    assert (again.code, again.out) == (
+        0,
+        "company acme (Acme Inc) already existed (same request id); balance 0.000000000 USD\n",
+    )
+    other = await run("company", "create", "acme", "--request-id", "another", database_url=db_url)
+    assert (other.code, other.err) == (1, "consofta-billing: company 'acme' already has a wallet\n")
+
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=1)
+    assert pool is not None
+    try:
+        now = datetime.now(UTC)
+        for n, count in enumerate((1000, 10, 1)):
+            await record_usage(pool, RecordUsageCommand("acme", f"k{n}", EmailUsage(count), None, now))
+    finally:
+        await pool.close()
+
+    shown = await run("wallet", "show", "acme", "--last", "2", database_url=db_url)
+    assert shown.code == 0, shown.err
+    lines = shown.out.splitlines()
+    assert lines[0] == "company   acme (Acme Inc)"
+    assert lines[1] == "balance   -0.682425000 USD"  # 1011 emails at $0.000675
+    assert lines[2] == "minimum   0.000000000 USD (below minimum)"
+    assert lines[3] == "entries   3 in all; the last 2, newest first:"
+    assert len(lines) == 7
+    assert [line.split()[0] for line in lines[5:]] == ["3", "2"]  # sequence numbers, newest first
+    assert [line.split()[3] for line in lines[5:]] == ["usage_debit", "usage_debit"]
+    assert lines[5].split()[4:6] == ["-0.000675000", "-0.682425000"]
+    assert lines[6].split()[4:6] == ["-0.006750000", "-0.681750000"]
+
+
+async def test_wallet_credit_adds_a_manual_credit_once_per_request_id(db_url: str) -> None:
+    assert (await run("company", "create", "acme", database_url=db_url)).code == 0
+    args = ("wallet", "credit", "acme", "12.50", "--reason", "goodwill, ticket 481", "--request-id", "t-481")
+    first = await run(*args, database_url=db_url)
+    assert first.code == 0, first.err
+    assert first.out == (
+        "credit of 12.500000000 USD to acme applied: ledger entry 1, balance 12.500000000 USD, "
+        "request id t-481\n"
+    )
+    again = await run(*args, database_url=db_url)
+    assert again.code == 0
+    assert "was already applied (same request id)" in again.out
+    other = await run("wallet", "credit", "acme", "0.000000001", "--reason", "rounding", database_url=db_url)
+    assert other.code == 0 and "balance 12.500000001 USD" in other.out
+    shown = await run("wallet", "show", "acme", database_url=db_url)
+    assert "balance   12.500000001 USD" in shown.out
+    assert "manual_credit" in shown.out and "goodwill, ticket 481" in shown.out
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (("12.5", "--reason", "x"), 1, "company 'nobody' has no wallet"),
+        (("ten", "--reason", "x"), 2, "argument AMOUNT_USD: 'ten' is not an amount in USD"),
+        (("-5", "--reason", "x"), 2, "argument AMOUNT_USD: '-5' must be a positive amount in USD"),
+        (("0.0000000001", "--reason", "x"), 2, "argument AMOUNT_USD: '0.0000000001' has more than 9 decimal"),
+        (("5",), 2, "the following arguments are required: --reason"),
+    ],
+)
+async def test_wallet_credit_errors_name_the_argument(
+    db_url: str, args: tuple[str, ...], code: int, says: str
+) -> None:
+    result = await run("wallet", "credit", "nobody", *args, database_url=db_url)
+    assert result.code == code
+    assert says in result.err
+
+
+async def test_unknown_company_is_a_clear_error_with_exit_1(db_url: str) -> None:
+    result = await run("wallet", "show", "nobody", database_url=db_url)
+    assert (result.code, result.out) == (1, "")
+    assert result.err == "consofta-billing: company 'nobody' has no wallet\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("wallet", "show", "acme", "--last", "0"), "argument --last: 0 is out of range (1-10000)"),
+        (("wallet", "show", "acme", "--last", "ten"), "argument --last: 'ten' is not a whole number"),
+        (("company", "create", "not ok!"), "argument COMPANY: 'not ok!' is not a company id"),
+        (("wallet", "show"), "the following arguments are required: COMPANY"),
+    ],
+)
+async def test_bad_arguments_name_the_argument(args: tuple[str, ...], says: str) -> None:
+    result = await run(*args)
+    assert result.code == 2
+    assert says in result.err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (),
+        ("serve",),
+        ("migrate",),
+        ("health",),
+        ("company", "create"),
+        ("wallet", "show"),
+        ("wallet", "credit"),
+    ],
+)
+async def test_every_command_has_help(args: tuple[str, ...]) -> None:
+    result = await run(*args, "--help")
+    assert result.code == 0
+    assert result.out.startswith("usage: consofta-billing")
+
+
+async def test_health_of_a_server_that_is_not_there_is_exit_1() -> None:
+    result = await run("health", "--target", "127.0.0.1:1", "--timeout-s", "1")
+    assert result.code == 1
+    assert "UNAVAILABLE" in result.out

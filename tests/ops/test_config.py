@@ -1,0 +1,158 @@
+"""Configuration: every rule refuses a bad value with one line naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.config import ConfigError, load_config
+from service.domain.money import usd
+
+KEY = "sk_test_" + "a1B2c3D4e5F6g7H8"
+HOOK_SECRET = "whsec_" + "Z9y8X7w6V5"
+
+
+def _error(env: dict[str, str]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_config(env)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_defaults_describe_a_local_service_without_stripe() -> None:
+    config = load_config({})
+    assert (config.grpc_port, config.metrics_port, config.webhook_port) == (50051, 9464, 8080)
+    assert config.database_url is None
+    assert config.stripe_secret_key == "" and config.stripe_webhook_secret == ""
+    assert config.recharge_retry_backoff_s == (3600.0, 21600.0, 86400.0)
+    assert config.recharge_amount_min_nanos == usd(5)
+    assert config.recharge_amount_max_nanos == usd(10_000)
+
+
+def test_every_setting_is_read_from_its_variable() -> None:
+    config = load_config(
+        {
+            "DATABASE_URL": "postgresql://billing:pw@db:5432/billing",
+            "BILLING_GRPC_PORT": "6000",
+            "BILLING_METRICS_PORT": "6001",
+            "BILLING_WEBHOOK_PORT": "6002",
+            "BILLING_STRIPE_SECRET_KEY": KEY,
+            "BILLING_STRIPE_WEBHOOK_SECRET": HOOK_SECRET,
+            "BILLING_STRIPE_API_BASE": "http://127.0.0.1:12111/",
+            "BILLING_RECHARGE_SWEEP_INTERVAL_S": "2.5",
+            "BILLING_RECHARGE_RETRY_BACKOFF_S": "60, 600,600",
+            "BILLING_RECHARGE_LEASE_S": "90",
+            "BILLING_RECHARGE_AMOUNT_MIN_USD": "10",
+            "BILLING_RECHARGE_AMOUNT_MAX_USD": "2500.55",
+            "BILLING_SHUTDOWN_GRACE_S": "3",
+        }
+    )
+    assert config.database_url == "postgresql://billing:pw@db:5432/billing"
+    assert (config.grpc_port, config.metrics_port, config.webhook_port) == (6000, 6001, 6002)
+    assert (config.stripe_secret_key, config.stripe_webhook_secret) == (KEY, HOOK_SECRET)
+    assert config.stripe_api_base == "http://127.0.0.1:12111"
+    assert config.recharge_sweep_interval_s == 2.5
+    assert config.recharge_retry_backoff_s == (60.0, 600.0, 600.0)
+    assert config.recharge_lease_s == 90.0
+    assert config.recharge_amount_min_nanos == usd(10)
+    assert config.recharge_amount_max_nanos == usd(2500, 550_000_000)
+    assert config.shutdown_grace_s == 3.0
+
+
+def test_amount_bounds_are_exact_decimals_not_floats() -> None:
+    # 0.29 is 0.28999999999999998 as a float; parsed exactly it is 290_000_000 nanos.
+    config = load_config(
+        {"BILLING_RECHARGE_AMOUNT_MIN_USD": "0.29", "BILLING_RECHARGE_AMOUNT_MAX_USD": "1e3"}
+    )
+    assert config.recharge_amount_min_nanos == 290_000_000
+    assert config.recharge_amount_max_nanos == usd(1000)
+
+
+def test_secrets_never_appear_in_the_config_repr() -> None:
+    config = load_config(
+        {
+            "BILLING_STRIPE_SECRET_KEY": KEY,
+            "BILLING_STRIPE_WEBHOOK_SECRET": HOOK_SECRET,
+            "DATABASE_URL": "postgresql://u:hunter2@db/billing",
+        }
+    )
+    shown = repr(config)
+    assert KEY not in shown and HOOK_SECRET not in shown and "hunter2" not in shown
+
+
+def test_metrics_can_be_switched_off_and_empty_values_mean_unset() -> None:
+    config = load_config(
+        {"BILLING_METRICS_PORT": "off", "BILLING_STRIPE_SECRET_KEY": "", "DATABASE_URL": " "}
+    )
+    assert config.metrics_port is None
+    assert config.stripe_secret_key == "" and config.database_url is None
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "says"),
+    [
+        ({"DATABASE_URL": "mysql://db/billing"}, "DATABASE_URL", "postgresql://"),
+        ({"DATABASE_URL": "postgresql://db:port/billing"}, "DATABASE_URL", "malformed port"),
+        ({"DATABASE_URL": "postgresql://db:5432"}, "DATABASE_URL", "names no database"),
+        ({"BILLING_GRPC_PORT": "70000"}, "BILLING_GRPC_PORT", "out of range"),
+        ({"BILLING_GRPC_PORT": "http"}, "BILLING_GRPC_PORT", "not a port number"),
+        ({"BILLING_METRICS_PORT": "-1"}, "BILLING_METRICS_PORT", "out of range"),
+        ({"BILLING_WEBHOOK_PORT": "65536"}, "BILLING_WEBHOOK_PORT", "out of range"),
+        ({"BILLING_WEBHOOK_PORT": "9464"}, "BILLING_WEBHOOK_PORT", "already used by BILLING_METRICS_PORT"),
+        (
+            {"BILLING_STRIPE_SECRET_KEY": KEY},
+            "BILLING_STRIPE_WEBHOOK_SECRET",
+            "missing while BILLING_STRIPE_SECRET_KEY is set",
+        ),
+        (
+            {"BILLING_STRIPE_WEBHOOK_SECRET": HOOK_SECRET},
+            "BILLING_STRIPE_WEBHOOK_SECRET",
+            "BILLING_STRIPE_SECRET_KEY is not",
+        ),
+        (
+            {"BILLING_STRIPE_SECRET_KEY": "pk_test_123", "BILLING_STRIPE_WEBHOOK_SECRET": HOOK_SECRET},
+            "BILLING_STRIPE_SECRET_KEY",
+            "sk_",
+        ),
+        (
+            {"BILLING_STRIPE_SECRET_KEY": KEY, "BILLING_STRIPE_WEBHOOK_SECRET": "secret"},
+            "BILLING_STRIPE_WEBHOOK_SECRET",
+            "whsec_",
+        ),
+        ({"BILLING_STRIPE_API_BASE": "localhost:12111"}, "BILLING_STRIPE_API_BASE", "not an http(s) URL"),
+        ({"BILLING_LOG_FORMAT": "xml"}, "BILLING_LOG_FORMAT", "must be one of"),
+        ({"BILLING_LOG_LEVEL": "loud"}, "BILLING_LOG_LEVEL", "must be one of"),
+        ({"BILLING_SHUTDOWN_GRACE_S": "soon"}, "BILLING_SHUTDOWN_GRACE_S", "not a number of seconds"),
+        ({"BILLING_SHUTDOWN_GRACE_S": "nan"}, "BILLING_SHUTDOWN_GRACE_S", "out of range"),
+        ({"BILLING_DB_POOL_MAX_SIZE": "1"}, "BILLING_DB_POOL_MAX_SIZE", "below BILLING_DB_POOL_MIN_SIZE"),
+        ({"BILLING_RECHARGE_SWEEP_INTERVAL_S": "0"}, "BILLING_RECHARGE_SWEEP_INTERVAL_S", "out of range"),
+        ({"BILLING_RECHARGE_LEASE_S": "0.5"}, "BILLING_RECHARGE_LEASE_S", "out of range"),
+        ({"BILLING_RECHARGE_RETRY_BACKOFF_S": "3600,x"}, "BILLING_RECHARGE_RETRY_BACKOFF_S", "not a number"),
+        ({"BILLING_RECHARGE_RETRY_BACKOFF_S": "3600,60"}, "BILLING_RECHARGE_RETRY_BACKOFF_S", "not decrease"),
+        (
+            {"BILLING_RECHARGE_AMOUNT_MIN_USD": "five"},
+            "BILLING_RECHARGE_AMOUNT_MIN_USD",
+            "not a dollar amount",
+        ),
+        ({"BILLING_RECHARGE_AMOUNT_MIN_USD": "-5"}, "BILLING_RECHARGE_AMOUNT_MIN_USD", "positive"),
+        ({"BILLING_RECHARGE_AMOUNT_MIN_USD": "Infinity"}, "BILLING_RECHARGE_AMOUNT_MIN_USD", "positive"),
+        (
+            {"BILLING_RECHARGE_AMOUNT_MIN_USD": "5.001"},
+            "BILLING_RECHARGE_AMOUNT_MIN_USD",
+            "must be whole cents",
+        ),
+        ({"BILLING_RECHARGE_AMOUNT_MAX_USD": "4"}, "BILLING_RECHARGE_AMOUNT_MAX_USD", "below"),
+    ],
+)
+def test_a_bad_value_names_the_variable(env: dict[str, str], variable: str, says: str) -> None:
+    message = _error(env)
+    assert message.startswith(variable) or variable in message
+    assert says in message
+
+
+def test_messages_about_stripe_secrets_do_not_repeat_them() -> None:
+    wrong_kind = "pk_live_" + "Q1w2E3r4T5y6"
+    message = _error({"BILLING_STRIPE_SECRET_KEY": wrong_kind, "BILLING_STRIPE_WEBHOOK_SECRET": HOOK_SECRET})
+    assert wrong_kind not in message
+    message = _error({"BILLING_STRIPE_SECRET_KEY": KEY})
+    assert KEY not in message

@@ -1,0 +1,127 @@
+"""Prometheus /metrics from a real server: the counters move with real RPCs, the gauges are live."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import grpc
+import pytest
+from consofta.billing.v1 import usage_pb2, usage_service_pb2, wallet_service_pb2
+
+from service.server import BillingServer
+from tests.conftest import Stubs
+from tests.ops.conftest import scrape, value
+
+USAGE = "consofta.billing.v1.UsageService"
+WALLET = "consofta.billing.v1.WalletService"
+
+
+def _email(company: str, key: str, count: int) -> usage_service_pb2.RecordUsageRequest:
+    return usage_service_pb2.RecordUsageRequest(
+        company_id=company,
+        idempotency_key=key,
+        usage=usage_pb2.Usage(email=usage_pb2.EmailUsage(count=count)),
+    )
+
+
+async def test_rpc_and_usage_counters_move_with_real_calls(app: BillingServer, stubs: Stubs) -> None:
+    assert app.metrics_port
+    before = await scrape(app.metrics_port)
+    company = await stubs.new_company()
+    await stubs.usage.RecordUsage(_email(company, "e-1", 1000))  # $0.675
+    await stubs.usage.RecordUsage(_email(company, "e-1", 1000))  # a replay: no new usage
+    await stubs.usage.RecordUsage(
+        usage_service_pb2.RecordUsageRequest(
+            company_id=company,
+            idempotency_key="c-1",
+            usage=usage_pb2.Usage(
+                call=usage_pb2.CallUsage(
+                    direction=usage_pb2.CALL_DIRECTION_INBOUND,
+                    number_type=usage_pb2.NUMBER_TYPE_TOLL_FREE,
+                    duration_seconds=61,
+                )
+            ),
+        )
+    )  # 2 minutes at $0.0220
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stubs.usage.RecordUsage(_email(company, "", 1))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stubs.wallet.GetWallet(wallet_service_pb2.GetWalletRequest(company_id="nobody"))
+    after = await scrape(app.metrics_port)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    ok = {"grpc_service": USAGE, "grpc_method": "RecordUsage", "grpc_code": "OK"}
+    assert moved("grpc_server_handled_total", **ok) == 3
+    assert moved("grpc_server_handling_seconds_count", **ok) == 3
+    assert moved("grpc_server_handling_seconds_bucket", **ok, le="+Inf") == 3
+    assert moved("grpc_server_handled_total", **{**ok, "grpc_code": "INVALID_ARGUMENT"}) == 1
+    assert (
+        moved(
+            "grpc_server_handled_total", grpc_service=WALLET, grpc_method="GetWallet", grpc_code="NOT_FOUND"
+        )
+        == 1
+    )
+    assert (
+        moved("grpc_server_handled_total", grpc_service=WALLET, grpc_method="CreateWallet", grpc_code="OK")
+        == 1
+    )
+    assert moved("grpc_server_handling_seconds_sum", **ok) > 0
+
+    assert moved("billing_usage_recorded_total", usage_type="email") == 1
+    assert moved("billing_usage_recorded_total", usage_type="call") == 1
+    assert moved("billing_usage_debited_nanos_total", usage_type="email") == 675_000_000
+    assert moved("billing_usage_debited_nanos_total", usage_type="call") == 44_000_000
+
+    # The wallet went below its minimum (0) with its first debit; this database holds only this test's.
+    assert value(after, "billing_wallets_below_minimum") == 1
+
+
+async def test_wallets_below_minimum_follows_the_database(
+    app: BillingServer, stubs: Stubs, db_url: str
+) -> None:
+    assert app.metrics_port
+    companies = [await stubs.new_company() for _ in range(3)]
+    assert value(await scrape(app.metrics_port), "billing_wallets_below_minimum") == 0
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute(
+            "update wallets set minimum_balance_nanos = 5000000000 where company_id = any($1)", companies[:2]
+        )
+    finally:
+        await conn.close()
+    assert value(await scrape(app.metrics_port), "billing_wallets_below_minimum") == 2
+
+
+async def test_pool_gauges_show_connections_in_use_and_callers_waiting(app: BillingServer) -> None:
+    assert app.metrics_port
+    pool = app.pool
+    max_size = pool.get_max_size()
+    held = [await pool.acquire() for _ in range(max_size)]
+    waiters = [asyncio.create_task(pool.fetchval("select 1")) for _ in range(3)]
+    try:
+        while pool.waiting < 3:  # noqa: ASYNC110 - a counter, not an event, is what we wait on
+            await asyncio.sleep(0.01)
+        samples = await scrape(app.metrics_port)
+        assert value(samples, "billing_db_pool_connections") == max_size
+        assert value(samples, "billing_db_pool_in_use") == max_size
+        # The health probe may be queued too, so at least the three callers of this test.
+        assert value(samples, "billing_db_pool_waiting") >= 3
+    finally:
+        for conn in held:
+            await pool.release(conn)
+        assert await asyncio.gather(*waiters) == [1, 1, 1]
+    samples = await scrape(app.metrics_port)
+    assert value(samples, "billing_db_pool_waiting") == 0
+
+
+async def test_recharge_attempts_metric_is_exposed_for_the_recharge_loop(app: BillingServer) -> None:
+    from service.metrics import RECHARGE_ATTEMPTS
+
+    assert app.metrics_port
+    before = value(await scrape(app.metrics_port), "billing_recharge_attempts_total", outcome="declined")
+    RECHARGE_ATTEMPTS.labels(outcome="declined").inc()
+    after = value(await scrape(app.metrics_port), "billing_recharge_attempts_total", outcome="declined")
+    assert after - before == 1
