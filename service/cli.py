@@ -22,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="consofta-billing", description="Consofta usage-billing service.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("serve", help="run the gRPC server (migrates the database first)")
+    sub.add_parser("worker", help="run only the auto-recharge loop, without gRPC (migrates first)")
     sub.add_parser("migrate", help="apply pending schema migrations and exit")
     sub.add_parser("schema-version", help="print the schema version of the database")
     return parser
@@ -61,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             asyncio.run(serve(config))
+        except KeyboardInterrupt:
+            pass
+        return 0
+    if args.command == "worker":
+        from service.recharge.worker import run_worker
+
+        try:
+            asyncio.run(run_worker(config))
         except KeyboardInterrupt:
             pass
         return 0

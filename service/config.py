@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,6 +29,19 @@ class Config:
     log_level: str
     shutdown_grace_s: float
     health_probe_interval_s: float
+    # Stripe and auto-recharge (README, "Auto-recharge"). No key: the in-process sandbox provider.
+    webhook_port: int = 8081
+    stripe_secret_key: str = field(default="", repr=False)
+    stripe_webhook_secret: str = field(default="", repr=False)
+    # Tests point the real stripe library at the fake Stripe server with this; empty in production.
+    stripe_api_base: str = ""
+    recharge_sweep_interval_s: float = 60.0
+    # Waits before a new attempt after each soft decline; after the last one, auto-recharge pauses.
+    recharge_retry_backoff_s: tuple[float, ...] = (3600.0, 21600.0, 86400.0)
+    # Waits before retrying the same attempt (same idempotency key) after an unknown outcome, and
+    # between polls of a processing PaymentIntent; the last value repeats.
+    recharge_unknown_retry_backoff_s: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0)
+    recharge_lease_s: float = 60.0
 
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
@@ -62,6 +75,19 @@ def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high
     if not low <= value <= high:
         raise ConfigError(f"{name}={value} is out of range ({low}-{high} seconds)")
     return value
+
+
+def _seconds_list(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        values = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a comma-separated list of seconds") from None
+    if not values or any(not 0 <= v <= 30 * 86400 for v in values):
+        raise ConfigError(f"{name}={raw!r} needs one or more values, each 0-2592000 seconds")
+    return values
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -106,4 +132,16 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         log_level=_choice(env, "BILLING_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
         shutdown_grace_s=_seconds(env, "BILLING_SHUTDOWN_GRACE_S", 10.0, 0.0, 300.0),
         health_probe_interval_s=_seconds(env, "BILLING_HEALTH_PROBE_INTERVAL_S", 1.0, 0.05, 60.0),
+        webhook_port=_port(env, "BILLING_WEBHOOK_PORT", 8081),
+        stripe_secret_key=env.get("BILLING_STRIPE_SECRET_KEY", "").strip(),
+        stripe_webhook_secret=env.get("BILLING_STRIPE_WEBHOOK_SECRET", "").strip(),
+        stripe_api_base=env.get("BILLING_STRIPE_API_BASE", "").strip().rstrip("/"),
+        recharge_sweep_interval_s=_seconds(env, "BILLING_RECHARGE_SWEEP_INTERVAL_S", 60.0, 0.05, 86400.0),
+        recharge_retry_backoff_s=_seconds_list(
+            env, "BILLING_RECHARGE_RETRY_BACKOFF_S", (3600.0, 21600.0, 86400.0)
+        ),
+        recharge_unknown_retry_backoff_s=_seconds_list(
+            env, "BILLING_RECHARGE_UNKNOWN_RETRY_BACKOFF_S", (5.0, 30.0, 120.0, 600.0, 1800.0)
+        ),
+        recharge_lease_s=_seconds(env, "BILLING_RECHARGE_LEASE_S", 60.0, 0.5, 3600.0),
     )

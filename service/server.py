@@ -26,6 +26,10 @@ from service.db.embedded import DATABASE_NAME, EmbeddedPostgres
 from service.db.migrate import migrate
 from service.db.pool import create_pool, ensure_database, with_database
 from service.health import DatabaseHealth
+from service.payments.factory import make_provider
+from service.payments.provider import PaymentProvider
+from service.recharge.loop import LoopSettings, RechargeLoop
+from service.recharge.webhooks import WebhookServer
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +68,10 @@ class BillingServer:
     pool: asyncpg.Pool
     health: DatabaseHealth
     embedded: EmbeddedPostgres | None = None
+    provider: PaymentProvider | None = None
+    recharge: RechargeLoop | None = None
+    # None when no webhook secret is configured (the sandbox provider sends no webhooks).
+    webhooks: WebhookServer | None = None
     _stopped: bool = field(default=False, init=False)
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -73,6 +81,14 @@ class BillingServer:
         grace = self.config.shutdown_grace_s if grace_s is None else grace_s
         log.info("shutting down", grace_s=grace)
         await self.health.enter_graceful_shutdown()
+        # Recharges and webhooks stop first: they need the pool, and no new charge should start
+        # while the process is going away.
+        if self.webhooks is not None:
+            await self.webhooks.stop()
+        if self.recharge is not None:
+            await self.recharge.stop(grace_s=grace)
+        if self.provider is not None:
+            await self.provider.aclose()
         await self.server.stop(grace)
         await self.pool.close()
         if self.embedded is not None:
@@ -105,7 +121,21 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
     await health.start()
     await server.start()
     log.info("serving", host=config.grpc_host, port=port, embedded_postgres=embedded is not None)
-    return BillingServer(config, server, port, pool, health, embedded)
+    running = BillingServer(config, server, port, pool, health, embedded)
+    try:
+        running.provider = make_provider(config)
+        settings = LoopSettings.from_config(config)
+        running.recharge = RechargeLoop(pool, running.provider, database_url, settings)
+        await running.recharge.start()
+        if config.stripe_webhook_secret:
+            running.webhooks = WebhookServer(
+                pool, running.provider, settings.backoff, on_settled=running.recharge.wake
+            )
+            await running.webhooks.start(config.grpc_host, config.webhook_port)
+    except BaseException:
+        await running.stop(grace_s=0)
+        raise
+    return running
 
 
 async def serve(config: Config) -> None:
