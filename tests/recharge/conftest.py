@@ -159,7 +159,8 @@ class Wallets:
             await conn.execute(
                 """
                 update billing_settings
-                   set auto_recharge_paused_reason = null, first_card_set_at = coalesce(first_card_set_at, now())
+                   set auto_recharge_paused_reason = null,
+                       first_card_set_at = coalesce(first_card_set_at, now())
                  where company_id = $1
                 """,
                 company.company_id,

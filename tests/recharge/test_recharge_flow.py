@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -174,8 +175,8 @@ async def test_cap_counts_only_this_calendar_month(
     # A $50 recharge from last month (succeeded, credited in its day) does not count against this one.
     await pool.execute(
         """
-        insert into recharge_attempts (attempt_id, company_id, kind, amount_nanos, status, provider_customer_id,
-                                       payment_method_id, card_brand, card_last4, created_at, settled_at)
+        insert into recharge_attempts (attempt_id, company_id, kind, amount_nanos, status,
+                                       provider_customer_id, payment_method_id, card_brand, card_last4, created_at, settled_at)
         values ($1, $2, 'auto', $3, 'succeeded', $4, $5, 'visa', '4242',
                 date_trunc('month', now() at time zone 'utc') at time zone 'utc' - interval '1 hour',
                 date_trunc('month', now() at time zone 'utc') at time zone 'utc' - interval '1 hour')
@@ -208,7 +209,7 @@ async def test_soft_declines_retry_as_new_attempts_after_backoff_then_pause(
     assert [a["retry_number"] for a in attempts] == [0, 1, 2, 3]
     assert [a["decline_code"] for a in attempts] == ["insufficient_funds"] * 4
     assert len({a["attempt_id"] for a in attempts}) == 4
-    for earlier, later in zip(attempts, attempts[1:], strict=False):
+    for earlier, later in itertools.pairwise(attempts):
         # The next retry time is the backoff after the decline, and the retry waits for it.
         assert earlier["next_attempt_at"] == earlier["settled_at"] + dt.timedelta(seconds=0.3)
         assert later["created_at"] >= earlier["next_attempt_at"]
