@@ -176,7 +176,8 @@ async def test_cap_counts_only_this_calendar_month(
     await pool.execute(
         """
         insert into recharge_attempts (attempt_id, company_id, kind, amount_nanos, status,
-                                       provider_customer_id, payment_method_id, card_brand, card_last4, created_at, settled_at)
+                                       provider_customer_id, payment_method_id, card_brand, card_last4,
+                                       created_at, settled_at)
         values ($1, $2, 'auto', $3, 'succeeded', $4, $5, 'visa', '4242',
                 date_trunc('month', now() at time zone 'utc') at time zone 'utc' - interval '1 hour',
                 date_trunc('month', now() at time zone 'utc') at time zone 'utc' - interval '1 hour')
