@@ -150,6 +150,7 @@ async def test_the_debit_crossing_below_the_minimum_emits_one_event_and_a_notifi
     heard: list[str] = []
     listener = await pool.acquire()
     try:
+
         def on_notify(*args: object) -> None:
             heard.append(str(args[3]))
 

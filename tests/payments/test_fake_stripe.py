@@ -36,7 +36,7 @@ async def raw_post(fake: FakeStripe, path: str, data: dict[str, str], key: str |
     headers = {"Authorization": f"Bearer {fake.api_key}"}
     if key:
         headers["Idempotency-Key"] = key
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=False) as client:
         return await client.post(f"{fake.url}{path}", data=data, headers=headers)
 
 
@@ -67,7 +67,7 @@ async def test_validation_errors_are_not_saved_against_the_key(fake: FakeStripe)
 
 
 async def test_requests_without_the_right_key_are_refused(fake: FakeStripe) -> None:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=False) as client:
         response = await client.post(
             f"{fake.url}/v1/customers", headers={"Authorization": "Bearer sk_test_nope"}
         )
@@ -95,7 +95,7 @@ async def test_fault_switches_match_by_path_and_count_down(fake: FakeStripe) -> 
 
 
 async def test_search_by_metadata_through_the_stripe_library(fake: FakeStripe) -> None:
-    http_client = stripe.HTTPXClient(timeout=5)
+    http_client = stripe.HTTPXClient(timeout=5, verify_ssl_certs=False)
     client = stripe.StripeClient(
         fake.api_key, base_addresses={"api": fake.url}, http_client=http_client, max_network_retries=0
     )
@@ -117,14 +117,14 @@ async def test_search_by_metadata_through_the_stripe_library(fake: FakeStripe) -
         {"query": f"metadata['attempt']:'b' AND customer:'{customer.id}'"}
     )
 
-    await http_client.close_async()
+    await http_client.close_async()  # type: ignore[no-untyped-call]
     assert [pi.metadata["attempt"] for pi in found.data] == ["b"]
     assert found.data[0].status == "succeeded"
 
 
 async def test_stop_does_not_wait_for_a_delayed_answer(fake: FakeStripe) -> None:
     fake.delay_responses(30.0, path="/v1/customers")
-    async with httpx.AsyncClient(timeout=0.2) as client:
+    async with httpx.AsyncClient(timeout=0.2, verify=False) as client:
         with pytest.raises(httpx.TimeoutException):
             await client.post(f"{fake.url}/v1/customers", headers={"Authorization": f"Bearer {fake.api_key}"})
     started = time.monotonic()

@@ -226,7 +226,8 @@ def parse_form(pairs: list[tuple[str, str]]) -> JSON:
                 node[key] = value
             else:
                 node = node.setdefault(key, {})
-    return _listify(root)
+    listified: JSON = _listify(root)
+    return listified
 
 
 def _listify(node: Any) -> Any:
@@ -352,7 +353,10 @@ class FakeStripe:
         customer: str | None = None,
         times: int | None = 1,
     ) -> None:
-        """Override how the next matching PaymentIntent confirmations go (default: the card's own)."""
+        """Override how the next matching PaymentIntent confirmations go (default: the card's own).
+
+        payment_method is the attached id (``CardDetails.payment_method_id``), not the test token.
+        Rules are tried in the order they were added; ``times=None`` keeps one for good."""
         self._charge_rules.append(_ChargeRule(outcome, payment_method, customer, times))
 
     def reject_attach(
@@ -363,7 +367,8 @@ class FakeStripe:
         decline_code: str | None = "generic_decline",
         message: str = "Your card was declined.",
     ) -> None:
-        """Attaching this payment method (token or id) fails with a 402 card_error."""
+        """Attaching this payment method (the id given to attach, e.g. a test token) fails with a
+        402 card_error, like a card the issuer refuses to verify. Stays until clear_faults()."""
         error: JSON = {"type": "card_error", "code": code, "message": message, "param": "payment_method"}
         if decline_code:
             error["decline_code"] = decline_code
@@ -610,7 +615,7 @@ class FakeStripe:
     # ---- customers and cards ---------------------------------------------------------------------
 
     def _create_customer(self, params: JSON) -> JSON:
-        customer = {
+        customer: JSON = {
             "id": self._id("cus"),
             "object": "customer",
             "created": int(time.time()),
@@ -909,20 +914,22 @@ class FakeStripe:
         """Stripe's search language, the subset: clauses ``field:'value'`` joined by AND."""
         query = params.get("query") or ""
         clauses = re.split(r"\s+AND\s+", query.strip())
-        matchers: list[Callable[[JSON], bool]] = []
+        wanted: list[tuple[str | None, str, str]] = []  # (None or "metadata", field, value)
         for clause in clauses:
             m = re.fullmatch(r"""metadata\[['"](.+?)['"]\]:['"](.*)['"]""", clause)
             if m:
-                k, v = m.groups()
-                matchers.append(lambda pi, k=k, v=v: pi["metadata"].get(k) == v)
+                wanted.append(("metadata", m[1], m[2]))
                 continue
             m = re.fullmatch(r"""(customer|status|currency):['"](.*)['"]""", clause)
             if m:
-                f, v = m.groups()
-                matchers.append(lambda pi, f=f, v=v: pi.get(f) == v)
+                wanted.append((None, m[1], m[2]))
                 continue
             raise _invalid(f"The search query is not supported by the fake: {clause!r}", param="query")
-        found = [pi for pi in reversed(self.payment_intents.values()) if all(m(pi) for m in matchers)]
+
+        def matches(pi: JSON) -> bool:
+            return all((pi[where] if where else pi).get(name) == value for where, name, value in wanted)
+
+        found = [pi for pi in reversed(self.payment_intents.values()) if matches(pi)]
         limit = max(1, min(100, int(params.get("limit", 10))))
         return {
             "object": "search_result",
