@@ -10,6 +10,8 @@ import asyncpg
 import grpc
 import structlog
 from consofta.billing.v1 import (
+    settings_service_pb2,
+    settings_service_pb2_grpc,
     usage_service_pb2,
     usage_service_pb2_grpc,
     wallet_service_pb2,
@@ -19,12 +21,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.api.interceptors import EdgeInterceptor
 from service.api.reflection import enable_reflection
+from service.api.settings_servicer import SettingsServicer
 from service.api.usage_servicer import UsageServicer
 from service.api.wallet_servicer import WalletServicer
 from service.config import Config
 from service.db.embedded import DATABASE_NAME, EmbeddedPostgres
 from service.db.migrate import migrate
 from service.db.pool import create_pool, ensure_database, with_database
+from service.domain.settings import RechargeBounds
 from service.health import DatabaseHealth
 from service.payments.factory import make_provider
 from service.payments.provider import PaymentProvider
@@ -36,6 +40,7 @@ log = structlog.get_logger(__name__)
 SERVICE_NAMES = (
     usage_service_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
     wallet_service_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name,
+    settings_service_pb2.DESCRIPTOR.services_by_name["SettingsService"].full_name,
 )
 
 
@@ -87,9 +92,9 @@ class BillingServer:
             await self.webhooks.stop()
         if self.recharge is not None:
             await self.recharge.stop(grace_s=grace)
+        await self.server.stop(grace)
         if self.provider is not None:
             await self.provider.aclose()
-        await self.server.stop(grace)
         await self.pool.close()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
@@ -114,6 +119,11 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
     server = grpc.aio.server(interceptors=[EdgeInterceptor()])
     usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool), server)
     wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool), server)
+    provider = make_provider(config)
+    bounds = RechargeBounds(config.recharge_amount_min_nanos, config.recharge_amount_max_nanos)
+    settings_service_pb2_grpc.add_SettingsServiceServicer_to_server(
+        SettingsServicer(pool, provider, bounds), server
+    )
     health = DatabaseHealth(pool, SERVICE_NAMES, config.health_probe_interval_s)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     enable_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
@@ -121,15 +131,14 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
     await health.start()
     await server.start()
     log.info("serving", host=config.grpc_host, port=port, embedded_postgres=embedded is not None)
-    running = BillingServer(config, server, port, pool, health, embedded)
+    running = BillingServer(config, server, port, pool, health, embedded, provider)
     try:
-        running.provider = make_provider(config)
         settings = LoopSettings.from_config(config)
-        running.recharge = RechargeLoop(pool, running.provider, database_url, settings)
+        running.recharge = RechargeLoop(pool, provider, database_url, settings)
         await running.recharge.start()
         if config.stripe_webhook_secret:
             running.webhooks = WebhookServer(
-                pool, running.provider, settings.backoff, on_settled=running.recharge.wake
+                pool, provider, settings.backoff, on_settled=running.recharge.wake
             )
             await running.webhooks.start(config.grpc_host, config.webhook_port)
     except BaseException:

@@ -11,11 +11,13 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from service.domain.errors import (
+    Aborted,
     AlreadyExists,
     BillingError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    Unavailable,
 )
 
 ERROR_DOMAIN = "billing.consofta.com"
@@ -25,6 +27,8 @@ _CODES: list[tuple[type[BillingError], grpc.StatusCode]] = [
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (Aborted, grpc.StatusCode.ABORTED),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
 ]
 
 

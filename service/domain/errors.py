@@ -61,3 +61,38 @@ class FailedPrecondition(BillingError):
 
 class NoRateCard(FailedPrecondition):
     reason = "NO_RATE_CARD"
+
+
+class CardNotFound(NotFound):
+    reason = "CARD_NOT_FOUND"
+
+    def __init__(self, company_id: str) -> None:
+        super().__init__(f"company {company_id!r} has no card on file", metadata={"company_id": company_id})
+
+
+class CardRejected(FailedPrecondition):
+    """The payment provider would not save the card; the message is the provider's reason."""
+
+    reason = "CARD_REJECTED"
+
+
+class PaymentProviderRefused(FailedPrecondition):
+    """The payment provider refused a request outright; nothing happened there."""
+
+    reason = "PAYMENT_PROVIDER_REFUSED"
+
+
+class Aborted(BillingError):
+    """A concurrent change got in the way; retrying the call can succeed."""
+
+    reason = "ABORTED"
+
+
+class Unavailable(BillingError):
+    """A dependency did not answer; retry later with the same request id."""
+
+    reason = "UNAVAILABLE"
+
+
+class PaymentProviderUnavailable(Unavailable):
+    reason = "PAYMENT_PROVIDER_UNAVAILABLE"

@@ -506,9 +506,7 @@ async def apply_outcome(
     return Recorded(attempt.company_id, new_status, changed=True, credited=credited)
 
 
-async def _credit(
-    conn: Conn, attempt: Attempt, payment_intent_id: str, charged_cents: int | None
-) -> None:
+async def _credit(conn: Conn, attempt: Attempt, payment_intent_id: str, charged_cents: int | None) -> None:
     """Credit the wallet for a succeeded PaymentIntent: lock, append, update, emit; one transaction.
 
     The unique indexes on the ledger (one credit per PaymentIntent, one per attempt) make a second

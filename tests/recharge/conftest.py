@@ -42,7 +42,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _HERE in item.path.parents:
             item.add_marker(
-                pytest.mark.filterwarnings("ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning")
+                pytest.mark.filterwarnings(
+                    "ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning"
+                )
             )
 
 

@@ -1,0 +1,315 @@
+"""SettingsService: billing settings, their audit trail, and the card on file. A thin edge: parse and
+validate the request, call the use case, build the response."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from consofta.billing.v1 import settings_service_pb2 as pb
+from consofta.billing.v1 import settings_service_pb2_grpc
+from google.type.money_pb2 import Money
+from grpc.aio import ServicerContext
+
+from service.api.convert import MoneyError, money, nanos_of, timestamp
+from service.api.validation import Violations, check_company_id, check_request_key
+from service.app import cards
+from service.app.settings import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    BadPageToken,
+    get_settings,
+    list_changes,
+    parse_page_token,
+    update_settings,
+)
+from service.domain.settings import (
+    AUTO_RECHARGE_ENABLED,
+    MONEY_FIELDS,
+    MONTHLY_RECHARGE_CAP,
+    WRITABLE_FIELDS,
+    RechargeBounds,
+)
+from service.payments.provider import PaymentProvider
+
+# Who made a change, as the audit trail records it: set by the dashboard's backend (or the gateway in
+# front of this service) to the signed-in user, e.g. "user:42" or "jane@example.com".
+ACTOR_METADATA_KEY = "x-actor"
+UNKNOWN_ACTOR = "unknown"
+MAX_ACTOR_CHARS = 200
+MAX_PAYMENT_METHOD_ID_CHARS = 255
+
+_PAUSED_REASONS = {
+    None: pb.AUTO_RECHARGE_PAUSED_REASON_UNSPECIFIED,
+    "no_card": pb.AUTO_RECHARGE_PAUSED_REASON_NO_CARD,
+    "card_removed": pb.AUTO_RECHARGE_PAUSED_REASON_CARD_REMOVED,
+    "authentication_required": pb.AUTO_RECHARGE_PAUSED_REASON_AUTHENTICATION_REQUIRED,
+    "hard_decline": pb.AUTO_RECHARGE_PAUSED_REASON_HARD_DECLINE,
+    "soft_decline_retries_exhausted": pb.AUTO_RECHARGE_PAUSED_REASON_SOFT_DECLINE_RETRIES_EXHAUSTED,
+    "monthly_cap_reached": pb.AUTO_RECHARGE_PAUSED_REASON_MONTHLY_CAP_REACHED,
+}
+_READ_ONLY_FIELDS = frozenset(
+    {"company_id", "auto_recharge_paused_reason", "auto_recharge_paused_detail", "card", "first_card_set_at",
+     "updated_at"}
+)  # fmt: skip
+
+
+def card_of_row(row: asyncpg.Record) -> pb.Card:
+    return pb.Card(
+        payment_method_id=row["payment_method_id"],
+        brand=row["brand"],
+        last4=row["last4"],
+        exp_month=row["exp_month"],
+        exp_year=row["exp_year"],
+        fingerprint=row["fingerprint"] or "",
+        updated_at=timestamp(row["card_updated_at"]),
+    )
+
+
+def settings_of_row(row: asyncpg.Record) -> pb.BillingSettings:
+    reason = row["auto_recharge_paused_reason"]
+    settings = pb.BillingSettings(
+        company_id=row["company_id"],
+        minimum_balance=money(row["minimum_balance_nanos"]),
+        recharge_amount=money(row["recharge_amount_nanos"]),
+        auto_recharge_enabled=row["auto_recharge_enabled"],
+        preload_amount=money(row["preload_amount_nanos"]),
+        auto_recharge_paused_reason=_PAUSED_REASONS.get(reason, pb.AUTO_RECHARGE_PAUSED_REASON_OTHER),
+        auto_recharge_paused_detail=reason or "",
+        updated_at=timestamp(row["updated_at"]),
+    )
+    if row["monthly_recharge_cap_nanos"] is not None:
+        settings.monthly_recharge_cap.CopyFrom(money(row["monthly_recharge_cap_nanos"]))
+    if row["payment_method_id"] is not None:
+        settings.card.CopyFrom(card_of_row(row))
+    if row["first_card_set_at"] is not None:
+        settings.first_card_set_at.CopyFrom(timestamp(row["first_card_set_at"]))
+    return settings
+
+
+def actor_of(v: Violations, context: ServicerContext[Any, Any]) -> str:
+    """The caller's identity from `x-actor` metadata, or "unknown" when it is absent."""
+    for key, value in context.invocation_metadata() or ():
+        if key != ACTOR_METADATA_KEY or not isinstance(value, str):
+            continue
+        actor = value.strip()
+        if not actor:
+            return UNKNOWN_ACTOR
+        if len(actor) > MAX_ACTOR_CHARS:
+            v.add(
+                ACTOR_METADATA_KEY,
+                f"(metadata) is {len(actor)} characters long; the limit is {MAX_ACTOR_CHARS}",
+            )
+        elif any(ord(c) < 0x20 or ord(c) == 0x7F for c in actor):
+            v.add(ACTOR_METADATA_KEY, "(metadata) must not contain control characters")
+        return actor
+    return UNKNOWN_ACTOR
+
+
+def _parse_amount(v: Violations, field: str, value: Money) -> int | None:
+    try:
+        return nanos_of(value)
+    except MoneyError as error:
+        v.add(field, str(error))
+        return None
+
+
+def _mask_fields(v: Violations, request: pb.UpdateBillingSettingsRequest) -> list[str]:
+    paths = list(request.update_mask.paths)
+    if not paths:
+        v.add(
+            "update_mask",
+            'is required: name the fields to change, e.g. paths: ["recharge_amount"] ("*" changes all of '
+            f"{', '.join(WRITABLE_FIELDS)})",
+        )
+        return []
+    fields: list[str] = []
+    for path in paths:
+        if path == "*":
+            fields.extend(WRITABLE_FIELDS)
+        elif path in WRITABLE_FIELDS:
+            fields.append(path)
+        elif path in _READ_ONLY_FIELDS:
+            v.add("update_mask", f"names {path!r}, which is read-only")
+        else:
+            v.add(
+                "update_mask",
+                f"names {path!r}, which is not a field that can be changed; use any of "
+                f"{', '.join(WRITABLE_FIELDS)}",
+            )
+    return list(dict.fromkeys(fields))
+
+
+def parse_update(v: Violations, request: pb.UpdateBillingSettingsRequest) -> dict[str, int | bool | None]:
+    """The requested changes (field name -> new value), adding violations for what is malformed."""
+    settings = request.settings
+    if settings.company_id and settings.company_id != request.company_id:
+        v.add("settings.company_id", "must be empty or equal to company_id")
+    changes: dict[str, int | bool | None] = {}
+    for name in _mask_fields(v, request):
+        field = f"settings.{name}"
+        if name == AUTO_RECHARGE_ENABLED:
+            changes[name] = settings.auto_recharge_enabled
+        elif name in MONEY_FIELDS:
+            if not settings.HasField(name):  # type: ignore[arg-type]
+                if name == MONTHLY_RECHARGE_CAP:
+                    changes[name] = None  # named but unset: clear the cap
+                else:
+                    v.add(field, "is named in update_mask but not set; give an amount in USD")
+                continue
+            amount = _parse_amount(v, field, getattr(settings, name))
+            if amount is not None:
+                changes[name] = amount
+    return changes
+
+
+class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
+    def __init__(self, pool: asyncpg.Pool, provider: PaymentProvider, bounds: RechargeBounds) -> None:
+        self._pool = pool
+        self._provider = provider
+        self._bounds = bounds
+
+    async def GetBillingSettings(
+        self, request: pb.GetBillingSettingsRequest, context: ServicerContext[Any, Any]
+    ) -> pb.GetBillingSettingsResponse:
+        v = Violations()
+        check_company_id(v, request.company_id)
+        v.raise_if_any()
+        row = await get_settings(self._pool, request.company_id)
+        return pb.GetBillingSettingsResponse(settings=settings_of_row(row))
+
+    async def UpdateBillingSettings(
+        self, request: pb.UpdateBillingSettingsRequest, context: ServicerContext[Any, Any]
+    ) -> pb.UpdateBillingSettingsResponse:
+        v = Violations()
+        check_company_id(v, request.company_id)
+        check_request_key(v, request.request_id, "request_id")
+        actor = actor_of(v, context)
+        changes = parse_update(v, request)
+        v.raise_if_any()
+        stored = await update_settings(
+            self._pool,
+            request.company_id,
+            changes,
+            request.request_id,
+            actor,
+            self._bounds,
+            lambda row: pb.UpdateBillingSettingsResponse(settings=settings_of_row(row)).SerializeToString(),
+        )
+        response = pb.UpdateBillingSettingsResponse.FromString(stored.response)
+        response.replayed = stored.replayed
+        return response
+
+    async def ListSettingsChanges(
+        self, request: pb.ListSettingsChangesRequest, context: ServicerContext[Any, Any]
+    ) -> pb.ListSettingsChangesResponse:
+        v = Violations()
+        check_company_id(v, request.company_id)
+        if request.page_size < 0:
+            v.add("page_size", f"must not be negative, got {request.page_size}")
+        after_change_id = None
+        if request.page_token and request.company_id:
+            try:
+                after_change_id = parse_page_token(request.page_token, request.company_id)
+            except BadPageToken as error:
+                v.add("page_token", str(error))
+        v.raise_if_any()
+        page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        page = await list_changes(self._pool, request.company_id, page_size, after_change_id)
+        response = pb.ListSettingsChangesResponse(next_page_token=page.next_page_token)
+        for row in page.changes:
+            change = response.changes.add(
+                change_id=row["change_id"],
+                field=row["field"],
+                actor=row["actor"],
+                request_id=row["request_id"] or "",
+                changed_at=timestamp(row["changed_at"]),
+            )
+            if row["old_value"] is not None:
+                change.old_value = row["old_value"]
+            if row["new_value"] is not None:
+                change.new_value = row["new_value"]
+        return response
+
+    async def StartCardSetup(
+        self, request: pb.StartCardSetupRequest, context: ServicerContext[Any, Any]
+    ) -> pb.StartCardSetupResponse:
+        v = Violations()
+        check_company_id(v, request.company_id)
+        check_request_key(v, request.request_id, "request_id")
+        v.raise_if_any()
+        setup = await cards.start_card_setup(
+            self._pool, self._provider, request.company_id, request.request_id
+        )
+        return pb.StartCardSetupResponse(
+            setup_intent_id=setup.intent.setup_intent_id,
+            client_secret=setup.intent.client_secret,
+            customer_id=setup.customer_id,
+            replayed=setup.replayed,
+        )
+
+    async def SetDefaultCard(
+        self, request: pb.SetDefaultCardRequest, context: ServicerContext[Any, Any]
+    ) -> pb.SetDefaultCardResponse:
+        v = Violations()
+        check_company_id(v, request.company_id)
+        check_request_key(v, request.request_id, "request_id")
+        _check_payment_method_id(v, request.payment_method_id)
+        actor = actor_of(v, context)
+        v.raise_if_any()
+
+        def encode(row: asyncpg.Record, first_card: bool) -> bytes:
+            return pb.SetDefaultCardResponse(card=card_of_row(row), first_card=first_card).SerializeToString()
+
+        stored = await cards.set_default_card(
+            self._pool,
+            self._provider,
+            request.company_id,
+            request.payment_method_id,
+            request.request_id,
+            actor,
+            encode,
+        )
+        response = pb.SetDefaultCardResponse.FromString(stored.response)
+        response.replayed = stored.replayed
+        return response
+
+    async def GetCard(
+        self, request: pb.GetCardRequest, context: ServicerContext[Any, Any]
+    ) -> pb.GetCardResponse:
+        v = Violations()
+        check_company_id(v, request.company_id)
+        v.raise_if_any()
+        return pb.GetCardResponse(card=card_of_row(await cards.get_card(self._pool, request.company_id)))
+
+    async def RemoveCard(
+        self, request: pb.RemoveCardRequest, context: ServicerContext[Any, Any]
+    ) -> pb.RemoveCardResponse:
+        v = Violations()
+        check_company_id(v, request.company_id)
+        check_request_key(v, request.request_id, "request_id")
+        actor = actor_of(v, context)
+        v.raise_if_any()
+        stored = await cards.remove_card(
+            self._pool,
+            self._provider,
+            request.company_id,
+            request.request_id,
+            actor,
+            lambda row: pb.RemoveCardResponse(removed_card=card_of_row(row)).SerializeToString(),
+        )
+        response = pb.RemoveCardResponse.FromString(stored.response)
+        response.replayed = stored.replayed
+        return response
+
+
+def _check_payment_method_id(v: Violations, value: str) -> None:
+    if not value:
+        v.add("payment_method_id", "is required: the id Stripe.js returned for the card (pm_...)")
+    elif len(value) > MAX_PAYMENT_METHOD_ID_CHARS:
+        v.add(
+            "payment_method_id",
+            f"is {len(value)} characters long; the limit is {MAX_PAYMENT_METHOD_ID_CHARS}",
+        )
+    elif not all(c.isascii() and (c.isalnum() or c == "_") for c in value):
+        v.add("payment_method_id", "must be letters, digits and '_' only, like pm_1Nx...")

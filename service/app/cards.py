@@ -1,0 +1,319 @@
+"""The card on file, through the payment provider: set up, set as default, read, remove.
+
+Provider calls happen outside any database transaction (they can take seconds); the database change
+that follows is one transaction that also records the audit rows, the wallet event and the stored
+response. Every provider POST carries an idempotency key derived from the company and the caller's
+request id, so a retry of the same request never makes a second customer, SetupIntent or attachment.
+
+A card number never reaches this service, and a SetupIntent's client secret is passed through to the
+caller only: it is neither stored nor logged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+
+from service.app.hashing import request_hash
+from service.app.settings import Encoder, Stored, audit_view, lock_settings, read_settings, record_changes
+from service.app.settings_requests import find_request, save_request
+from service.domain.errors import (
+    Aborted,
+    CardNotFound,
+    CardRejected,
+    CompanyNotFound,
+    PaymentProviderRefused,
+    PaymentProviderUnavailable,
+)
+from service.domain.settings import PAUSED_CARD_REMOVED
+from service.payments.provider import (
+    CardDetails,
+    IdempotencyConflict,
+    OutcomeUnknown,
+    PaymentMethodRejected,
+    PaymentProvider,
+    PaymentProviderError,
+    SetupIntent,
+)
+
+log = structlog.get_logger(__name__)
+
+START_CARD_SETUP = "start_card_setup"
+SET_DEFAULT_CARD = "set_default_card"
+REMOVE_CARD = "remove_card"
+# Channel the recharge engine listens on: a company whose card was just set may need a charge now.
+RECHARGE_WANTED_CHANNEL = "recharge_wanted"
+# Encodes SetDefaultCard's response from the settings row after the change and "was it the first card".
+CardEncoder = Callable[[asyncpg.Record, bool], bytes]
+# Provider answers that mean "this payment method is not attached (any more)": removing it again is done.
+_ALREADY_DETACHED_CODES = frozenset({"resource_missing", "payment_method_unexpected_state"})
+
+
+def customer_idempotency_key(company_id: str) -> str:
+    """One key per company, forever: a crash between the provider creating the customer and our
+    insert, followed by a retry, gets the same customer back instead of a second one."""
+    return f"consofta-customer-{company_id}"
+
+
+def provider_key(operation: str, company_id: str, *parts: str) -> str:
+    """An idempotency key for one provider POST of one request (request ids may be 255 characters
+    long, so they are hashed into the key)."""
+    return f"consofta-{operation}-{request_hash(company_id, *parts).hex()[:40]}"
+
+
+def _provider_failure(error: PaymentProviderError, what: str) -> Exception:
+    """The domain error for a provider failure (the provider's messages never hold secrets)."""
+    if isinstance(error, OutcomeUnknown):
+        return PaymentProviderUnavailable(
+            f"the payment provider did not answer while {what}; retry with the same request_id",
+            metadata={"provider_code": error.code or ""},
+        )
+    if isinstance(error, IdempotencyConflict):
+        return Aborted(
+            f"the payment provider is still working on an earlier attempt of this request while {what}; "
+            "retry with the same request_id in a moment",
+            metadata={"provider_code": error.code or ""},
+        )
+    return PaymentProviderRefused(
+        f"the payment provider refused the request while {what}: {error}",
+        metadata={"provider_code": error.code or ""},
+    )
+
+
+async def ensure_customer(pool: asyncpg.Pool, provider: PaymentProvider, company_id: str) -> str:
+    """The company's provider customer id, created the first time it is needed."""
+    existing = await pool.fetchval(
+        "select provider_customer_id from payment_customers where company_id = $1", company_id
+    )
+    if existing is not None:
+        return str(existing)
+    if await pool.fetchval("select true from billing_settings where company_id = $1", company_id) is None:
+        raise CompanyNotFound(company_id)
+    try:
+        customer_id = await provider.create_customer(company_id, customer_idempotency_key(company_id))
+    except PaymentProviderError as error:
+        raise _provider_failure(error, "creating the payment customer") from None
+    stored = await pool.fetchval(
+        """
+        insert into payment_customers (company_id, provider_customer_id) values ($1, $2)
+        on conflict (company_id) do update set provider_customer_id = payment_customers.provider_customer_id
+        returning provider_customer_id
+        """,
+        company_id,
+        customer_id,
+    )
+    if stored != customer_id:
+        # A concurrent first request stored another customer (possible only after the provider forgot
+        # our key). Ours stays unused at the provider; the stored one is the company's.
+        log.warning("payment customer created twice; keeping the stored one", company_id=company_id)
+    return str(stored)
+
+
+@dataclass(frozen=True)
+class CardSetup:
+    customer_id: str
+    intent: SetupIntent
+    replayed: bool
+
+
+async def start_card_setup(
+    pool: asyncpg.Pool, provider: PaymentProvider, company_id: str, request_id: str
+) -> CardSetup:
+    """A SetupIntent (usage=off_session) for the company's customer; a retry gets the same one back
+    from the provider, which replays it under the same idempotency key."""
+    fingerprint = request_hash(START_CARD_SETUP, company_id)
+    seen = await find_request(pool, company_id, request_id, START_CARD_SETUP, fingerprint)
+    customer_id = await ensure_customer(pool, provider, company_id)
+    try:
+        intent = await provider.create_setup_intent(
+            customer_id, provider_key(START_CARD_SETUP, company_id, request_id, customer_id)
+        )
+    except PaymentProviderError as error:
+        raise _provider_failure(error, "starting the card setup") from None
+    if seen is None:
+        async with pool.acquire() as conn:
+            if not await save_request(conn, company_id, request_id, START_CARD_SETUP, fingerprint, None):
+                await find_request(conn, company_id, request_id, START_CARD_SETUP, fingerprint)
+                return CardSetup(customer_id, intent, replayed=True)
+    return CardSetup(customer_id, intent, replayed=seen is not None)
+
+
+def _card_payload(card: CardDetails | asyncpg.Record) -> dict[str, object]:
+    if isinstance(card, CardDetails):
+        return {"payment_method_id": card.payment_method_id, "brand": card.brand, "last4": card.last4}
+    return {"payment_method_id": card["payment_method_id"], "brand": card["brand"], "last4": card["last4"]}
+
+
+async def set_default_card(
+    pool: asyncpg.Pool,
+    provider: PaymentProvider,
+    company_id: str,
+    payment_method_id: str,
+    request_id: str,
+    actor: str,
+    encode: CardEncoder,
+) -> Stored:
+    """Attach the payment method, make it the default, and store its summary.
+
+    The company's first card sets first_card_set_at and turns auto-recharge on; any card clears a
+    pause (the company acted) and wakes the recharge engine (NOTIFY recharge_wanted), which charges the
+    pre-load or a due recharge. A card the provider rejects raises CardRejected and stores nothing.
+    """
+    fingerprint = request_hash(SET_DEFAULT_CARD, company_id, payment_method_id)
+    seen = await find_request(pool, company_id, request_id, SET_DEFAULT_CARD, fingerprint)
+    if seen is not None and seen.response is not None:
+        return Stored(seen.response, replayed=True)
+    customer_id = await ensure_customer(pool, provider, company_id)
+    try:
+        card = await provider.attach_payment_method(
+            customer_id,
+            payment_method_id,
+            provider_key(SET_DEFAULT_CARD, company_id, request_id, payment_method_id),
+        )
+    except PaymentMethodRejected as rejected:
+        raise CardRejected(
+            f"the card was not saved: {rejected.reason}",
+            metadata={
+                "payment_method_id": payment_method_id,
+                "provider_code": rejected.code or "",
+                "decline_code": rejected.decline_code or "",
+            },
+        ) from None
+    except PaymentProviderError as error:
+        raise _provider_failure(error, "saving the card") from None
+
+    async with pool.acquire() as conn, conn.transaction():
+        before = await lock_settings(conn, company_id)
+        seen = await find_request(conn, company_id, request_id, SET_DEFAULT_CARD, fingerprint)
+        if seen is not None and seen.response is not None:
+            return Stored(seen.response, replayed=True)
+        first_card = before["first_card_set_at"] is None
+        await conn.execute(
+            """
+            insert into payment_cards (company_id, payment_method_id, brand, last4, exp_month, exp_year,
+                                       fingerprint)
+            values ($1, $2, $3, $4, $5, $6, $7)
+            on conflict (company_id) do update
+               set payment_method_id = excluded.payment_method_id, brand = excluded.brand,
+                   last4 = excluded.last4, exp_month = excluded.exp_month, exp_year = excluded.exp_year,
+                   fingerprint = excluded.fingerprint, updated_at = now()
+            """,
+            company_id,
+            card.payment_method_id,
+            card.brand,
+            card.last4,
+            card.exp_month,
+            card.exp_year,
+            card.fingerprint,
+        )
+        await conn.execute(
+            """
+            update billing_settings
+               set first_card_set_at = coalesce(first_card_set_at, now()),
+                   auto_recharge_enabled = auto_recharge_enabled or $2,
+                   auto_recharge_paused_reason = null,
+                   updated_at = now()
+             where company_id = $1
+            """,
+            company_id,
+            first_card,
+        )
+        after = await read_settings(conn, company_id)
+        await record_changes(conn, company_id, actor, request_id, audit_view(before), audit_view(after))
+        payload = {**_card_payload(card), "first_card": first_card}
+        await conn.execute(
+            "select emit_wallet_event($1, 'card_set', $2::jsonb)", company_id, json.dumps(payload)
+        )
+        await conn.execute("select pg_notify($1, $2)", RECHARGE_WANTED_CHANNEL, company_id)
+        response = encode(after, first_card)
+        await save_request(conn, company_id, request_id, SET_DEFAULT_CARD, fingerprint, response)
+    log.info("card set", company_id=company_id, first_card=first_card, brand=card.brand)
+    return Stored(response, replayed=False)
+
+
+async def get_card(pool: asyncpg.Pool, company_id: str) -> asyncpg.Record:
+    row = await pool.fetchrow(
+        """
+        select b.company_id, c.payment_method_id, c.brand, c.last4, c.exp_month, c.exp_year, c.fingerprint,
+               c.updated_at as card_updated_at
+          from billing_settings b left join payment_cards c using (company_id)
+         where b.company_id = $1
+        """,
+        company_id,
+    )
+    if row is None:
+        raise CompanyNotFound(company_id)
+    if row["payment_method_id"] is None:
+        raise CardNotFound(company_id)
+    return row
+
+
+async def remove_card(
+    pool: asyncpg.Pool,
+    provider: PaymentProvider,
+    company_id: str,
+    request_id: str,
+    actor: str,
+    encode: Encoder,
+) -> Stored:
+    """Detach the card at the provider, forget it, and pause auto-recharge (reason card_removed).
+
+    `encode` gets the settings row from before the removal (it still holds the removed card)."""
+    fingerprint = request_hash(REMOVE_CARD, company_id)
+    seen = await find_request(pool, company_id, request_id, REMOVE_CARD, fingerprint)
+    if seen is not None and seen.response is not None:
+        return Stored(seen.response, replayed=True)
+    card = await get_card(pool, company_id)
+    payment_method_id = card["payment_method_id"]
+    try:
+        await provider.detach_payment_method(
+            payment_method_id, provider_key(REMOVE_CARD, company_id, request_id, payment_method_id)
+        )
+    except (OutcomeUnknown, IdempotencyConflict) as error:
+        raise _provider_failure(error, "removing the card") from None
+    except PaymentProviderError as error:
+        # Already detached (e.g. from Stripe's dashboard, or by an earlier attempt whose answer was
+        # lost): the provider no longer holds it for us, which is what removing wants.
+        if error.code not in _ALREADY_DETACHED_CODES:
+            raise _provider_failure(error, "removing the card") from None
+        log.info("card already detached at the provider", company_id=company_id, provider_code=error.code)
+
+    async with pool.acquire() as conn, conn.transaction():
+        before = await lock_settings(conn, company_id)
+        seen = await find_request(conn, company_id, request_id, REMOVE_CARD, fingerprint)
+        if seen is not None and seen.response is not None:
+            return Stored(seen.response, replayed=True)
+        deleted = await conn.fetchval(
+            "delete from payment_cards where company_id = $1 and payment_method_id = $2 returning true",
+            company_id,
+            payment_method_id,
+        )
+        if deleted is None:
+            raise Aborted(
+                "the card on file changed while it was being removed; call RemoveCard again if the new "
+                "card should go too",
+                metadata={"company_id": company_id},
+            )
+        await conn.execute(
+            """
+            update billing_settings set auto_recharge_paused_reason = $2, updated_at = now()
+             where company_id = $1
+            """,
+            company_id,
+            PAUSED_CARD_REMOVED,
+        )
+        after = await read_settings(conn, company_id)
+        await record_changes(conn, company_id, actor, request_id, audit_view(before), audit_view(after))
+        await conn.execute(
+            "select emit_wallet_event($1, 'card_removed', $2::jsonb)",
+            company_id,
+            json.dumps(_card_payload(before)),
+        )
+        response = encode(before)
+        await save_request(conn, company_id, request_id, REMOVE_CARD, fingerprint, response)
+    log.info("card removed", company_id=company_id)
+    return Stored(response, replayed=False)

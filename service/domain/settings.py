@@ -1,0 +1,200 @@
+"""Billing settings: the writable fields, their rules and how their values read in the audit trail.
+
+Pure code. Validation looks at the settings as they would be after the change (the stored values
+merged with the requested ones), so a rule that ties two fields together (the monthly cap is at least
+the recharge amount) holds whichever of the two a request changes. Only the fields a request changes
+are checked on their own: a stored value that a later deployment's bounds no longer allow does not
+block changing something else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.domain.errors import FieldViolation
+from service.domain.money import NANOS_PER_CENT, NANOS_PER_USD, is_whole_cents, usd
+
+MINIMUM_BALANCE = "minimum_balance"
+RECHARGE_AMOUNT = "recharge_amount"
+AUTO_RECHARGE_ENABLED = "auto_recharge_enabled"
+PRELOAD_AMOUNT = "preload_amount"
+MONTHLY_RECHARGE_CAP = "monthly_recharge_cap"
+# The fields UpdateBillingSettings may change, in the order the audit trail lists them.
+WRITABLE_FIELDS = (
+    MINIMUM_BALANCE,
+    RECHARGE_AMOUNT,
+    AUTO_RECHARGE_ENABLED,
+    PRELOAD_AMOUNT,
+    MONTHLY_RECHARGE_CAP,
+)
+MONEY_FIELDS = frozenset({MINIMUM_BALANCE, RECHARGE_AMOUNT, PRELOAD_AMOUNT, MONTHLY_RECHARGE_CAP})
+
+MAX_MINIMUM_BALANCE_NANOS = usd(100_000)
+# Far above any sensible cap; it keeps every amount well inside a bigint.
+MAX_MONTHLY_RECHARGE_CAP_NANOS = usd(10_000_000)
+
+# Why auto-recharge is paused, as stored in billing_settings.auto_recharge_paused_reason.
+PAUSED_NO_CARD = "no_card"
+PAUSED_CARD_REMOVED = "card_removed"
+
+
+@dataclass(frozen=True)
+class RechargeBounds:
+    """The deployment's bounds for one automatic recharge (Config.recharge_amount_min/max_nanos)."""
+
+    min_nanos: int
+    max_nanos: int
+
+
+@dataclass(frozen=True)
+class SettingsValues:
+    minimum_balance_nanos: int
+    recharge_amount_nanos: int
+    auto_recharge_enabled: bool
+    preload_amount_nanos: int
+    # None: no cap.
+    monthly_recharge_cap_nanos: int | None
+
+    def value_of(self, name: str) -> int | bool | None:
+        return {
+            MINIMUM_BALANCE: self.minimum_balance_nanos,
+            RECHARGE_AMOUNT: self.recharge_amount_nanos,
+            AUTO_RECHARGE_ENABLED: self.auto_recharge_enabled,
+            PRELOAD_AMOUNT: self.preload_amount_nanos,
+            MONTHLY_RECHARGE_CAP: self.monthly_recharge_cap_nanos,
+        }[name]
+
+    def with_changes(self, changes: dict[str, int | bool | None]) -> SettingsValues:
+        merged = {name: self.value_of(name) for name in WRITABLE_FIELDS} | changes
+        cap = merged[MONTHLY_RECHARGE_CAP]
+        return SettingsValues(
+            minimum_balance_nanos=int(merged[MINIMUM_BALANCE] or 0),
+            recharge_amount_nanos=int(merged[RECHARGE_AMOUNT] or 0),
+            auto_recharge_enabled=bool(merged[AUTO_RECHARGE_ENABLED]),
+            preload_amount_nanos=int(merged[PRELOAD_AMOUNT] or 0),
+            monthly_recharge_cap_nanos=None if cap is None else int(cap),
+        )
+
+
+def dollars(amount_nanos: int) -> str:
+    """For people: "$1,234.50"; an amount that is not whole cents shows every digit ("$5.005")."""
+    sign = "-" if amount_nanos < 0 else ""
+    whole, frac = divmod(abs(amount_nanos), NANOS_PER_USD)
+    digits = f"{frac:09d}".rstrip("0").ljust(2, "0")
+    return f"{sign}${whole:,}.{digits}"
+
+
+def audit_text(value: int | bool | str | None, *, is_money: bool) -> str | None:
+    """How a value reads in settings_changes: amounts as plain dollars ("50.00"), booleans as
+    "true"/"false", no value as NULL."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if is_money and isinstance(value, int):
+        return dollars(value).replace("$", "").replace(",", "")
+    return str(value)
+
+
+def _check_amount(
+    out: list[FieldViolation], field: str, amount_nanos: int, low_nanos: int, high_nanos: int, what: str
+) -> bool:
+    """Sign, whole cents and range; True when the amount passed."""
+    if amount_nanos < 0:
+        out.append(FieldViolation(field, f"must not be negative, got {dollars(amount_nanos)}"))
+    elif not is_whole_cents(amount_nanos):
+        out.append(
+            FieldViolation(
+                field,
+                f"must be a whole number of cents, got {dollars(amount_nanos)} "
+                f"(nanos must be a multiple of {NANOS_PER_CENT:,})",
+            )
+        )
+    elif not low_nanos <= amount_nanos <= high_nanos:
+        out.append(
+            FieldViolation(
+                field,
+                f"{what} must be between {dollars(low_nanos)} and {dollars(high_nanos)}, "
+                f"got {dollars(amount_nanos)}",
+            )
+        )
+    else:
+        return True
+    return False
+
+
+def check_settings(
+    new: SettingsValues, changed: frozenset[str], bounds: RechargeBounds, field_prefix: str = "settings."
+) -> list[FieldViolation]:
+    """Every rule the changed fields of `new` break, each naming the request field."""
+    out: list[FieldViolation] = []
+    valid: set[str] = set()
+    if MINIMUM_BALANCE in changed and _check_amount(
+        out,
+        field_prefix + MINIMUM_BALANCE,
+        new.minimum_balance_nanos,
+        0,
+        MAX_MINIMUM_BALANCE_NANOS,
+        "the minimum balance",
+    ):
+        valid.add(MINIMUM_BALANCE)
+    if RECHARGE_AMOUNT in changed and _check_amount(
+        out,
+        field_prefix + RECHARGE_AMOUNT,
+        new.recharge_amount_nanos,
+        bounds.min_nanos,
+        bounds.max_nanos,
+        "the recharge amount",
+    ):
+        valid.add(RECHARGE_AMOUNT)
+    if PRELOAD_AMOUNT in changed:
+        preload = new.preload_amount_nanos
+        if preload == 0:
+            valid.add(PRELOAD_AMOUNT)  # no pre-load
+        elif _check_amount(
+            out,
+            field_prefix + PRELOAD_AMOUNT,
+            preload,
+            bounds.min_nanos,
+            bounds.max_nanos,
+            "the pre-load amount ($0.00 for none)",
+        ):
+            valid.add(PRELOAD_AMOUNT)
+    cap = new.monthly_recharge_cap_nanos
+    if MONTHLY_RECHARGE_CAP in changed and cap is not None:
+        if cap == 0:
+            out.append(
+                FieldViolation(
+                    field_prefix + MONTHLY_RECHARGE_CAP,
+                    "must be more than $0.00; leave it unset (and name it in update_mask) for no cap",
+                )
+            )
+        elif _check_amount(
+            out,
+            field_prefix + MONTHLY_RECHARGE_CAP,
+            cap,
+            0,
+            MAX_MONTHLY_RECHARGE_CAP_NANOS,
+            "the monthly recharge cap",
+        ):
+            valid.add(MONTHLY_RECHARGE_CAP)
+    # The cross-field rule, on the resulting settings, reported on the field the caller changed.
+    cap_touched = MONTHLY_RECHARGE_CAP in valid or RECHARGE_AMOUNT in valid
+    if cap_touched and cap is not None and cap < new.recharge_amount_nanos:
+        if MONTHLY_RECHARGE_CAP in valid:
+            out.append(
+                FieldViolation(
+                    field_prefix + MONTHLY_RECHARGE_CAP,
+                    f"must be at least the recharge amount ({dollars(new.recharge_amount_nanos)}), "
+                    f"got {dollars(cap)}; otherwise not even one recharge fits in a month",
+                )
+            )
+        else:
+            out.append(
+                FieldViolation(
+                    field_prefix + RECHARGE_AMOUNT,
+                    f"must not exceed the monthly recharge cap ({dollars(cap)}), got "
+                    f"{dollars(new.recharge_amount_nanos)}; raise or clear the cap in the same request",
+                )
+            )
+    return out

@@ -1,0 +1,87 @@
+"""Which payment provider the server uses: the sandbox without a Stripe key (and it says so, once, at
+WARNING), Stripe with one."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import grpc
+import pytest
+from consofta.billing.v1 import settings_service_pb2 as pb
+from consofta.billing.v1 import settings_service_pb2_grpc, wallet_service_pb2, wallet_service_pb2_grpc
+
+from service.config import load_config
+from service.payments.factory import SANDBOX_WARNING, make_provider
+from service.payments.sandbox_provider import SandboxProvider
+from service.payments.stripe_provider import StripeProvider
+from service.server import start_server
+from tests.settings.conftest import every_log_line
+from tests.support.fake_stripe import FakeStripe
+from tests.support.rpc import rich_error
+
+
+async def test_without_a_key_the_server_uses_the_sandbox_and_warns_once(db_url: str) -> None:
+    config = replace(load_config({}), grpc_host="127.0.0.1", grpc_port=0)
+    assert config.stripe_secret_key == ""
+    with every_log_line() as captured:
+        app = await start_server(config, database_url=db_url)
+    try:
+        warnings = [e for e in captured if e["log_level"] == "warning"]
+        assert [w["event"] for w in warnings] == [SANDBOX_WARNING]
+        assert "NO REAL MONEY MOVES" in SANDBOX_WARNING
+        assert isinstance(app.provider, SandboxProvider)
+
+        # And it behaves like Stripe's test mode, with no network at all.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            wallets = wallet_service_pb2_grpc.WalletServiceStub(channel)
+            settings = settings_service_pb2_grpc.SettingsServiceStub(channel)
+            await wallets.CreateWallet(
+                wallet_service_pb2.CreateWalletRequest(company_id="sand", display_name="Sand", request_id="c")
+            )
+            setup = await settings.StartCardSetup(
+                pb.StartCardSetupRequest(company_id="sand", request_id="s1")
+            )
+            assert setup.customer_id.startswith("cus_sandbox_")
+            assert setup.client_secret.startswith(f"{setup.setup_intent_id}_secret_")
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await settings.SetDefaultCard(
+                    pb.SetDefaultCardRequest(
+                        company_id="sand", payment_method_id="pm_unknown", request_id="c0"
+                    )
+                )
+            assert rich_error(caught.value).reason == "CARD_REJECTED"
+            card = await settings.SetDefaultCard(
+                pb.SetDefaultCardRequest(company_id="sand", payment_method_id="pm_card_visa", request_id="c1")
+            )
+            assert card.first_card
+            assert card.card.payment_method_id.startswith("pm_sandbox_")
+            assert (card.card.brand, card.card.last4) == ("visa", "4242")
+            removed = await settings.RemoveCard(pb.RemoveCardRequest(company_id="sand", request_id="r1"))
+            assert removed.removed_card == card.card
+    finally:
+        await app.stop(grace_s=1)
+
+
+async def test_with_a_key_the_stripe_provider_is_used_and_the_key_is_never_logged() -> None:
+    async with FakeStripe() as fake:
+        config = replace(load_config({}), stripe_secret_key=fake.api_key, stripe_api_base=fake.url)
+        with every_log_line() as captured:
+            provider = make_provider(config)
+        try:
+            assert isinstance(provider, StripeProvider)
+            assert [e["log_level"] for e in captured] == ["info"]
+            assert captured[0]["mode"] == "test"
+            assert fake.api_key not in repr(captured) + repr(config) + repr(provider)
+            # It really talks to the configured server.
+            await provider.create_customer("co-1", "k-1")
+            assert len(fake.customers) == 1
+        finally:
+            await provider.aclose()
+
+
+def test_the_key_comes_from_the_environment() -> None:
+    config = load_config(
+        {"BILLING_STRIPE_SECRET_KEY": " sk_test_abc ", "BILLING_STRIPE_API_BASE": "http://x/"}
+    )
+    assert (config.stripe_secret_key, config.stripe_api_base) == ("sk_test_abc", "http://x")
+    assert "sk_test_abc" not in repr(config)
