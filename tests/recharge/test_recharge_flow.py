@@ -488,3 +488,56 @@ async def test_loop_settings_from_config_use_the_documented_names() -> None:
     assert settings.sweep_interval_s == 2.5 and settings.lease_s == 7.0
     assert settings.backoff == store.Backoff((10.0, 20.0), (1.0,))
     assert settings.call_timeout_s < settings.lease_s
+
+
+# ---- with the real SettingsService ------------------------------------------------------------------
+
+
+async def test_first_card_set_through_settings_service_is_preloaded_once(
+    billing: BillingServer, fake: FakeStripe, pool: asyncpg.Pool
+) -> None:
+    """The whole path: CreateWallet, StartCardSetup, SetDefaultCard (gRPC) -> NOTIFY recharge_wanted ->
+    the loop charges the pre-load (default $50) through the real stripe library -> one credit."""
+    from consofta.billing.v1 import (
+        settings_service_pb2,
+        settings_service_pb2_grpc,
+        wallet_service_pb2,
+        wallet_service_pb2_grpc,
+    )
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{billing.port}") as channel:
+        wallet = wallet_service_pb2_grpc.WalletServiceStub(channel)
+        settings = settings_service_pb2_grpc.SettingsServiceStub(channel)
+        await wallet.CreateWallet(
+            wallet_service_pb2.CreateWalletRequest(company_id="acme", display_name="Acme", request_id="c-1")
+        )
+        await settings.StartCardSetup(
+            settings_service_pb2.StartCardSetupRequest(company_id="acme", request_id="s-1")
+        )
+        await settings.SetDefaultCard(
+            settings_service_pb2.SetDefaultCardRequest(
+                company_id="acme", payment_method_id="pm_card_visa", request_id="card-1"
+            )
+        )
+
+        async def credited() -> bool:
+            return bool(await pool.fetchval("select count(*) from ledger_entries where company_id = 'acme'"))
+
+        await wait_until(credited, what="the pre-load")
+        # A second card is not a first card: no second pre-load.
+        await settings.SetDefaultCard(
+            settings_service_pb2.SetDefaultCardRequest(
+                company_id="acme", payment_method_id="pm_card_mastercard", request_id="card-2"
+            )
+        )
+        await asyncio.sleep(0.5)
+    (pi,) = charges(fake)
+    assert pi["amount"] == 5000 and pi["metadata"]["kind"] == "preload"
+    entries = await pool.fetch(
+        "select entry_type, amount_nanos from ledger_entries where company_id = 'acme'"
+    )
+    assert [(e["entry_type"], e["amount_nanos"]) for e in entries] == [("preload_credit", usd(50))]
+    types = [
+        r["event_type"] for r in await pool.fetch("select event_type from wallet_events order by sequence")
+    ]
+    assert types[:3] == ["card_set", "recharge_started", "recharge_succeeded"]
