@@ -24,6 +24,7 @@ from service.api.reflection import enable_reflection
 from service.api.settings_servicer import SettingsServicer
 from service.api.usage_servicer import UsageServicer
 from service.api.wallet_servicer import WalletServicer
+from service.app.events import EventNotifier
 from service.config import Config
 from service.db.embedded import DATABASE_NAME, EmbeddedPostgres
 from service.db.migrate import migrate
@@ -74,6 +75,7 @@ class BillingServer:
     health: DatabaseHealth
     embedded: EmbeddedPostgres | None = None
     provider: PaymentProvider | None = None
+    events: EventNotifier | None = None
     recharge: RechargeLoop | None = None
     # None when no webhook secret is configured (the sandbox provider sends no webhooks).
     webhooks: WebhookServer | None = None
@@ -92,6 +94,9 @@ class BillingServer:
             await self.webhooks.stop()
         if self.recharge is not None:
             await self.recharge.stop(grace_s=grace)
+        if self.events is not None:
+            # Open event streams end now with UNAVAILABLE instead of holding the shutdown for the grace.
+            await self.events.close()
         await self.server.stop(grace)
         if self.provider is not None:
             await self.provider.aclose()
@@ -111,6 +116,12 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         pool = await create_pool(
             database_url, min_size=config.db_pool_min_size, max_size=config.db_pool_max_size
         )
+        events = EventNotifier(database_url)
+        try:
+            await events.start()
+        except BaseException:
+            await pool.close()
+            raise
     except BaseException:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
@@ -118,7 +129,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
 
     server = grpc.aio.server(interceptors=[EdgeInterceptor()])
     usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool), server)
-    wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool), server)
+    wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool, events), server)
     provider = make_provider(config)
     bounds = RechargeBounds(config.recharge_amount_min_nanos, config.recharge_amount_max_nanos)
     settings_service_pb2_grpc.add_SettingsServiceServicer_to_server(
@@ -131,7 +142,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
     await health.start()
     await server.start()
     log.info("serving", host=config.grpc_host, port=port, embedded_postgres=embedded is not None)
-    running = BillingServer(config, server, port, pool, health, embedded, provider)
+    running = BillingServer(config, server, port, pool, health, embedded, provider, events)
     try:
         settings = LoopSettings.from_config(config)
         running.recharge = RechargeLoop(pool, provider, database_url, settings)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 import asyncpg
 import grpc
 import pytest
+from consofta.billing.client import AsyncBillingClient
 from consofta.billing.v1 import (
     usage_service_pb2_grpc,
     wallet_service_pb2,
@@ -65,8 +66,8 @@ async def app(db_url: str) -> AsyncIterator[BillingServer]:
 @dataclass
 class Stubs:
     channel: grpc.aio.Channel
-    usage: usage_service_pb2_grpc.UsageServiceStub
-    wallet: wallet_service_pb2_grpc.WalletServiceStub
+    usage: usage_service_pb2_grpc.UsageServiceAsyncStub
+    wallet: wallet_service_pb2_grpc.WalletServiceAsyncStub
 
     async def new_company(self, company_id: str | None = None) -> str:
         company_id = company_id or f"co-{uuid.uuid4().hex[:12]}"
@@ -86,3 +87,10 @@ async def stubs(app: BillingServer) -> AsyncIterator[Stubs]:
             usage_service_pb2_grpc.UsageServiceStub(channel),
             wallet_service_pb2_grpc.WalletServiceStub(channel),
         )
+
+
+@pytest.fixture
+async def billing(app: BillingServer) -> AsyncIterator[AsyncBillingClient]:
+    """The client library (clients/), as other services call us."""
+    async with AsyncBillingClient(f"127.0.0.1:{app.port}") as client:
+        yield client

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,6 +71,17 @@ def usage_record_of_row(row: asyncpg.Record) -> usage_pb2.UsageRecord:
     )
 
 
+def parse_hold_id(v: Violations, value: str) -> uuid.UUID | None:
+    """The optional hold to capture: empty for none, else the UUID AuthorizeUsage returned."""
+    if not value:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        v.add("hold_id", "must be a UUID, as returned by WalletService.AuthorizeUsage")
+        return None
+
+
 class UsageServicer(usage_service_pb2_grpc.UsageServiceServicer):
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -83,11 +95,14 @@ class UsageServicer(usage_service_pb2_grpc.UsageServiceServicer):
         check_request_key(v, request.idempotency_key, "idempotency_key")
         usage = parse_usage(v, request.usage)
         occurred_at = parse_occurred_at(v, request.HasField("occurred_at"), request.occurred_at, now)
+        hold_id = parse_hold_id(v, request.hold_id)
         v.raise_if_any()
         assert usage is not None
         recorded = await record_usage(
             self._pool,
-            RecordUsageCommand(request.company_id, request.idempotency_key, usage, occurred_at, now),
+            RecordUsageCommand(
+                request.company_id, request.idempotency_key, usage, occurred_at, now, hold_id=hold_id
+            ),
         )
         row = recorded.record
         return usage_service_pb2.RecordUsageResponse(

@@ -10,11 +10,12 @@ from datetime import datetime
 import asyncpg
 
 from service.app.hashing import request_hash
+from service.app.holds import raise_hold_error
 from service.domain.errors import CompanyNotFound, IdempotencyKeyReused, NoRateCard
 from service.domain.pricing import meter
 from service.domain.usage import CallUsage, EmailUsage, SmsUsage, Usage
 
-_RECORD_USAGE_SQL = "select * from record_usage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+_RECORD_USAGE_SQL = "select * from record_usage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class RecordUsageCommand:
     # None means "when the request arrived"; kept apart from `occurred_at` so a retry hashes the same.
     occurred_at_given: datetime | None
     received_at: datetime
+    # A hold from AuthorizeUsage to capture with this debit.
+    hold_id: uuid.UUID | None = None
 
     @property
     def occurred_at(self) -> datetime:
@@ -50,7 +53,10 @@ def _fingerprint(cmd: RecordUsageCommand) -> bytes:
             )
             described = ("sms", d, segments, body_digest)
     occurred = None if cmd.occurred_at_given is None else cmd.occurred_at_given.isoformat()
-    return request_hash(cmd.company_id, *described, occurred)
+    # The hold is part of the request: the same key naming another hold is a reused key. Appended only
+    # when set, so records stored before holds existed still replay.
+    held = () if cmd.hold_id is None else ("hold", str(cmd.hold_id))
+    return request_hash(cmd.company_id, *described, occurred, *held)
 
 
 def _quantity(usage: Usage, billable_units: int) -> int:
@@ -85,8 +91,11 @@ async def record_usage(pool: asyncpg.Pool, cmd: RecordUsageCommand) -> RecordedU
             None if metering.sms_encoding is None else metering.sms_encoding.value,
             metering.billable_units,
             cmd.occurred_at,
+            cmd.hold_id,
         )
     except asyncpg.PostgresError as exc:
+        if cmd.hold_id is not None:
+            raise_hold_error(exc, cmd.company_id, cmd.hold_id)
         if exc.sqlstate == "BL404":
             raise CompanyNotFound(cmd.company_id) from None
         if exc.sqlstate == "BL412":

@@ -89,10 +89,31 @@ class Aborted(BillingError):
 
 
 class Unavailable(BillingError):
-    """A dependency did not answer; retry later with the same request id."""
+    """The service or a dependency cannot serve this now (shutting down, the payment provider did not
+    answer); retry later with the same request id."""
 
     reason = "UNAVAILABLE"
 
 
 class PaymentProviderUnavailable(Unavailable):
     reason = "PAYMENT_PROVIDER_UNAVAILABLE"
+
+
+class HoldNotFound(NotFound):
+    reason = "HOLD_NOT_FOUND"
+
+    def __init__(self, company_id: str, hold_id: str) -> None:
+        super().__init__(
+            f"company {company_id!r} has no hold {hold_id!r}",
+            metadata={"company_id": company_id, "hold_id": hold_id},
+        )
+
+
+class HoldAlreadyCaptured(FailedPrecondition):
+    """A hold is captured once only; a second capture (or a release after the capture) is refused."""
+
+    reason = "HOLD_ALREADY_CAPTURED"
+
+
+class HoldReleased(FailedPrecondition):
+    reason = "HOLD_RELEASED"

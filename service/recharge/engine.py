@@ -241,7 +241,10 @@ def after_outcome(
     if outcome in (Outcome.PROCESSING, Outcome.UNKNOWN):
         step = unknown_retry_backoff_s[min(max(call_count, 1), len(unknown_retry_backoff_s)) - 1]
         status = Status.PROCESSING if outcome is Outcome.PROCESSING else Status.PENDING
-        event = "recharge_processing" if outcome is Outcome.PROCESSING else "recharge_failed"
+        # An unknown outcome is not a failed recharge (the charge may well have gone through): it is
+        # reported as retrying, so nothing keyed on recharge_failed (wallet suspension) reacts to a
+        # network blip.
+        event = "recharge_processing" if outcome is Outcome.PROCESSING else "recharge_retrying"
         return Transition(status, now + dt.timedelta(seconds=step), None, event)
     if outcome is Outcome.REQUIRES_ACTION:
         return Transition(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -41,8 +43,17 @@ async def _exists(target: str, company: str) -> bool:
         return reply.wallet.company_id == company
 
 
-async def test_embedded_postgres_survives_stop_crash_and_restart(tmp_path: Path) -> None:
-    os.chmod(tmp_path, 0o755)  # the embedded server runs as its own user when the tests run as root
+@pytest.fixture
+def pg_home() -> Iterator[Path]:
+    """A folder the embedded server's own user can reach when the tests run as root. Not tmp_path: every
+    pytest session resets /tmp/pytest-of-<user> to mode 0700, which locks that user out mid-test."""
+    with tempfile.TemporaryDirectory(prefix="billing-lifecycle-") as folder:
+        os.chmod(folder, 0o755)
+        yield Path(folder)
+
+
+async def test_embedded_postgres_survives_stop_crash_and_restart(pg_home: Path) -> None:
+    tmp_path = pg_home
     pgdata = tmp_path / "pgdata"
     env = {"BILLING_PGDATA": str(pgdata)}
     log = tmp_path / "service.log"

@@ -1,14 +1,18 @@
-"""RecordUsage end to end: a real server on port 0, called through the generated stubs."""
+"""RecordUsage end to end: a real server on port 0, called through the client library (clients/), as other
+services call it. The tests that check wire details (rich error payloads, malformed requests the client
+would never build) use the generated stubs directly."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import grpc
 import pytest
-from consofta.billing.v1 import usage_pb2, usage_service_pb2, usage_service_pb2_grpc, wallet_service_pb2
+from consofta.billing.client import AsyncBillingClient, IdempotencyKeyReused, NotFound
+from consofta.billing.v1 import usage_pb2, usage_service_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from service.api.convert import nanos_of
@@ -33,7 +37,11 @@ def call(
         company_id=company,
         idempotency_key=key,
         usage=usage_pb2.Usage(
-            call=usage_pb2.CallUsage(direction=direction, number_type=number_type, duration_seconds=seconds)
+            call=usage_pb2.CallUsage(
+                direction=direction,  # type: ignore[arg-type]  # raw ints on purpose: bad values too
+                number_type=number_type,  # type: ignore[arg-type]
+                duration_seconds=seconds,
+            )
         ),
     )
 
@@ -49,46 +57,32 @@ def sms(
     return usage_service_pb2.RecordUsageRequest(
         company_id=company,
         idempotency_key=key,
-        usage=usage_pb2.Usage(sms=usage_pb2.SmsUsage(direction=direction, body=body, segments=segments)),
+        usage=usage_pb2.Usage(
+            sms=usage_pb2.SmsUsage(direction=direction, body=body, segments=segments)  # type: ignore[arg-type]
+        ),
     )
 
 
-async def balance_nanos(stubs: Stubs, company: str) -> int:
-    reply = await stubs.wallet.GetWallet(wallet_service_pb2.GetWalletRequest(company_id=company))
-    return nanos_of(reply.wallet.balance)
+async def balance_nanos(billing: AsyncBillingClient, company: str) -> int:
+    return nanos_of((await billing.get_wallet(company)).wallet.balance)
 
 
-async def test_each_usage_type_debits_its_seed_price(stubs: Stubs) -> None:
+async def test_each_usage_type_debits_its_seed_price(stubs: Stubs, billing: AsyncBillingClient) -> None:
     company = await stubs.new_company()
-    cases = [
-        (email(company, "e1", 1000), 1000, usd(0, 675_000_000)),
-        (
-            call(company, "c1", usage_pb2.CALL_DIRECTION_OUTBOUND, usage_pb2.NUMBER_TYPE_LOCAL, 61),
-            2,
-            usd(0, 28_000_000),
-        ),
-        (
-            call(company, "c2", usage_pb2.CALL_DIRECTION_OUTBOUND, usage_pb2.NUMBER_TYPE_TOLL_FREE, 60),
-            1,
-            usd(0, 14_000_000),
-        ),
-        (
-            call(company, "c3", usage_pb2.CALL_DIRECTION_INBOUND, usage_pb2.NUMBER_TYPE_LOCAL, 3600),
-            60,
-            usd(0, 510_000_000),
-        ),
-        (
-            call(company, "c4", usage_pb2.CALL_DIRECTION_INBOUND, usage_pb2.NUMBER_TYPE_TOLL_FREE, 1),
-            1,
-            usd(0, 22_000_000),
-        ),
-        (call(company, "c5", usage_pb2.CALL_DIRECTION_INBOUND, usage_pb2.NUMBER_TYPE_TOLL_FREE, 0), 0, 0),
-        (sms(company, "s1", body="x" * 161), 2, usd(0, 15_800_000)),
-        (sms(company, "s2", segments=3, direction=usage_pb2.SMS_DIRECTION_INBOUND), 3, usd(0, 23_700_000)),
+    Record = Callable[[], Awaitable[usage_service_pb2.RecordUsageResponse]]
+    cases: list[tuple[Record, int, int]] = [
+        (lambda: billing.record_email(company, 1000), 1000, usd(0, 675_000_000)),
+        (lambda: billing.record_call(company, "outbound", "local", 61), 2, usd(0, 28_000_000)),
+        (lambda: billing.record_call(company, "outbound", "toll_free", 60), 1, usd(0, 14_000_000)),
+        (lambda: billing.record_call(company, "inbound", "local", 3600), 60, usd(0, 510_000_000)),
+        (lambda: billing.record_call(company, "inbound", "toll_free", 1), 1, usd(0, 22_000_000)),
+        (lambda: billing.record_call(company, "inbound", "toll_free", 0), 0, 0),
+        (lambda: billing.record_sms(company, "outbound", body="x" * 161), 2, usd(0, 15_800_000)),
+        (lambda: billing.record_sms(company, "inbound", segments=3), 3, usd(0, 23_700_000)),
     ]
     expected_balance = 0
-    for sequence, (request, units, amount) in enumerate(cases, start=1):
-        reply = await stubs.usage.RecordUsage(request)
+    for sequence, (record, units, amount) in enumerate(cases, start=1):
+        reply = await record()
         expected_balance -= amount
         assert reply.usage_record.price.billable_units == units
         assert nanos_of(reply.usage_record.price.amount) == amount
@@ -97,52 +91,60 @@ async def test_each_usage_type_debits_its_seed_price(stubs: Stubs) -> None:
         assert reply.usage_record.price.rate_card == "default"
         assert reply.usage_record.price.rate_card_version == 1
         assert not reply.replayed
-    assert await balance_nanos(stubs, company) == expected_balance
+    assert await balance_nanos(billing, company) == expected_balance
 
 
-async def test_sms_body_reports_its_encoding_and_is_not_echoed(stubs: Stubs) -> None:
+async def test_sms_body_reports_its_encoding_and_is_not_echoed(
+    stubs: Stubs, billing: AsyncBillingClient
+) -> None:
     company = await stubs.new_company()
-    reply = await stubs.usage.RecordUsage(sms(company, "s", body="Привет"))
+    reply = await billing.record_sms(company, "outbound", body="Привет")
     assert reply.usage_record.price.sms_encoding == usage_pb2.SMS_ENCODING_UCS2
     assert not reply.usage_record.usage.sms.HasField("body")
     assert reply.usage_record.usage.sms.segments == 1
 
 
-async def test_same_key_same_request_replays_without_a_second_debit(stubs: Stubs) -> None:
+async def test_same_key_same_request_replays_without_a_second_debit(
+    stubs: Stubs, billing: AsyncBillingClient
+) -> None:
     company = await stubs.new_company()
-    first = await stubs.usage.RecordUsage(email(company, "k", 10))
-    again = await stubs.usage.RecordUsage(email(company, "k", 10))
+    first = await billing.record_email(company, 10, idempotency_key="k")
+    again = await billing.record_email(company, 10, idempotency_key="k")
     assert again.replayed and not first.replayed
     assert again.usage_record == first.usage_record
     assert again.balance_after == first.balance_after
-    assert await balance_nanos(stubs, company) == -usd(0, 6_750_000)
+    assert await balance_nanos(billing, company) == -usd(0, 6_750_000)
 
 
-async def test_same_key_other_request_is_already_exists_and_changes_nothing(stubs: Stubs) -> None:
+async def test_same_key_other_request_is_already_exists_and_changes_nothing(
+    stubs: Stubs, billing: AsyncBillingClient
+) -> None:
     company = await stubs.new_company()
-    await stubs.usage.RecordUsage(email(company, "k", 10))
+    await billing.record_email(company, 10, idempotency_key="k")
+    with pytest.raises(IdempotencyKeyReused):
+        await billing.record_email(company, 11, idempotency_key="k")
+    # On the wire: ALREADY_EXISTS with an ErrorInfo, which is what the client decoded.
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stubs.usage.RecordUsage(email(company, "k", 11))
+        await stubs.usage.RecordUsage(email(company, "k", 12))
     error = rich_error(caught.value)
     assert error.code is grpc.StatusCode.ALREADY_EXISTS
     assert error.reason == "IDEMPOTENCY_KEY_REUSED"
-    assert await balance_nanos(stubs, company) == -usd(0, 6_750_000)
+    assert await balance_nanos(billing, company) == -usd(0, 6_750_000)
 
 
-async def test_keys_are_scoped_per_company(stubs: Stubs) -> None:
+async def test_keys_are_scoped_per_company(stubs: Stubs, billing: AsyncBillingClient) -> None:
     a, b = await stubs.new_company(), await stubs.new_company()
-    await stubs.usage.RecordUsage(email(a, "shared-key", 1))
-    reply = await stubs.usage.RecordUsage(email(b, "shared-key", 2))
+    await billing.record_email(a, 1, idempotency_key="shared-key")
+    reply = await billing.record_email(b, 2, idempotency_key="shared-key")
     assert not reply.replayed
-    assert await balance_nanos(stubs, b) == -usd(0, 1_350_000)
+    assert await balance_nanos(billing, b) == -usd(0, 1_350_000)
 
 
-async def test_unknown_company_is_not_found(stubs: Stubs) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stubs.usage.RecordUsage(email("no-such-company", "k"))
-    error = rich_error(caught.value)
-    assert error.code is grpc.StatusCode.NOT_FOUND
-    assert error.reason == "COMPANY_NOT_FOUND"
+async def test_unknown_company_is_not_found(billing: AsyncBillingClient) -> None:
+    with pytest.raises(NotFound) as caught:
+        await billing.record_email("no-such-company", 1)
+    assert caught.value.code is grpc.StatusCode.NOT_FOUND
+    assert caught.value.reason == "COMPANY_NOT_FOUND"
 
 
 def _bad_requests(company: str) -> list[tuple[str, usage_service_pb2.RecordUsageRequest, str]]:
@@ -190,7 +192,9 @@ def _bad_requests(company: str) -> list[tuple[str, usage_service_pb2.RecordUsage
     ]
 
 
-async def test_bad_input_is_invalid_argument_naming_the_field(stubs: Stubs) -> None:
+async def test_bad_input_is_invalid_argument_naming_the_field(
+    stubs: Stubs, billing: AsyncBillingClient
+) -> None:
     company = await stubs.new_company()
     for label, request, field in _bad_requests(company):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -198,40 +202,33 @@ async def test_bad_input_is_invalid_argument_naming_the_field(stubs: Stubs) -> N
         error = rich_error(caught.value)
         assert error.code is grpc.StatusCode.INVALID_ARGUMENT, label
         assert field in error.fields, (label, error.fields)
-    assert await balance_nanos(stubs, company) == 0
+    assert await balance_nanos(billing, company) == 0
 
 
-async def test_500_calls_from_50_clients_debit_exactly(stubs: Stubs, app: BillingServer, db_url: str) -> None:
+async def test_500_calls_from_50_clients_debit_exactly(
+    stubs: Stubs, billing: AsyncBillingClient, app: BillingServer, db_url: str
+) -> None:
     """Concurrent debits on one hot wallet lose nothing and leave a continuous ledger."""
     company = await stubs.new_company()
     # 50 clients, each with its own channel (its own HTTP/2 connection), as 50 services would be.
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") for _ in range(50)]
+    clients = [AsyncBillingClient(f"127.0.0.1:{app.port}") for _ in range(50)]
     try:
-        clients = [usage_service_pb2_grpc.UsageServiceStub(ch) for ch in channels]
 
         async def client(n: int) -> int:
             total = 0
             for i in range(10):
                 seconds = n * 10 + i  # 0..499 seconds, every price different
-                reply = await clients[n].RecordUsage(
-                    call(
-                        company,
-                        f"c{n}-{i}",
-                        usage_pb2.CALL_DIRECTION_INBOUND,
-                        usage_pb2.NUMBER_TYPE_TOLL_FREE,
-                        seconds,
-                    )
-                )
+                reply = await clients[n].record_call(company, "inbound", "toll_free", seconds)
                 total += nanos_of(reply.usage_record.price.amount)
             return total
 
         totals = await asyncio.gather(*(client(n) for n in range(50)))
     finally:
-        for ch in channels:
-            await ch.close()
+        for opened in clients:
+            await opened.close()
     expected = sum(-(-s // 60) * 22_000_000 for s in range(500))
     assert sum(totals) == expected
-    assert await balance_nanos(stubs, company) == -expected
+    assert await balance_nanos(billing, company) == -expected
     conn = await asyncpg.connect(db_url)
     try:
         sequences = await conn.fetch(
@@ -242,15 +239,17 @@ async def test_500_calls_from_50_clients_debit_exactly(stubs: Stubs, app: Billin
     assert [r["sequence"] for r in sequences] == list(range(1, 501))
 
 
-async def test_50_identical_concurrent_calls_debit_once(stubs: Stubs) -> None:
+async def test_50_identical_concurrent_calls_debit_once(stubs: Stubs, billing: AsyncBillingClient) -> None:
     company = await stubs.new_company()
-    replies = await asyncio.gather(*(stubs.usage.RecordUsage(email(company, "same", 7)) for _ in range(50)))
+    replies = await asyncio.gather(
+        *(billing.record_email(company, 7, idempotency_key="same") for _ in range(50))
+    )
     assert sum(not r.replayed for r in replies) == 1
     assert len({r.usage_record.id for r in replies}) == 1
-    assert await balance_nanos(stubs, company) == -7 * 675_000
+    assert await balance_nanos(billing, company) == -7 * 675_000
 
 
-async def test_below_minimum_is_reported(stubs: Stubs, db_url: str) -> None:
+async def test_below_minimum_is_reported(stubs: Stubs, billing: AsyncBillingClient, db_url: str) -> None:
     company = await stubs.new_company()
     conn = await asyncpg.connect(db_url)
     try:
@@ -262,14 +261,12 @@ async def test_below_minimum_is_reported(stubs: Stubs, db_url: str) -> None:
         )
     finally:
         await conn.close()
-    reply = await stubs.usage.RecordUsage(email(company, "k", 1))
+    reply = await billing.record_email(company, 1)
     assert reply.below_minimum  # 0 minimum, balance now negative
 
 
-async def test_occurred_at_is_kept(stubs: Stubs) -> None:
+async def test_occurred_at_is_kept(stubs: Stubs, billing: AsyncBillingClient) -> None:
     company = await stubs.new_company()
     when = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
-    request = email(company, "k")
-    request.occurred_at.FromDatetime(when)
-    reply = await stubs.usage.RecordUsage(request)
+    reply = await billing.record_email(company, 1, occurred_at=when)
     assert reply.usage_record.occurred_at.ToDatetime(tzinfo=UTC) == when

@@ -277,7 +277,7 @@ def test_processing_waits_on_the_same_attempt() -> None:
 @pytest.mark.parametrize(("calls", "wait_s"), [(1, 5), (2, 30), (3, 120), (4, 120), (50, 120)])
 def test_unknown_outcome_retries_the_same_attempt_with_growing_backoff(calls: int, wait_s: float) -> None:
     t = outcome(Outcome.UNKNOWN, call_count=calls)
-    assert t.status is Status.PENDING and t.pause is None and t.event_type == "recharge_failed"
+    assert t.status is Status.PENDING and t.pause is None and t.event_type == "recharge_retrying"
     assert t.next_attempt_at == NOW + dt.timedelta(seconds=wait_s)
 
 

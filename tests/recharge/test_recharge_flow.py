@@ -321,9 +321,16 @@ async def test_unknown_outcome_retries_the_same_attempt_with_the_same_key(
     assert {p.idempotency_key for p in posts} == {f"recharge-{attempt['attempt_id']}"}
     assert attempt["call_count"] == 3 and attempt["status"] == "succeeded"
     assert len(charges(fake)) == 1 and len(await wallets.credits(company.company_id)) == 1
-    failed = [p for e, p in await wallets.events(company.company_id) if e == "recharge_failed"]
-    assert [p["outcome"] for p in failed] == ["unknown", "unknown"]
-    assert all(p["same_attempt"] and p["next_retry_at"] for p in failed)
+    events = await wallets.events(company.company_id, prefix="recharge_")
+    assert [e for e, _ in events] == [
+        "recharge_started",
+        "recharge_retrying",
+        "recharge_retrying",
+        "recharge_succeeded",
+    ]
+    retrying = [p for e, p in events if e == "recharge_retrying"]
+    assert [p["outcome"] for p in retrying] == ["unknown", "unknown"]
+    assert all(p["same_attempt"] and p["next_retry_at"] for p in retrying)
 
 
 async def test_lost_response_retry_finds_the_same_payment_intent(
@@ -541,3 +548,16 @@ async def test_first_card_set_through_settings_service_is_preloaded_once(
         r["event_type"] for r in await pool.fetch("select event_type from wallet_events order by sequence")
     ]
     assert types[:3] == ["card_set", "recharge_started", "recharge_succeeded"]
+
+
+async def test_a_network_blip_does_not_suspend_a_wallet_at_its_floor(
+    wallets: Wallets, fake: FakeStripe, start_loop: StartLoop
+) -> None:
+    """Suspension keys on recharge_failed; an unknown outcome is reported as retrying, not failed."""
+    company = await wallets.create(balance_nanos=usd(-5))
+    fake.fail_requests(500, path="/v1/payment_intents", times=1)
+    await start_loop()
+    await wait_until(lambda: _credited(wallets, company.company_id), what="the credit")
+    types = [e for e, _ in await wallets.events(company.company_id)]
+    assert "recharge_retrying" in types and "recharge_failed" not in types
+    assert "wallet_suspended" not in types

@@ -29,11 +29,18 @@ class RecordUsageRequest(_message.Message):
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    HOLD_ID_FIELD_NUMBER: _builtins.int
     company_id: _builtins.str
     """The company whose wallet is debited."""
     idempotency_key: _builtins.str
     """A key chosen by the caller, unique per company for each distinct usage: 1 to 255 printable ASCII
     characters. Retrying with the same key never debits twice.
+    """
+    hold_id: _builtins.str
+    """A hold from WalletService.AuthorizeUsage to capture: it is released and replaced by the debit of this
+    usage, which may be more or less than was held. The hold must belong to the company (else NOT_FOUND)
+    and may be captured once only (a second capture is FAILED_PRECONDITION, HOLD_ALREADY_CAPTURED). An
+    expired hold can still be captured: the usage happened.
     """
     @_builtins.property
     def usage(self) -> _usage_pb2.Usage:
@@ -52,10 +59,11 @@ class RecordUsageRequest(_message.Message):
         idempotency_key: _builtins.str = ...,
         usage: _usage_pb2.Usage | None = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        hold_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["company_id", b"company_id", "idempotency_key", b"idempotency_key", "occurred_at", b"occurred_at", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["company_id", b"company_id", "hold_id", b"hold_id", "idempotency_key", b"idempotency_key", "occurred_at", b"occurred_at", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

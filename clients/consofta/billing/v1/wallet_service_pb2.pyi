@@ -3,9 +3,15 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
+from consofta.billing.v1 import usage_pb2 as _usage_pb2
+from consofta.billing.v1 import wallet_events_pb2 as _wallet_events_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.type import money_pb2 as _money_pb2
 import builtins as _builtins
 import sys
@@ -17,6 +23,154 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _WalletStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WalletStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WalletStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WALLET_STATUS_UNSPECIFIED: _WalletStatus.ValueType  # 0
+    """Not set; never returned."""
+    WALLET_STATUS_ACTIVE: _WalletStatus.ValueType  # 1
+    """The balance is at or above the minimum balance."""
+    WALLET_STATUS_BELOW_MINIMUM: _WalletStatus.ValueType  # 2
+    """The balance is below the minimum balance: a recharge is expected."""
+    WALLET_STATUS_SUSPENDED: _WalletStatus.ValueType  # 3
+    """The balance is at or below the floor and the company has no card or its last recharge failed:
+    AuthorizeUsage refuses new usage. Recording usage that happened still works.
+    """
+
+class WalletStatus(_WalletStatus, metaclass=_WalletStatusEnumTypeWrapper):
+    """Whether a wallet may be used."""
+
+WALLET_STATUS_UNSPECIFIED: WalletStatus.ValueType  # 0
+"""Not set; never returned."""
+WALLET_STATUS_ACTIVE: WalletStatus.ValueType  # 1
+"""The balance is at or above the minimum balance."""
+WALLET_STATUS_BELOW_MINIMUM: WalletStatus.ValueType  # 2
+"""The balance is below the minimum balance: a recharge is expected."""
+WALLET_STATUS_SUSPENDED: WalletStatus.ValueType  # 3
+"""The balance is at or below the floor and the company has no card or its last recharge failed:
+AuthorizeUsage refuses new usage. Recording usage that happened still works.
+"""
+Global___WalletStatus: _TypeAlias = WalletStatus  # noqa: Y015
+
+class _TransactionType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TransactionTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TransactionType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRANSACTION_TYPE_UNSPECIFIED: _TransactionType.ValueType  # 0
+    """A kind this client does not know (a newer server); never used as a filter."""
+    TRANSACTION_TYPE_USAGE_DEBIT: _TransactionType.ValueType  # 1
+    """Usage debited from the wallet (a negative amount)."""
+    TRANSACTION_TYPE_RECHARGE_CREDIT: _TransactionType.ValueType  # 2
+    """An automatic recharge from the card on file."""
+    TRANSACTION_TYPE_PRELOAD_CREDIT: _TransactionType.ValueType  # 3
+    """The pre-load charged when the first card was set."""
+    TRANSACTION_TYPE_MANUAL_CREDIT: _TransactionType.ValueType  # 4
+    """A goodwill credit added by support."""
+    TRANSACTION_TYPE_ADJUSTMENT: _TransactionType.ValueType  # 5
+    """A correction by support."""
+
+class TransactionType(_TransactionType, metaclass=_TransactionTypeEnumTypeWrapper):
+    """The kind of a ledger entry."""
+
+TRANSACTION_TYPE_UNSPECIFIED: TransactionType.ValueType  # 0
+"""A kind this client does not know (a newer server); never used as a filter."""
+TRANSACTION_TYPE_USAGE_DEBIT: TransactionType.ValueType  # 1
+"""Usage debited from the wallet (a negative amount)."""
+TRANSACTION_TYPE_RECHARGE_CREDIT: TransactionType.ValueType  # 2
+"""An automatic recharge from the card on file."""
+TRANSACTION_TYPE_PRELOAD_CREDIT: TransactionType.ValueType  # 3
+"""The pre-load charged when the first card was set."""
+TRANSACTION_TYPE_MANUAL_CREDIT: TransactionType.ValueType  # 4
+"""A goodwill credit added by support."""
+TRANSACTION_TYPE_ADJUSTMENT: TransactionType.ValueType  # 5
+"""A correction by support."""
+Global___TransactionType: _TypeAlias = TransactionType  # noqa: Y015
+
+class _CreditKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CreditKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CreditKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CREDIT_KIND_UNSPECIFIED: _CreditKind.ValueType  # 0
+    """Not set; treated as CREDIT_KIND_GOODWILL."""
+    CREDIT_KIND_GOODWILL: _CreditKind.ValueType  # 1
+    """A goodwill credit (ledger entry type manual_credit)."""
+    CREDIT_KIND_CORRECTION: _CreditKind.ValueType  # 2
+    """A correction of an earlier mistake (ledger entry type adjustment)."""
+
+class CreditKind(_CreditKind, metaclass=_CreditKindEnumTypeWrapper):
+    """The kind of manual credit."""
+
+CREDIT_KIND_UNSPECIFIED: CreditKind.ValueType  # 0
+"""Not set; treated as CREDIT_KIND_GOODWILL."""
+CREDIT_KIND_GOODWILL: CreditKind.ValueType  # 1
+"""A goodwill credit (ledger entry type manual_credit)."""
+CREDIT_KIND_CORRECTION: CreditKind.ValueType  # 2
+"""A correction of an earlier mistake (ledger entry type adjustment)."""
+Global___CreditKind: _TypeAlias = CreditKind  # noqa: Y015
+
+class _HoldState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _HoldStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HoldState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    HOLD_STATE_UNSPECIFIED: _HoldState.ValueType  # 0
+    """Not set; never returned."""
+    HOLD_STATE_ACTIVE: _HoldState.ValueType  # 1
+    """The hold reserves its amount until it expires."""
+    HOLD_STATE_EXPIRED: _HoldState.ValueType  # 2
+    """The hold's expiry passed without a capture or release; it reserves nothing."""
+    HOLD_STATE_RELEASED: _HoldState.ValueType  # 3
+    """ReleaseHold released it; it reserves nothing."""
+    HOLD_STATE_CAPTURED: _HoldState.ValueType  # 4
+    """RecordUsage captured it: the actual usage was debited instead."""
+
+class HoldState(_HoldState, metaclass=_HoldStateEnumTypeWrapper):
+    """Whether a hold still reserves funds."""
+
+HOLD_STATE_UNSPECIFIED: HoldState.ValueType  # 0
+"""Not set; never returned."""
+HOLD_STATE_ACTIVE: HoldState.ValueType  # 1
+"""The hold reserves its amount until it expires."""
+HOLD_STATE_EXPIRED: HoldState.ValueType  # 2
+"""The hold's expiry passed without a capture or release; it reserves nothing."""
+HOLD_STATE_RELEASED: HoldState.ValueType  # 3
+"""ReleaseHold released it; it reserves nothing."""
+HOLD_STATE_CAPTURED: HoldState.ValueType  # 4
+"""RecordUsage captured it: the actual usage was debited instead."""
+Global___HoldState: _TypeAlias = HoldState  # noqa: Y015
+
+class _AuthorizationDenial:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AuthorizationDenialEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuthorizationDenial.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AUTHORIZATION_DENIAL_UNSPECIFIED: _AuthorizationDenial.ValueType  # 0
+    """The usage is allowed."""
+    AUTHORIZATION_DENIAL_INSUFFICIENT_FUNDS: _AuthorizationDenial.ValueType  # 1
+    """The available balance minus the price would fall below the floor."""
+    AUTHORIZATION_DENIAL_WALLET_SUSPENDED: _AuthorizationDenial.ValueType  # 2
+    """The wallet is suspended: at or below the floor with no card, or its last recharge failed."""
+
+class AuthorizationDenial(_AuthorizationDenial, metaclass=_AuthorizationDenialEnumTypeWrapper):
+    """Why an authorization was refused."""
+
+AUTHORIZATION_DENIAL_UNSPECIFIED: AuthorizationDenial.ValueType  # 0
+"""The usage is allowed."""
+AUTHORIZATION_DENIAL_INSUFFICIENT_FUNDS: AuthorizationDenial.ValueType  # 1
+"""The available balance minus the price would fall below the floor."""
+AUTHORIZATION_DENIAL_WALLET_SUSPENDED: AuthorizationDenial.ValueType  # 2
+"""The wallet is suspended: at or below the floor with no card, or its last recharge failed."""
+Global___AuthorizationDenial: _TypeAlias = AuthorizationDenial  # noqa: Y015
 
 @_typing.final
 class Wallet(_message.Message):
@@ -31,12 +185,20 @@ class Wallet(_message.Message):
     LAST_LEDGER_SEQUENCE_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    AVAILABLE_BALANCE_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    LAST_RECHARGE_AT_FIELD_NUMBER: _builtins.int
+    AUTHORIZATION_FLOOR_FIELD_NUMBER: _builtins.int
+    CREDIT_LIMIT_FIELD_NUMBER: _builtins.int
     company_id: _builtins.str
     """The company that owns the wallet."""
     display_name: _builtins.str
     """The company's display name."""
     last_ledger_sequence: _builtins.int
     """The sequence number of the newest ledger entry; 0 when there is none."""
+    status: Global___WalletStatus.ValueType
+    """Whether the wallet is active, below its minimum, or suspended."""
     @_builtins.property
     def balance(self) -> _money_pb2.Money:
         """The current balance; negative when usage has outrun the funds."""
@@ -53,6 +215,26 @@ class Wallet(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the balance or settings last changed."""
 
+    @_builtins.property
+    def available_balance(self) -> _money_pb2.Money:
+        """The balance minus the active holds that have not expired, computed when the wallet is read."""
+
+    @_builtins.property
+    def held(self) -> _money_pb2.Money:
+        """The sum of the active holds that have not expired."""
+
+    @_builtins.property
+    def last_recharge_at(self) -> _timestamp_pb2.Timestamp:
+        """When the newest recharge (or pre-load) credit landed; unset when there was none."""
+
+    @_builtins.property
+    def authorization_floor(self) -> _money_pb2.Money:
+        """The lowest available balance an authorization may leave: 0, or minus the company's credit limit."""
+
+    @_builtins.property
+    def credit_limit(self) -> _money_pb2.Money:
+        """How far below zero authorizations may take the available balance; 0 by default."""
+
     def __init__(
         self,
         *,
@@ -63,14 +245,488 @@ class Wallet(_message.Message):
         last_ledger_sequence: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        available_balance: _money_pb2.Money | None = ...,
+        held: _money_pb2.Money | None = ...,
+        status: Global___WalletStatus.ValueType = ...,
+        last_recharge_at: _timestamp_pb2.Timestamp | None = ...,
+        authorization_floor: _money_pb2.Money | None = ...,
+        credit_limit: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "created_at", b"created_at", "minimum_balance", b"minimum_balance", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["authorization_floor", b"authorization_floor", "available_balance", b"available_balance", "balance", b"balance", "created_at", b"created_at", "credit_limit", b"credit_limit", "held", b"held", "last_recharge_at", b"last_recharge_at", "minimum_balance", b"minimum_balance", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "company_id", b"company_id", "created_at", b"created_at", "display_name", b"display_name", "last_ledger_sequence", b"last_ledger_sequence", "minimum_balance", b"minimum_balance", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_floor", b"authorization_floor", "available_balance", b"available_balance", "balance", b"balance", "company_id", b"company_id", "created_at", b"created_at", "credit_limit", b"credit_limit", "display_name", b"display_name", "held", b"held", "last_ledger_sequence", b"last_ledger_sequence", "last_recharge_at", b"last_recharge_at", "minimum_balance", b"minimum_balance", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Wallet: _TypeAlias = Wallet  # noqa: Y015
+
+@_typing.final
+class WalletTransaction(_message.Message):
+    """One entry of a wallet's append-only ledger."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    BALANCE_BEFORE_FIELD_NUMBER: _builtins.int
+    BALANCE_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    USAGE_RECORD_ID_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """The entry's position in the company's ledger: 1, 2, 3, ... with no gaps."""
+    type: Global___TransactionType.ValueType
+    """What kind of entry it is."""
+    usage_record_id: _builtins.str
+    """For a usage debit: the usage record it debits."""
+    reference: _builtins.str
+    """What else caused it, e.g. a recharge attempt or `credit:<request id>` for a manual credit."""
+    description: _builtins.str
+    """Free text: for a manual credit, the reason support gave."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """The signed amount: negative for a debit, positive for a credit."""
+
+    @_builtins.property
+    def balance_before(self) -> _money_pb2.Money:
+        """The balance before this entry."""
+
+    @_builtins.property
+    def balance_after(self) -> _money_pb2.Money:
+        """The balance after this entry."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When the entry was written."""
+
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        type: Global___TransactionType.ValueType = ...,
+        amount: _money_pb2.Money | None = ...,
+        balance_before: _money_pb2.Money | None = ...,
+        balance_after: _money_pb2.Money | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        usage_record_id: _builtins.str = ...,
+        reference: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "balance_after", b"balance_after", "balance_before", b"balance_before", "created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "balance_after", b"balance_after", "balance_before", b"balance_before", "created_at", b"created_at", "description", b"description", "reference", b"reference", "sequence", b"sequence", "type", b"type", "usage_record_id", b"usage_record_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WalletTransaction: _TypeAlias = WalletTransaction  # noqa: Y015
+
+@_typing.final
+class ListWalletTransactionsRequest(_message.Message):
+    """Request for WalletService.ListWalletTransactions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPANY_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TYPES_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    company_id: _builtins.str
+    """The company whose ledger to list."""
+    page_size: _builtins.int
+    """The most entries to return: 1 to 1000; 0 means 50. Fewer may come back; only an empty
+    next_page_token means the end.
+    """
+    page_token: _builtins.str
+    """A next_page_token from an earlier response to the same query (same company and filters)."""
+    @_builtins.property
+    def types(self) -> _containers.RepeatedScalarFieldContainer[Global___TransactionType.ValueType]:
+        """Only entries of these kinds; all kinds when empty."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Only entries created at or after this time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Only entries created before this time."""
+
+    def __init__(
+        self,
+        *,
+        company_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        types: _abc.Iterable[Global___TransactionType.ValueType] | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["company_id", b"company_id", "end_time", b"end_time", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time", "types", b"types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWalletTransactionsRequest: _TypeAlias = ListWalletTransactionsRequest  # noqa: Y015
+
+@_typing.final
+class ListWalletTransactionsResponse(_message.Message):
+    """Response for WalletService.ListWalletTransactions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """An opaque token for the next page; empty when there is none."""
+    @_builtins.property
+    def transactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___WalletTransaction]:
+        """The entries, newest (highest sequence) first."""
+
+    def __init__(
+        self,
+        *,
+        transactions: _abc.Iterable[Global___WalletTransaction] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "transactions", b"transactions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWalletTransactionsResponse: _TypeAlias = ListWalletTransactionsResponse  # noqa: Y015
+
+@_typing.final
+class CreditWalletRequest(_message.Message):
+    """Request for WalletService.CreditWallet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPANY_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    company_id: _builtins.str
+    """The company whose wallet to credit."""
+    reason: _builtins.str
+    """Why the money is added, for the company and for audit: 1 to 500 characters."""
+    request_id: _builtins.str
+    """A key chosen by the caller (1 to 255 printable ASCII characters); a retry with the same key never
+    credits twice.
+    """
+    kind: Global___CreditKind.ValueType
+    """Goodwill credit or correction; goodwill when unset."""
+    actor: _builtins.str
+    """Who asked for the credit (e.g. a support agent's email), for audit; "api" when empty. At most 200
+    characters.
+    """
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """The amount to add, in USD: more than zero and at most 100,000 USD."""
+
+    def __init__(
+        self,
+        *,
+        company_id: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        kind: Global___CreditKind.ValueType = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "amount", b"amount", "company_id", b"company_id", "kind", b"kind", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreditWalletRequest: _TypeAlias = CreditWalletRequest  # noqa: Y015
+
+@_typing.final
+class CreditWalletResponse(_message.Message):
+    """Response for WalletService.CreditWallet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    replayed: _builtins.bool
+    """True when this response is a replay of an earlier request with the same request id."""
+    @_builtins.property
+    def transaction(self) -> Global___WalletTransaction:
+        """The ledger entry the credit appended."""
+
+    def __init__(
+        self,
+        *,
+        transaction: Global___WalletTransaction | None = ...,
+        replayed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transaction", b"transaction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replayed", b"replayed", "transaction", b"transaction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreditWalletResponse: _TypeAlias = CreditWalletResponse  # noqa: Y015
+
+@_typing.final
+class Hold(_message.Message):
+    """Funds reserved for a usage about to happen."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    COMPANY_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    USAGE_RECORD_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The hold's id (a UUID); pass it to RecordUsage as hold_id to capture it."""
+    company_id: _builtins.str
+    """The company whose funds are held."""
+    request_id: _builtins.str
+    """The request id the hold was created under."""
+    state: Global___HoldState.ValueType
+    """The hold's state, with expiry computed when it is read."""
+    usage_record_id: _builtins.str
+    """For a captured hold: the usage record that captured it."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """The amount held: the price of the authorized usage."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When the hold was created."""
+
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the hold stops reserving funds unless captured or released first."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        company_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        state: Global___HoldState.ValueType = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        usage_record_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "created_at", b"created_at", "expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "company_id", b"company_id", "created_at", b"created_at", "expires_at", b"expires_at", "id", b"id", "request_id", b"request_id", "state", b"state", "usage_record_id", b"usage_record_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Hold: _TypeAlias = Hold  # noqa: Y015
+
+@_typing.final
+class AuthorizeUsageRequest(_message.Message):
+    """Request for WalletService.AuthorizeUsage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPANY_ID_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    HOLD_DURATION_FIELD_NUMBER: _builtins.int
+    company_id: _builtins.str
+    """The company that is about to use something."""
+    request_id: _builtins.str
+    """A key chosen by the caller (1 to 255 printable ASCII characters); a retry returns the same hold."""
+    @_builtins.property
+    def usage(self) -> _usage_pb2.Usage:
+        """The usage about to happen, at its maximum: e.g. a call of up to N minutes as N × 60 seconds."""
+
+    @_builtins.property
+    def hold_duration(self) -> _duration_pb2.Duration:
+        """How long the hold lasts: 1 second to 24 hours, whole seconds; 1 hour when unset."""
+
+    def __init__(
+        self,
+        *,
+        company_id: _builtins.str = ...,
+        usage: _usage_pb2.Usage | None = ...,
+        request_id: _builtins.str = ...,
+        hold_duration: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hold_duration", b"hold_duration", "usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["company_id", b"company_id", "hold_duration", b"hold_duration", "request_id", b"request_id", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthorizeUsageRequest: _TypeAlias = AuthorizeUsageRequest  # noqa: Y015
+
+@_typing.final
+class AuthorizeUsageResponse(_message.Message):
+    """Response for WalletService.AuthorizeUsage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALLOWED_FIELD_NUMBER: _builtins.int
+    HOLD_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    DENIAL_FIELD_NUMBER: _builtins.int
+    DENIAL_MESSAGE_FIELD_NUMBER: _builtins.int
+    AVAILABLE_BALANCE_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    allowed: _builtins.bool
+    """Whether the usage may start."""
+    denial: Global___AuthorizationDenial.ValueType
+    """Why the usage is refused, when it is."""
+    denial_message: _builtins.str
+    """A sentence explaining a refusal, for logs and support."""
+    replayed: _builtins.bool
+    """True when this response is a replay of an earlier request with the same request id."""
+    @_builtins.property
+    def hold(self) -> Global___Hold:
+        """The hold created for it, when allowed."""
+
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """The price of the usage, which is the amount held when allowed."""
+
+    @_builtins.property
+    def available_balance(self) -> _money_pb2.Money:
+        """The available balance after this authorization (before it, when refused)."""
+
+    def __init__(
+        self,
+        *,
+        allowed: _builtins.bool = ...,
+        hold: Global___Hold | None = ...,
+        amount: _money_pb2.Money | None = ...,
+        denial: Global___AuthorizationDenial.ValueType = ...,
+        denial_message: _builtins.str = ...,
+        available_balance: _money_pb2.Money | None = ...,
+        replayed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "available_balance", b"available_balance", "hold", b"hold"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "amount", b"amount", "available_balance", b"available_balance", "denial", b"denial", "denial_message", b"denial_message", "hold", b"hold", "replayed", b"replayed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuthorizeUsageResponse: _TypeAlias = AuthorizeUsageResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseHoldRequest(_message.Message):
+    """Request for WalletService.ReleaseHold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPANY_ID_FIELD_NUMBER: _builtins.int
+    HOLD_ID_FIELD_NUMBER: _builtins.int
+    company_id: _builtins.str
+    """The company that owns the hold."""
+    hold_id: _builtins.str
+    """The hold to release."""
+    def __init__(
+        self,
+        *,
+        company_id: _builtins.str = ...,
+        hold_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["company_id", b"company_id", "hold_id", b"hold_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseHoldRequest: _TypeAlias = ReleaseHoldRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseHoldResponse(_message.Message):
+    """Response for WalletService.ReleaseHold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def hold(self) -> Global___Hold:
+        """The hold, released (or as it was, when it had already been released or had expired)."""
+
+    def __init__(
+        self,
+        *,
+        hold: Global___Hold | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hold", b"hold"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hold", b"hold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseHoldResponse: _TypeAlias = ReleaseHoldResponse  # noqa: Y015
+
+@_typing.final
+class WatchWalletEventsRequest(_message.Message):
+    """Request for WalletService.WatchWalletEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPANY_ID_FIELD_NUMBER: _builtins.int
+    ALL_COMPANIES_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    company_id: _builtins.str
+    """The company whose events to stream. Leave empty and set all_companies for every company's events."""
+    all_companies: _builtins.bool
+    """Stream every company's events (internal consumers). Exclusive with company_id."""
+    cursor: _builtins.str
+    """The cursor of the last event already processed, from WalletEvent.cursor on a stream of the same
+    kind (same company, or all companies); empty to start from the first event.
+    """
+    def __init__(
+        self,
+        *,
+        company_id: _builtins.str = ...,
+        all_companies: _builtins.bool = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_companies", b"all_companies", "company_id", b"company_id", "cursor", b"cursor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchWalletEventsRequest: _TypeAlias = WatchWalletEventsRequest  # noqa: Y015
+
+@_typing.final
+class WatchWalletEventsResponse(_message.Message):
+    """Response for WalletService.WatchWalletEvents: one event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> _wallet_events_pb2.WalletEvent:
+        """The event."""
+
+    def __init__(
+        self,
+        *,
+        event: _wallet_events_pb2.WalletEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchWalletEventsResponse: _TypeAlias = WatchWalletEventsResponse  # noqa: Y015
 
 @_typing.final
 class CreateWalletRequest(_message.Message):

@@ -45,6 +45,31 @@ class WalletServiceStub:
                 request_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.GetWalletRequest.SerializeToString,
                 response_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.GetWalletResponse.FromString,
                 _registered_method=True)
+        self.ListWalletTransactions = channel.unary_unary(
+                '/consofta.billing.v1.WalletService/ListWalletTransactions',
+                request_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.ListWalletTransactionsRequest.SerializeToString,
+                response_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.ListWalletTransactionsResponse.FromString,
+                _registered_method=True)
+        self.CreditWallet = channel.unary_unary(
+                '/consofta.billing.v1.WalletService/CreditWallet',
+                request_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.CreditWalletRequest.SerializeToString,
+                response_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.CreditWalletResponse.FromString,
+                _registered_method=True)
+        self.AuthorizeUsage = channel.unary_unary(
+                '/consofta.billing.v1.WalletService/AuthorizeUsage',
+                request_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.AuthorizeUsageRequest.SerializeToString,
+                response_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.AuthorizeUsageResponse.FromString,
+                _registered_method=True)
+        self.ReleaseHold = channel.unary_unary(
+                '/consofta.billing.v1.WalletService/ReleaseHold',
+                request_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.ReleaseHoldRequest.SerializeToString,
+                response_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.ReleaseHoldResponse.FromString,
+                _registered_method=True)
+        self.WatchWalletEvents = channel.unary_stream(
+                '/consofta.billing.v1.WalletService/WatchWalletEvents',
+                request_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.WatchWalletEventsRequest.SerializeToString,
+                response_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.WatchWalletEventsResponse.FromString,
+                _registered_method=True)
 
 
 class WalletServiceServicer:
@@ -68,6 +93,64 @@ class WalletServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWalletTransactions(self, request, context):
+        """--- Wallet operations (issue 3): history, credits, holds and the event stream. ---
+
+        Lists a company's ledger entries, newest first, paginated (AIP-158). Pages are keyed on the
+        per-wallet ledger sequence, so entries that arrive while a client pages never shift a later page:
+        nothing is skipped or repeated. An unknown company is NOT_FOUND; a page_size out of range or a
+        page_token that is malformed or from another query is INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreditWallet(self, request, context):
+        """Adds money to a wallet by hand (support's goodwill credit or correction), with a reason. Appends a
+        ledger entry and emits a `manual_credit` wallet event in the same transaction.
+
+        Idempotent under (company_id, request_id): the same request again returns the first response with
+        `replayed` set; the same request id with a different request is ALREADY_EXISTS with ErrorInfo reason
+        IDEMPOTENCY_KEY_REUSED. An amount that is not positive, above the per-credit limit, or not in USD is
+        INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AuthorizeUsage(self, request, context):
+        """Prices a usage about to happen and, when the available balance stays at or above the company's
+        floor, reserves that amount in a hold that expires on its own. A denial is not an error: the
+        response says `allowed = false` with a reason (insufficient funds, or a suspended wallet).
+
+        Idempotent under (company_id, request_id) for holds that were created: the same request again
+        returns the same hold with `replayed` set. Denials are not stored, so a retry decides again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseHold(self, request, context):
+        """Releases an unused hold so it stops counting against the available balance. Releasing a released
+        or expired hold returns it unchanged; a captured hold is FAILED_PRECONDITION (HOLD_ALREADY_CAPTURED);
+        an unknown hold, or another company's, is NOT_FOUND (HOLD_NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchWalletEvents(self, request, context):
+        """Streams wallet events in order: one company's (by its per-company sequence), or every company's
+        for an internal consumer. Starts after `cursor` (from the beginning when it is empty), sends the
+        events already stored, then waits for new ones (woken by Postgres LISTEN/NOTIFY) until the client
+        cancels. A client that reconnects with the cursor of the last event it processed receives every
+        later event exactly once, across reconnects and server restarts. When the server shuts down the
+        stream ends with UNAVAILABLE; reconnect with the last cursor.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WalletServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +163,31 @@ def add_WalletServiceServicer_to_server(servicer, server):
                     servicer.GetWallet,
                     request_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.GetWalletRequest.FromString,
                     response_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.GetWalletResponse.SerializeToString,
+            ),
+            'ListWalletTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWalletTransactions,
+                    request_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.ListWalletTransactionsRequest.FromString,
+                    response_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.ListWalletTransactionsResponse.SerializeToString,
+            ),
+            'CreditWallet': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreditWallet,
+                    request_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.CreditWalletRequest.FromString,
+                    response_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.CreditWalletResponse.SerializeToString,
+            ),
+            'AuthorizeUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.AuthorizeUsage,
+                    request_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.AuthorizeUsageRequest.FromString,
+                    response_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.AuthorizeUsageResponse.SerializeToString,
+            ),
+            'ReleaseHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseHold,
+                    request_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.ReleaseHoldRequest.FromString,
+                    response_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.ReleaseHoldResponse.SerializeToString,
+            ),
+            'WatchWalletEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchWalletEvents,
+                    request_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.WatchWalletEventsRequest.FromString,
+                    response_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.WatchWalletEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +245,141 @@ class WalletService:
             '/consofta.billing.v1.WalletService/GetWallet',
             consofta_dot_billing_dot_v1_dot_wallet__service__pb2.GetWalletRequest.SerializeToString,
             consofta_dot_billing_dot_v1_dot_wallet__service__pb2.GetWalletResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWalletTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/consofta.billing.v1.WalletService/ListWalletTransactions',
+            consofta_dot_billing_dot_v1_dot_wallet__service__pb2.ListWalletTransactionsRequest.SerializeToString,
+            consofta_dot_billing_dot_v1_dot_wallet__service__pb2.ListWalletTransactionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreditWallet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/consofta.billing.v1.WalletService/CreditWallet',
+            consofta_dot_billing_dot_v1_dot_wallet__service__pb2.CreditWalletRequest.SerializeToString,
+            consofta_dot_billing_dot_v1_dot_wallet__service__pb2.CreditWalletResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AuthorizeUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/consofta.billing.v1.WalletService/AuthorizeUsage',
+            consofta_dot_billing_dot_v1_dot_wallet__service__pb2.AuthorizeUsageRequest.SerializeToString,
+            consofta_dot_billing_dot_v1_dot_wallet__service__pb2.AuthorizeUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/consofta.billing.v1.WalletService/ReleaseHold',
+            consofta_dot_billing_dot_v1_dot_wallet__service__pb2.ReleaseHoldRequest.SerializeToString,
+            consofta_dot_billing_dot_v1_dot_wallet__service__pb2.ReleaseHoldResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchWalletEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/consofta.billing.v1.WalletService/WatchWalletEvents',
+            consofta_dot_billing_dot_v1_dot_wallet__service__pb2.WatchWalletEventsRequest.SerializeToString,
+            consofta_dot_billing_dot_v1_dot_wallet__service__pb2.WatchWalletEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,44 @@ class WalletServiceStub:
     """
     GetWallet: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.GetWalletRequest, _wallet_service_pb2.GetWalletResponse]
     """Returns a company's wallet. An unknown company is NOT_FOUND."""
+    ListWalletTransactions: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.ListWalletTransactionsRequest, _wallet_service_pb2.ListWalletTransactionsResponse]
+    """--- Wallet operations (issue 3): history, credits, holds and the event stream. ---
+
+    Lists a company's ledger entries, newest first, paginated (AIP-158). Pages are keyed on the
+    per-wallet ledger sequence, so entries that arrive while a client pages never shift a later page:
+    nothing is skipped or repeated. An unknown company is NOT_FOUND; a page_size out of range or a
+    page_token that is malformed or from another query is INVALID_ARGUMENT.
+    """
+    CreditWallet: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.CreditWalletRequest, _wallet_service_pb2.CreditWalletResponse]
+    """Adds money to a wallet by hand (support's goodwill credit or correction), with a reason. Appends a
+    ledger entry and emits a `manual_credit` wallet event in the same transaction.
+
+    Idempotent under (company_id, request_id): the same request again returns the first response with
+    `replayed` set; the same request id with a different request is ALREADY_EXISTS with ErrorInfo reason
+    IDEMPOTENCY_KEY_REUSED. An amount that is not positive, above the per-credit limit, or not in USD is
+    INVALID_ARGUMENT.
+    """
+    AuthorizeUsage: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.AuthorizeUsageRequest, _wallet_service_pb2.AuthorizeUsageResponse]
+    """Prices a usage about to happen and, when the available balance stays at or above the company's
+    floor, reserves that amount in a hold that expires on its own. A denial is not an error: the
+    response says `allowed = false` with a reason (insufficient funds, or a suspended wallet).
+
+    Idempotent under (company_id, request_id) for holds that were created: the same request again
+    returns the same hold with `replayed` set. Denials are not stored, so a retry decides again.
+    """
+    ReleaseHold: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.ReleaseHoldRequest, _wallet_service_pb2.ReleaseHoldResponse]
+    """Releases an unused hold so it stops counting against the available balance. Releasing a released
+    or expired hold returns it unchanged; a captured hold is FAILED_PRECONDITION (HOLD_ALREADY_CAPTURED);
+    an unknown hold, or another company's, is NOT_FOUND (HOLD_NOT_FOUND).
+    """
+    WatchWalletEvents: _grpc.UnaryStreamMultiCallable[_wallet_service_pb2.WatchWalletEventsRequest, _wallet_service_pb2.WatchWalletEventsResponse]
+    """Streams wallet events in order: one company's (by its per-company sequence), or every company's
+    for an internal consumer. Starts after `cursor` (from the beginning when it is empty), sends the
+    events already stored, then waits for new ones (woken by Postgres LISTEN/NOTIFY) until the client
+    cancels. A client that reconnects with the cursor of the last event it processed receives every
+    later event exactly once, across reconnects and server restarts. When the server shuts down the
+    stream ends with UNAVAILABLE; reconnect with the last cursor.
+    """
 
 @_typing.type_check_only
 class WalletServiceAsyncStub(WalletServiceStub):
@@ -55,6 +93,44 @@ class WalletServiceAsyncStub(WalletServiceStub):
     """
     GetWallet: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.GetWalletRequest, _wallet_service_pb2.GetWalletResponse]  # type: ignore[assignment]
     """Returns a company's wallet. An unknown company is NOT_FOUND."""
+    ListWalletTransactions: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.ListWalletTransactionsRequest, _wallet_service_pb2.ListWalletTransactionsResponse]  # type: ignore[assignment]
+    """--- Wallet operations (issue 3): history, credits, holds and the event stream. ---
+
+    Lists a company's ledger entries, newest first, paginated (AIP-158). Pages are keyed on the
+    per-wallet ledger sequence, so entries that arrive while a client pages never shift a later page:
+    nothing is skipped or repeated. An unknown company is NOT_FOUND; a page_size out of range or a
+    page_token that is malformed or from another query is INVALID_ARGUMENT.
+    """
+    CreditWallet: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.CreditWalletRequest, _wallet_service_pb2.CreditWalletResponse]  # type: ignore[assignment]
+    """Adds money to a wallet by hand (support's goodwill credit or correction), with a reason. Appends a
+    ledger entry and emits a `manual_credit` wallet event in the same transaction.
+
+    Idempotent under (company_id, request_id): the same request again returns the first response with
+    `replayed` set; the same request id with a different request is ALREADY_EXISTS with ErrorInfo reason
+    IDEMPOTENCY_KEY_REUSED. An amount that is not positive, above the per-credit limit, or not in USD is
+    INVALID_ARGUMENT.
+    """
+    AuthorizeUsage: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.AuthorizeUsageRequest, _wallet_service_pb2.AuthorizeUsageResponse]  # type: ignore[assignment]
+    """Prices a usage about to happen and, when the available balance stays at or above the company's
+    floor, reserves that amount in a hold that expires on its own. A denial is not an error: the
+    response says `allowed = false` with a reason (insufficient funds, or a suspended wallet).
+
+    Idempotent under (company_id, request_id) for holds that were created: the same request again
+    returns the same hold with `replayed` set. Denials are not stored, so a retry decides again.
+    """
+    ReleaseHold: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.ReleaseHoldRequest, _wallet_service_pb2.ReleaseHoldResponse]  # type: ignore[assignment]
+    """Releases an unused hold so it stops counting against the available balance. Releasing a released
+    or expired hold returns it unchanged; a captured hold is FAILED_PRECONDITION (HOLD_ALREADY_CAPTURED);
+    an unknown hold, or another company's, is NOT_FOUND (HOLD_NOT_FOUND).
+    """
+    WatchWalletEvents: _aio.UnaryStreamMultiCallable[_wallet_service_pb2.WatchWalletEventsRequest, _wallet_service_pb2.WatchWalletEventsResponse]  # type: ignore[assignment]
+    """Streams wallet events in order: one company's (by its per-company sequence), or every company's
+    for an internal consumer. Starts after `cursor` (from the beginning when it is empty), sends the
+    events already stored, then waits for new ones (woken by Postgres LISTEN/NOTIFY) until the client
+    cancels. A client that reconnects with the cursor of the last event it processed receives every
+    later event exactly once, across reconnects and server restarts. When the server shuts down the
+    stream ends with UNAVAILABLE; reconnect with the last cursor.
+    """
 
 class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
     """Creates and reads company wallets: prepaid balances in US dollars that usage is debited from."""
@@ -78,5 +154,73 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_service_pb2.GetWalletResponse, _abc.Awaitable[_wallet_service_pb2.GetWalletResponse]]:
         """Returns a company's wallet. An unknown company is NOT_FOUND."""
+
+    @_abc_1.abstractmethod
+    def ListWalletTransactions(
+        self,
+        request: _wallet_service_pb2.ListWalletTransactionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.ListWalletTransactionsResponse, _abc.Awaitable[_wallet_service_pb2.ListWalletTransactionsResponse]]:
+        """--- Wallet operations (issue 3): history, credits, holds and the event stream. ---
+
+        Lists a company's ledger entries, newest first, paginated (AIP-158). Pages are keyed on the
+        per-wallet ledger sequence, so entries that arrive while a client pages never shift a later page:
+        nothing is skipped or repeated. An unknown company is NOT_FOUND; a page_size out of range or a
+        page_token that is malformed or from another query is INVALID_ARGUMENT.
+        """
+
+    @_abc_1.abstractmethod
+    def CreditWallet(
+        self,
+        request: _wallet_service_pb2.CreditWalletRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.CreditWalletResponse, _abc.Awaitable[_wallet_service_pb2.CreditWalletResponse]]:
+        """Adds money to a wallet by hand (support's goodwill credit or correction), with a reason. Appends a
+        ledger entry and emits a `manual_credit` wallet event in the same transaction.
+
+        Idempotent under (company_id, request_id): the same request again returns the first response with
+        `replayed` set; the same request id with a different request is ALREADY_EXISTS with ErrorInfo reason
+        IDEMPOTENCY_KEY_REUSED. An amount that is not positive, above the per-credit limit, or not in USD is
+        INVALID_ARGUMENT.
+        """
+
+    @_abc_1.abstractmethod
+    def AuthorizeUsage(
+        self,
+        request: _wallet_service_pb2.AuthorizeUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.AuthorizeUsageResponse, _abc.Awaitable[_wallet_service_pb2.AuthorizeUsageResponse]]:
+        """Prices a usage about to happen and, when the available balance stays at or above the company's
+        floor, reserves that amount in a hold that expires on its own. A denial is not an error: the
+        response says `allowed = false` with a reason (insufficient funds, or a suspended wallet).
+
+        Idempotent under (company_id, request_id) for holds that were created: the same request again
+        returns the same hold with `replayed` set. Denials are not stored, so a retry decides again.
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseHold(
+        self,
+        request: _wallet_service_pb2.ReleaseHoldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.ReleaseHoldResponse, _abc.Awaitable[_wallet_service_pb2.ReleaseHoldResponse]]:
+        """Releases an unused hold so it stops counting against the available balance. Releasing a released
+        or expired hold returns it unchanged; a captured hold is FAILED_PRECONDITION (HOLD_ALREADY_CAPTURED);
+        an unknown hold, or another company's, is NOT_FOUND (HOLD_NOT_FOUND).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchWalletEvents(
+        self,
+        request: _wallet_service_pb2.WatchWalletEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_wallet_service_pb2.WatchWalletEventsResponse], _abc.AsyncIterator[_wallet_service_pb2.WatchWalletEventsResponse]]:
+        """Streams wallet events in order: one company's (by its per-company sequence), or every company's
+        for an internal consumer. Starts after `cursor` (from the beginning when it is empty), sends the
+        events already stored, then waits for new ones (woken by Postgres LISTEN/NOTIFY) until the client
+        cancels. A client that reconnects with the cursor of the last event it processed receives every
+        later event exactly once, across reconnects and server restarts. When the server shuts down the
+        stream ends with UNAVAILABLE; reconnect with the last cursor.
+        """
 
 def add_WalletServiceServicer_to_server(servicer: WalletServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,326 @@
+"""The wallet event stream: reading the `wallet_events` outbox in order, resumable by cursor.
+
+Two kinds of stream:
+
+* **One company** follows the per-company `sequence`. It is assigned under the wallet row lock, which is
+  held until commit, and a transaction becomes visible before it releases its locks, so a company's
+  events become visible in sequence order: reading `sequence > cursor` never skips one.
+
+* **All companies** cannot follow `event_id`: ids are drawn before commit, so a transaction holding
+  event 7 may commit after one holding event 8, and a reader that delivered 8 would skip 7 forever. It
+  follows transaction ids instead. Every transaction with a txid below the snapshot's xmin
+  (`pg_snapshot_xmin(pg_current_snapshot())`) has finished, so the set of events with txid below it is
+  final: nothing can join it later. The stream delivers such final sets as *batches*: batch
+  [lo, hi) is every event with lo <= txid < hi, in event_id order. The cursor is (lo, hi, event_id):
+  "everything below lo, and the batch's events up to event_id, were delivered". A late-committing
+  transaction has txid >= xmin while it runs, so its events always land in a later batch, never behind
+  the cursor.
+
+  event_id order keeps a company's events in sequence order inside a batch (both are assigned under the
+  wallet lock). Across batches the horizon `hi` is lowered whenever a company's event in [lo, hi) has a
+  predecessor (sequence - 1) at or above hi, so a company's events are never delivered out of order.
+
+  Events held back (committed, but above the horizon because an older transaction is still running)
+  are re-checked every HELD_BACK_RECHECK_S: the older transaction's end sends no notification.
+
+New events wake readers through Postgres LISTEN on channel `wallet_events` (emit_wallet_event NOTIFYs at
+commit); one listening connection per server fans out to every stream. There is no busy polling: a
+stream with nothing held back sleeps until a notification (or a slow safety re-check).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import structlog
+
+from service.domain.errors import CompanyNotFound, FieldViolation, InvalidArgument, Unavailable
+
+log = structlog.get_logger(__name__)
+
+CHANNEL = "wallet_events"
+PAGE_SIZE = 500
+# An all-companies batch is capped near this many events, so catching up on a long history is paged.
+BATCH_EVENTS = 1000
+HELD_BACK_RECHECK_S = 0.1
+# A safety net only (e.g. for a notification lost while the listener reconnected); not a busy loop.
+SAFETY_RECHECK_S = 10.0
+LISTENER_RETRY_S = 1.0
+
+_COLUMNS = "event_id, company_id, sequence, event_type, payload::text as payload_json, created_at"
+_COMPANY_SQL = f"""
+    select {_COLUMNS} from wallet_events
+     where company_id = $1 and sequence > $2
+     order by sequence limit {PAGE_SIZE}
+"""
+_BATCH_SQL = f"""
+    select {_COLUMNS} from wallet_events
+     where txid >= $1::text::xid8 and txid < $2::text::xid8 and event_id > $3
+     order by event_id limit {PAGE_SIZE}
+"""
+# The horizon: the snapshot's xmin, capped so a batch holds about BATCH_EVENTS events (plus all the
+# events of the first transaction, however many).
+_HORIZON_SQL = f"""
+    with snap as (select pg_snapshot_xmin(pg_current_snapshot()) as xmin)
+    select snap.xmin::text as xmin,
+           (select txid::text from wallet_events
+             where txid > $1::text::xid8 and txid < snap.xmin
+             order by txid offset {BATCH_EVENTS} limit 1) as cap
+      from snap
+"""
+# The lowest txid in [lo, hi) of an event whose predecessor in its company lies at or above hi.
+_ORDER_BREAK_SQL = """
+    select min(b.txid)::text
+      from wallet_events b
+      join wallet_events a on a.company_id = b.company_id and a.sequence = b.sequence - 1
+     where b.txid >= $1::text::xid8 and b.txid < $2::text::xid8 and a.txid >= $2::text::xid8
+"""
+_HELD_BACK_SQL = "select exists (select 1 from wallet_events where txid >= $1::text::xid8)"
+
+
+@dataclass(frozen=True)
+class WalletEvent:
+    event_id: int
+    company_id: str
+    sequence: int
+    event_type: str
+    payload_json: str
+    created_at: datetime
+    cursor: str
+
+
+# --- cursors -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompanyCursor:
+    company_id: str
+    sequence: int
+
+    def encode(self) -> str:
+        return _b64(f"c1:{self.sequence}:{self.company_id}")
+
+
+@dataclass(frozen=True)
+class AllCursor:
+    lo: int  # every event with txid < lo was delivered
+    hi: int | None  # the batch [lo, hi) being delivered; None between batches
+    event_id: int  # the batch's events up to this id were delivered
+
+    def encode(self) -> str:
+        return _b64(f"a1:{self.lo}:{self.hi}:{self.event_id}")
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _bad_cursor(why: str) -> InvalidArgument:
+    return InvalidArgument([FieldViolation("cursor", why)])
+
+
+def parse_cursor(raw: str, company_id: str | None) -> CompanyCursor | AllCursor:
+    """The cursor to resume after; `company_id` None means the all-companies stream."""
+    if not raw:
+        return AllCursor(0, None, 0) if company_id is None else CompanyCursor(company_id, 0)
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        kind, rest = text.split(":", 1)
+        if kind == "c1":
+            sequence, owner = rest.split(":", 1)
+            parsed: CompanyCursor | AllCursor = CompanyCursor(owner, int(sequence))
+        elif kind == "a1":
+            lo, hi, event_id = rest.split(":")
+            parsed = AllCursor(int(lo), None if hi == "None" else int(hi), int(event_id))
+        else:
+            raise ValueError(kind)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise _bad_cursor("is not a wallet event cursor from this service") from None
+    if isinstance(parsed, CompanyCursor):
+        if company_id is None:
+            raise _bad_cursor("is a one-company cursor; the all-companies stream needs its own cursor")
+        if parsed.company_id != company_id:
+            raise _bad_cursor(f"belongs to company {parsed.company_id!r}, not {company_id!r}")
+        if parsed.sequence < 0:
+            raise _bad_cursor("is not a wallet event cursor from this service")
+    else:
+        if company_id is not None:
+            raise _bad_cursor("is an all-companies cursor; a one-company stream needs its own cursor")
+        if parsed.lo < 0 or parsed.event_id < 0 or (parsed.hi is not None and parsed.hi < parsed.lo):
+            raise _bad_cursor("is not a wallet event cursor from this service")
+    return parsed
+
+
+# --- the shared LISTEN connection -----------------------------------------------------------------------
+
+
+class Subscription:
+    def __init__(self, company_id: str | None) -> None:
+        self.company_id = company_id
+        self.woken = asyncio.Event()
+
+
+class EventNotifier:
+    """One LISTEN connection per server; wakes the streams whose company (or all) got a new event."""
+
+    def __init__(self, database_url: str) -> None:
+        self._url = database_url
+        self._subs: set[Subscription] = set()
+        self._conn: asyncpg.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+        self.closed = False
+
+    async def start(self) -> None:
+        await self._connect()
+        self._task = asyncio.create_task(self._supervise(), name="wallet-events-listener")
+
+    async def _connect(self) -> None:
+        conn = await asyncpg.connect(
+            self._url, server_settings={"application_name": "consofta-billing-listen"}
+        )
+        conn.add_termination_listener(lambda _conn: self._lost.set())
+        await conn.add_listener(CHANNEL, self._on_notify)
+        self._conn = conn
+        self._lost.clear()
+
+    async def _supervise(self) -> None:
+        """Reconnect the listener when its connection drops, then wake everyone to re-read."""
+        while not self.closed:
+            await self._lost.wait()
+            if self.closed:
+                return
+            log.warning("wallet event listener lost its connection; reconnecting")
+            while not self.closed:
+                try:
+                    await self._connect()
+                    break
+                except (OSError, asyncpg.PostgresError) as exc:
+                    log.warning("wallet event listener reconnect failed", error=str(exc))
+                    await asyncio.sleep(LISTENER_RETRY_S)
+            self._wake_all()
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        company_id = str(payload).rsplit(":", 1)[0]
+        for sub in self._subs:
+            if sub.company_id is None or sub.company_id == company_id:
+                sub.woken.set()
+
+    def _wake_all(self) -> None:
+        for sub in self._subs:
+            sub.woken.set()
+
+    @contextlib.contextmanager
+    def subscribe(self, company_id: str | None) -> Any:
+        sub = Subscription(company_id)
+        self._subs.add(sub)
+        try:
+            yield sub
+        finally:
+            self._subs.discard(sub)
+
+    async def close(self) -> None:
+        self.closed = True
+        self._wake_all()
+        self._lost.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._conn is not None:
+            await self._conn.close()
+
+
+# --- reading ------------------------------------------------------------------------------------------
+
+
+def _event(row: asyncpg.Record, cursor: str) -> WalletEvent:
+    return WalletEvent(
+        event_id=row["event_id"],
+        company_id=row["company_id"],
+        sequence=row["sequence"],
+        event_type=row["event_type"],
+        payload_json=row["payload_json"],
+        created_at=row["created_at"],
+        cursor=cursor,
+    )
+
+
+async def read_company_events(pool: asyncpg.Pool, cursor: CompanyCursor) -> list[WalletEvent]:
+    rows = await pool.fetch(_COMPANY_SQL, cursor.company_id, cursor.sequence)
+    return [_event(r, CompanyCursor(cursor.company_id, r["sequence"]).encode()) for r in rows]
+
+
+async def _horizon(conn: Any, lo: int) -> int:
+    """The end of the next final batch starting at lo (== lo when nothing is final yet)."""
+    row = await conn.fetchrow(_HORIZON_SQL, str(lo))
+    assert row is not None
+    hi = int(row["xmin"])
+    if row["cap"] is not None:
+        hi = min(hi, int(row["cap"]))
+    hi = max(hi, lo)
+    while hi > lo:
+        broken = await conn.fetchval(_ORDER_BREAK_SQL, str(lo), str(hi))
+        if broken is None:
+            break
+        hi = max(lo, int(broken))
+    return hi
+
+
+async def read_all_events(pool: asyncpg.Pool, cursor: AllCursor) -> tuple[list[WalletEvent], AllCursor, bool]:
+    """(events after cursor, the cursor to continue from, whether committed events are held back)."""
+    async with pool.acquire() as conn:
+        while True:
+            if cursor.hi is None:
+                hi = await _horizon(conn, cursor.lo)
+                if hi == cursor.lo:
+                    held_back = bool(await conn.fetchval(_HELD_BACK_SQL, str(cursor.lo)))
+                    return [], cursor, held_back
+                cursor = AllCursor(cursor.lo, hi, 0)
+            assert cursor.hi is not None
+            rows = await conn.fetch(_BATCH_SQL, str(cursor.lo), str(cursor.hi), cursor.event_id)
+            if rows:
+                lo, hi = cursor.lo, cursor.hi
+                events = [_event(r, AllCursor(lo, hi, r["event_id"]).encode()) for r in rows]
+                return events, AllCursor(lo, hi, rows[-1]["event_id"]), False
+            # The batch is exhausted: the next one starts where it ended.
+            cursor = AllCursor(cursor.hi, None, 0)
+
+
+async def watch_events(
+    pool: asyncpg.Pool, notifier: EventNotifier, company_id: str | None, raw_cursor: str
+) -> AsyncIterator[WalletEvent]:
+    """Every event after the cursor, then new ones as they commit, until the caller stops iterating."""
+    cursor = parse_cursor(raw_cursor, company_id)
+    if company_id is not None:
+        exists = await pool.fetchval("select 1 from wallets where company_id = $1", company_id)
+        if exists is None:
+            raise CompanyNotFound(company_id)
+    with notifier.subscribe(company_id) as sub:
+        while True:
+            if notifier.closed:
+                raise Unavailable("the server is shutting down; reconnect with the cursor of the last event")
+            # Cleared before reading: a notification that arrives during the read wakes the next wait.
+            sub.woken.clear()
+            held_back = False
+            if isinstance(cursor, CompanyCursor):
+                events = await read_company_events(pool, cursor)
+                if events:
+                    cursor = CompanyCursor(cursor.company_id, events[-1].sequence)
+            else:
+                events, cursor, held_back = await read_all_events(pool, cursor)
+            for event in events:
+                yield event
+            if events:
+                continue
+            timeout = HELD_BACK_RECHECK_S if held_back else SAFETY_RECHECK_S
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sub.woken.wait(), timeout)

@@ -1,0 +1,196 @@
+"""Holds: funds reserved before a usage happens, captured by RecordUsage or released.
+
+Modelled on telecom online charging: AuthorizeUsage prices the usage and reserves that amount while the
+available balance stays at or above the floor; the call ends and RecordUsage debits what was really used.
+Expiry is never swept: an active hold past its `expires_at` just stops counting, computed with now() by
+every read, so no sweeper lag can show.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import NoReturn
+
+import asyncpg
+
+from service.app.hashing import request_hash
+from service.domain.errors import (
+    CompanyNotFound,
+    HoldAlreadyCaptured,
+    HoldNotFound,
+    HoldReleased,
+    IdempotencyKeyReused,
+    NoRateCard,
+)
+from service.domain.money import format_usd
+from service.domain.pricing import meter
+from service.domain.usage import Usage
+
+DEFAULT_HOLD_DURATION = timedelta(hours=1)
+MIN_HOLD_DURATION = timedelta(seconds=1)
+MAX_HOLD_DURATION = timedelta(hours=24)
+
+_AUTHORIZE_SQL = "select * from authorize_usage($1, $2, $3, $4, $5, $6, $7, $8)"
+_RELEASE_SQL = "select h.*, now() as checked_at from release_hold($1, $2) h"
+
+
+class Denial(StrEnum):
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    WALLET_SUSPENDED = "WALLET_SUSPENDED"
+
+
+class HoldState(StrEnum):
+    ACTIVE = "active"
+    EXPIRED = "expired"  # derived at read time, never stored
+    RELEASED = "released"
+    CAPTURED = "captured"
+
+
+@dataclass(frozen=True)
+class Hold:
+    hold_id: uuid.UUID
+    company_id: str
+    request_id: str
+    amount_nanos: int
+    state: HoldState
+    created_at: datetime
+    expires_at: datetime
+    usage_record_id: uuid.UUID | None
+
+
+@dataclass(frozen=True)
+class Authorization:
+    allowed: bool
+    amount_nanos: int
+    available_nanos: int
+    floor_nanos: int
+    hold: Hold | None
+    denial: Denial | None
+    replayed: bool
+
+    @property
+    def denial_message(self) -> str:
+        if self.denial is Denial.WALLET_SUSPENDED:
+            return (
+                "the wallet is suspended: its balance is at or below the floor and it has no card or its "
+                "last recharge failed"
+            )
+        if self.denial is Denial.INSUFFICIENT_FUNDS:
+            return (
+                f"the usage costs {format_usd(self.amount_nanos)} USD but only "
+                f"{format_usd(self.available_nanos - self.floor_nanos)} USD is available above the floor"
+            )
+        return ""
+
+
+def hold_of(row: asyncpg.Record, now: datetime) -> Hold:
+    state = HoldState(row["state"])
+    if state is HoldState.ACTIVE and row["expires_at"] <= now:
+        state = HoldState.EXPIRED
+    return Hold(
+        hold_id=row["hold_id"],
+        company_id=row["company_id"],
+        request_id=row["request_id"],
+        amount_nanos=row["amount_nanos"],
+        state=state,
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        usage_record_id=row["usage_record_id"],
+    )
+
+
+def raise_hold_error(exc: asyncpg.PostgresError, company_id: str, hold_id: uuid.UUID) -> None:
+    """Turn the hold SQLSTATEs raised by record_usage() and release_hold() into domain errors."""
+    metadata = {"company_id": company_id, "hold_id": str(hold_id)}
+    if exc.sqlstate == "BLH04":
+        raise HoldNotFound(company_id, str(hold_id)) from None
+    if exc.sqlstate == "BLH09":
+        raise HoldAlreadyCaptured(_message(exc), metadata=metadata) from None
+    if exc.sqlstate == "BLH10":
+        raise HoldReleased(_message(exc), metadata=metadata) from None
+
+
+def _message(exc: asyncpg.PostgresError) -> str:
+    return str(getattr(exc, "message", None) or exc)
+
+
+def _fingerprint(company_id: str, usage: Usage, duration: timedelta) -> bytes:
+    return request_hash(company_id, repr(usage), int(duration.total_seconds()))
+
+
+def _raise_common(exc: asyncpg.PostgresError, company_id: str, rate_key: str) -> NoReturn:
+    if exc.sqlstate == "BL404":
+        raise CompanyNotFound(company_id) from None
+    if exc.sqlstate == "BL412":
+        raise NoRateCard(_message(exc), metadata={"rate_key": rate_key}) from None
+    raise exc
+
+
+async def authorize_usage(
+    pool: asyncpg.Pool,
+    company_id: str,
+    usage: Usage,
+    request_id: str,
+    duration: timedelta = DEFAULT_HOLD_DURATION,
+) -> Authorization:
+    """Price `usage` and hold that amount if the available balance stays at or above the floor."""
+    metering = meter(usage)
+    fingerprint = _fingerprint(company_id, usage, duration)
+    proposed = uuid.uuid4()
+    try:
+        row = await pool.fetchrow(
+            _AUTHORIZE_SQL,
+            proposed,
+            company_id,
+            request_id,
+            fingerprint,
+            usage.usage_type.value,
+            metering.rate_key.value,
+            metering.billable_units,
+            duration,
+        )
+    except asyncpg.PostgresError as exc:
+        _raise_common(exc, company_id, metering.rate_key.value)
+    assert row is not None
+    stored = row["hold"]
+    if stored is not None and stored["hold_id"] is not None:
+        hold = hold_of(stored, row["checked_at"])
+        replayed = hold.hold_id != proposed
+        if replayed and bytes(stored["request_hash"]) != fingerprint:
+            raise IdempotencyKeyReused(
+                f"request id {request_id!r} already authorized a different usage for company {company_id!r}",
+                metadata={"company_id": company_id, "request_id": request_id, "hold_id": str(hold.hold_id)},
+            )
+        return Authorization(
+            allowed=True,
+            amount_nanos=hold.amount_nanos,
+            # On a replay the hold is the stored one and the available balance is today's.
+            available_nanos=row["available_nanos"],
+            floor_nanos=row["floor_nanos"],
+            hold=hold,
+            denial=None,
+            replayed=replayed,
+        )
+    return Authorization(
+        allowed=False,
+        amount_nanos=row["amount_nanos"],
+        available_nanos=row["available_nanos"],
+        floor_nanos=row["floor_nanos"],
+        hold=None,
+        denial=Denial(row["denial"]),
+        replayed=False,
+    )
+
+
+async def release_hold(pool: asyncpg.Pool, company_id: str, hold_id: uuid.UUID) -> Hold:
+    """Release an unused hold; a released or expired one is returned unchanged."""
+    try:
+        row = await pool.fetchrow(_RELEASE_SQL, company_id, hold_id)
+    except asyncpg.PostgresError as exc:
+        raise_hold_error(exc, company_id, hold_id)
+        raise
+    assert row is not None
+    return hold_of(row, row["checked_at"])

@@ -1,0 +1,114 @@
+"""A wallet's history: its ledger entries, newest first, in pages keyed on the per-wallet sequence.
+
+The page token carries the sequence to continue below, so entries that arrive while a client pages
+(always with higher sequences) never shift a later page: nothing is skipped or repeated. The token also
+carries a digest of the query, so a token cannot be replayed against other filters (AIP-158).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from service.domain.errors import CompanyNotFound, FieldViolation, InvalidArgument
+
+ENTRY_TYPES = ("usage_debit", "recharge_credit", "preload_credit", "manual_credit", "adjustment")
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+_TOKEN_VERSION = 1
+
+_LIST_SQL = """
+    select sequence, entry_type, amount_nanos, balance_before_nanos, balance_after_nanos, created_at,
+           usage_record_id, reference, description
+      from ledger_entries
+     where company_id = $1
+       and sequence < $2
+       and ($3::text[] is null or entry_type = any($3::text[]))
+       and ($4::timestamptz is null or created_at >= $4)
+       and ($5::timestamptz is null or created_at < $5)
+     order by sequence desc
+     limit $6
+"""
+
+
+@dataclass(frozen=True)
+class TransactionQuery:
+    company_id: str
+    entry_types: tuple[str, ...] = ()
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+    def digest(self) -> str:
+        described = json.dumps(
+            [
+                self.company_id,
+                sorted(set(self.entry_types)),
+                None if self.start_time is None else self.start_time.isoformat(),
+                None if self.end_time is None else self.end_time.isoformat(),
+            ]
+        )
+        return hashlib.sha256(described.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class TransactionPage:
+    entries: list[asyncpg.Record]
+    next_page_token: str
+
+
+def encode_page_token(query: TransactionQuery, before_sequence: int) -> str:
+    raw = json.dumps({"v": _TOKEN_VERSION, "q": query.digest(), "before": before_sequence}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(query: TransactionQuery, token: str) -> int:
+    """The sequence to continue below, or InvalidArgument naming page_token."""
+
+    def bad(why: str) -> InvalidArgument:
+        return InvalidArgument([FieldViolation("page_token", why)])
+
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise bad("is not a page token from this service") from None
+    if not isinstance(data, dict) or data.get("v") != _TOKEN_VERSION:
+        raise bad("is not a page token from this service")
+    before = data.get("before")
+    if not isinstance(before, int) or isinstance(before, bool) or before < 1:
+        raise bad("is not a page token from this service")
+    if data.get("q") != query.digest():
+        raise bad("belongs to another query: keep company_id and the filters the same while paging")
+    return before
+
+
+async def list_transactions(
+    pool: asyncpg.Pool, query: TransactionQuery, page_size: int, page_token: str
+) -> TransactionPage:
+    before = decode_page_token(query, page_token) if page_token else None
+    async with pool.acquire() as conn:
+        last_sequence = await conn.fetchval(
+            "select last_sequence from wallets where company_id = $1", query.company_id
+        )
+        if last_sequence is None:
+            raise CompanyNotFound(query.company_id)
+        upper = before if before is not None else last_sequence + 1
+        rows = await conn.fetch(
+            _LIST_SQL,
+            query.company_id,
+            upper,
+            list(query.entry_types) or None,
+            query.start_time,
+            query.end_time,
+            page_size + 1,
+        )
+    entries = list(rows[:page_size])
+    more = len(rows) > page_size
+    token = encode_page_token(query, entries[-1]["sequence"]) if more else ""
+    return TransactionPage(entries, token)
