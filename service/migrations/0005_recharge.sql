@@ -57,11 +57,11 @@ create index recharge_attempts_due on recharge_attempts (next_attempt_at)
 -- The decision reads a wallet's latest attempts and what auto-recharge charged this month.
 create index recharge_attempts_by_company on recharge_attempts (company_id, kind, created_at desc);
 
--- The ledger entry of a recharge names the attempt it settles; the PaymentIntent id goes in reference.
+-- The ledger entry of a recharge names the attempt it settles; the PaymentIntent id goes in reference,
+-- which a recharge credit must have, or the unique index below could not see it (nulls are distinct).
 alter table ledger_entries add column recharge_attempt_id uuid references recharge_attempts (attempt_id);
-alter table ledger_entries add constraint ledger_entries_recharge_has_attempt
-    check (entry_type not in ('recharge_credit', 'preload_credit')
-           or (recharge_attempt_id is not null and reference is not null)) not valid;
+alter table ledger_entries add constraint ledger_entries_recharge_has_reference
+    check (entry_type not in ('recharge_credit', 'preload_credit') or reference is not null) not valid;
 create unique index ledger_entries_one_credit_per_payment_intent on ledger_entries (reference)
     where entry_type in ('recharge_credit', 'preload_credit');
 create unique index ledger_entries_one_credit_per_attempt on ledger_entries (recharge_attempt_id)

@@ -86,7 +86,8 @@ async def test_crossing_debit_charges_once_credits_once_and_reports_in_order(
     assert credit["description"] == "Auto-recharge from Visa •••• 4242"
     assert await wallets.balance(company.company_id) == usd(20) - 1000 * CALL_MINUTE_NANOS + usd(50)
 
-    events = await wallets.events(company.company_id)
+    # (wallet_* events about suspension are another issue's; the test's opening balance causes one.)
+    events = [(e, p) for e, p in await wallets.events(company.company_id) if not e.startswith("wallet_")]
     assert [e for e, _ in events] == ["balance_below_minimum", "recharge_started", "recharge_succeeded"]
     assert events[1][1]["amount_nanos"] == usd(50) and events[1][1]["kind"] == "auto"
     assert events[2][1]["payment_intent_id"] == pi["id"]
@@ -544,9 +545,8 @@ async def test_first_card_set_through_settings_service_is_preloaded_once(
         "select entry_type, amount_nanos from ledger_entries where company_id = 'acme'"
     )
     assert [(e["entry_type"], e["amount_nanos"]) for e in entries] == [("preload_credit", usd(50))]
-    types = [
-        r["event_type"] for r in await pool.fetch("select event_type from wallet_events order by sequence")
-    ]
+    rows = await pool.fetch("select event_type from wallet_events order by sequence")
+    types = [r["event_type"] for r in rows if not r["event_type"].startswith("wallet_")]
     assert types[:3] == ["card_set", "recharge_started", "recharge_succeeded"]
 
 
