@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from consofta.billing.client import AsyncBillingClient, BillingClient, RetryPolicy
-from fake_billing import FakeBilling, serving
+from fake_billing import FakeBilling, new_fake_billing, serving
 
 
 def fast_retry(max_attempts: int = 4) -> RetryPolicy:
@@ -16,7 +16,7 @@ def fast_retry(max_attempts: int = 4) -> RetryPolicy:
 
 @pytest.fixture
 def fake() -> FakeBilling:
-    return FakeBilling(balances_nanos={"acme": 0})
+    return new_fake_billing(balances_nanos={"acme": 0})
 
 
 @pytest.fixture

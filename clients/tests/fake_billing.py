@@ -13,6 +13,7 @@ from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from consofta.billing.v1 import (
@@ -196,3 +197,10 @@ def serving(fake: FakeBilling, *, tls: bool = False) -> Iterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         server.stop(grace=None)
+
+
+def new_fake_billing(**kwargs: Any) -> FakeBilling:
+    """The fake implements only the RPCs the client tests call; every other RPC answers UNIMPLEMENTED,
+    as the generated base classes do. The .pyi stubs mark those abstract, hence the one ignore here
+    instead of a stub method per RPC that would need updating whenever the contract grows."""
+    return FakeBilling(**kwargs)  # type: ignore[abstract]

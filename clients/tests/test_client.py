@@ -29,7 +29,17 @@ from consofta.billing.client import (
     usd_of,
 )
 from consofta.billing.v1 import usage_pb2, usage_service_pb2
-from fake_billing import CERTS, EMAIL_NANOS, Fail, FakeBilling, LoseResponse, Stall, packed, serving
+from fake_billing import (
+    CERTS,
+    EMAIL_NANOS,
+    Fail,
+    FakeBilling,
+    LoseResponse,
+    Stall,
+    new_fake_billing,
+    packed,
+    serving,
+)
 from google.rpc import error_details_pb2
 
 # -- metadata and deadlines -------------------------------------------------------------------------------
@@ -308,7 +318,7 @@ def test_sync_client_deadline(target: str, fake: FakeBilling) -> None:
 
 
 async def test_mutual_tls_with_the_callers_certificate() -> None:
-    fake = FakeBilling(balances_nanos={"acme": 0})
+    fake = new_fake_billing(balances_nanos={"acme": 0})
     mtls = TlsConfig.from_files(
         root_ca=CERTS / "ca.pem", client_cert=CERTS / "client.pem", client_key=CERTS / "client.key"
     )

@@ -11,6 +11,7 @@ from consofta.billing.v1 import usage_pb2, usage_service_pb2, usage_service_pb2_
 from grpc.aio import ServicerContext
 
 from service.api.convert import money, timestamp
+from service.api.reporting_servicer import UsageReporting
 from service.api.validation import (
     Violations,
     check_company_id,
@@ -82,7 +83,7 @@ def parse_hold_id(v: Violations, value: str) -> uuid.UUID | None:
         return None
 
 
-class UsageServicer(usage_service_pb2_grpc.UsageServiceServicer):
+class UsageServicer(UsageReporting, usage_service_pb2_grpc.UsageServiceServicer):
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 

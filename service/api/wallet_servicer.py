@@ -12,6 +12,7 @@ from consofta.billing.v1 import wallet_events_pb2, wallet_service_pb2, wallet_se
 from grpc.aio import ServicerContext
 
 from service.api.convert import MoneyError, datetime_of, money, nanos_of, timestamp
+from service.api.reporting_servicer import WalletReporting
 from service.api.validation import (
     Violations,
     check_company_id,
@@ -138,7 +139,7 @@ def _optional_time(v: Violations, has: bool, stamp: Any, field: str) -> datetime
         return None
 
 
-class WalletServicer(wallet_service_pb2_grpc.WalletServiceServicer):
+class WalletServicer(WalletReporting, wallet_service_pb2_grpc.WalletServiceServicer):
     def __init__(self, pool: asyncpg.Pool, notifier: EventNotifier) -> None:
         self._pool = pool
         self._notifier = notifier

@@ -310,7 +310,10 @@ def _translate(e: stripe.StripeError) -> PaymentProviderError:
     """Stripe's exception -> ours, by what the caller can do about it (see provider.py)."""
     status = e.http_status
     where = f"HTTP {status}" if status is not None else "no response"
-    if isinstance(e, stripe.IdempotencyError):
+    # 409 is checked first: Stripe answers `idempotency_key_in_use` (an idempotency error) while the first
+    # request under the key is still running, and that is an unknown outcome to retry with the same key,
+    # not a caller bug like reusing a key with other parameters (400).
+    if isinstance(e, stripe.IdempotencyError) and status != 409:
         return IdempotencyConflict(
             f"Stripe idempotency error ({where}): {e.user_message}", code=e.code, request_id=e.request_id
         )

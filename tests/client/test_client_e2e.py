@@ -19,9 +19,10 @@ from consofta.billing.client import (
     RetryEvent,
     RetryPolicy,
     Unavailable,
+    money,
     nanos_of,
 )
-from consofta.billing.v1 import settings_service_pb2
+from consofta.billing.v1 import settings_service_pb2, wallet_service_pb2
 
 from service.server import BillingServer
 from tests.support.lossy_proxy import LossyProxy
@@ -149,3 +150,30 @@ async def test_any_rpc_goes_through_call_with_the_same_error_handling(billing: A
             billing.settings.GetBillingSettings,
             settings_service_pb2.GetBillingSettingsRequest(company_id="no-such-company"),
         )
+
+
+async def test_authorize_a_call_then_record_it_against_the_hold(billing: AsyncBillingClient) -> None:
+    """The telecom flow through the client: reserve before the call, capture the hold when it ends."""
+    company = await _new_company(billing, "hold-flow")
+    await billing.call(
+        billing.wallet.CreditWallet,
+        wallet_service_pb2.CreditWalletRequest(
+            company_id=company, amount=money(1_000_000_000), reason="test funds", request_id="fund-1"
+        ),
+    )
+    authorized = await billing.authorize_call(company, "outbound", "toll_free", 600, idempotency_key="auth-1")
+    assert authorized.allowed
+    assert nanos_of(authorized.amount) == 10 * 14_000_000
+    held = nanos_of((await billing.get_wallet(company)).wallet.available_balance)
+    assert held == 1_000_000_000 - 10 * 14_000_000
+
+    recorded = await billing.record_call(company, "outbound", "toll_free", 61, hold_id=authorized.hold.id)
+    assert nanos_of(recorded.balance_after) == 1_000_000_000 - 2 * 14_000_000
+    wallet = (await billing.get_wallet(company)).wallet
+    assert nanos_of(wallet.available_balance) == nanos_of(wallet.balance)  # the hold is gone
+
+    second = await billing.authorize_call(company, "inbound", "local", 60, idempotency_key="auth-2")
+    released = await billing.release_hold(company, second.hold.id)
+    assert released.hold.id == second.hold.id
+    wallet = (await billing.get_wallet(company)).wallet
+    assert nanos_of(wallet.available_balance) == nanos_of(wallet.balance)

@@ -190,12 +190,13 @@ class AsyncBillingClient:
         *,
         idempotency_key: str | None = None,
         occurred_at: rq.When | None = None,
+        hold_id: str | None = None,
         timeout_s: float | None = None,
         request_id: str | None = None,
     ) -> usage_service_pb2.RecordUsageResponse:
-        """Debit one call of `seconds` (billed per started minute)."""
+        """Debit one call of `seconds` (billed per started minute), capturing `hold_id` when given."""
         usage = rq.call_usage(direction, number_type, seconds)
-        request = rq.record_usage_request(company, usage, idempotency_key, occurred_at)
+        request = rq.record_usage_request(company, usage, idempotency_key, occurred_at, hold_id)
         return await self.call(self._usage.RecordUsage, request, timeout_s=timeout_s, request_id=request_id)
 
     async def record_sms(
@@ -216,6 +217,33 @@ class AsyncBillingClient:
         return await self.call(self._usage.RecordUsage, request, timeout_s=timeout_s, request_id=request_id)
 
     # -- WalletService -----------------------------------------------------------------------------------
+
+    async def authorize_call(
+        self,
+        company: str,
+        direction: rq.CallDirection,
+        number_type: rq.NumberType,
+        max_seconds: int,
+        *,
+        hold_seconds: int | None = None,
+        idempotency_key: str | None = None,
+        timeout_s: float | None = None,
+        request_id: str | None = None,
+    ) -> wallet_service_pb2.AuthorizeUsageResponse:
+        """May `company` start a call of up to `max_seconds`? When `.allowed`, `.hold.id` reserves its price
+        until the call is recorded with `record_call(..., hold_id=...)` or released (default 1 hour)."""
+        usage = rq.call_usage(direction, number_type, max_seconds)
+        request = rq.authorize_usage_request(company, usage, idempotency_key, hold_seconds)
+        return await self.call(
+            self._wallet.AuthorizeUsage, request, timeout_s=timeout_s, request_id=request_id
+        )
+
+    async def release_hold(
+        self, company: str, hold_id: str, *, timeout_s: float | None = None, request_id: str | None = None
+    ) -> wallet_service_pb2.ReleaseHoldResponse:
+        """Release an unused hold (e.g. the call never connected). Releasing twice is harmless."""
+        request = wallet_service_pb2.ReleaseHoldRequest(company_id=company, hold_id=hold_id)
+        return await self.call(self._wallet.ReleaseHold, request, timeout_s=timeout_s, request_id=request_id)
 
     async def create_wallet(
         self,

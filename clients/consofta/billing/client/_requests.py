@@ -58,10 +58,14 @@ def _timestamp(when: When) -> Timestamp:
 
 
 def record_usage_request(
-    company: str, usage: usage_pb2.Usage, idempotency_key: str | None, occurred_at: When | None
+    company: str,
+    usage: usage_pb2.Usage,
+    idempotency_key: str | None,
+    occurred_at: When | None,
+    hold_id: str | None = None,
 ) -> usage_service_pb2.RecordUsageRequest:
     request = usage_service_pb2.RecordUsageRequest(
-        company_id=company, idempotency_key=idempotency_key or new_key(), usage=usage
+        company_id=company, idempotency_key=idempotency_key or new_key(), usage=usage, hold_id=hold_id or ""
     )
     if occurred_at is not None:
         request.occurred_at.CopyFrom(_timestamp(occurred_at))
@@ -98,6 +102,17 @@ def create_wallet_request(
     return wallet_service_pb2.CreateWalletRequest(
         company_id=company, display_name=display_name, request_id=idempotency_key or new_key()
     )
+
+
+def authorize_usage_request(
+    company: str, usage: usage_pb2.Usage, idempotency_key: str | None, hold_seconds: int | None
+) -> wallet_service_pb2.AuthorizeUsageRequest:
+    request = wallet_service_pb2.AuthorizeUsageRequest(
+        company_id=company, usage=usage, request_id=idempotency_key or new_key()
+    )
+    if hold_seconds is not None:
+        request.hold_duration.seconds = hold_seconds
+    return request
 
 
 def with_key(request: usage_service_pb2.RecordUsageRequest) -> usage_service_pb2.RecordUsageRequest:

@@ -22,22 +22,23 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from consofta.billing.v1 import reporting_pb2 as consofta_dot_billing_dot_v1_dot_reporting__pb2
 from consofta.billing.v1 import usage_pb2 as consofta_dot_billing_dot_v1_dot_usage__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.type import money_pb2 as google_dot_type_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'consofta/billing/v1/usage_service.proto\x12\x13\x63onsofta.billing.v1\x1a\x1f\x63onsofta/billing/v1/usage.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\xae\x01\n\x12RecordUsageRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12)\n\x05usage\x18\x03 \x01(\x0b\x32\x1a.consofta.billing.v1.Usage\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07hold_id\x18\x05 \x01(\t\"\xa1\x01\n\x13RecordUsageResponse\x12\x36\n\x0cusage_record\x18\x01 \x01(\x0b\x32 .consofta.billing.v1.UsageRecord\x12)\n\rbalance_after\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12\x15\n\rbelow_minimum\x18\x03 \x01(\x08\x12\x10\n\x08replayed\x18\x04 \x01(\x08\x32p\n\x0cUsageService\x12`\n\x0bRecordUsage\x12\'.consofta.billing.v1.RecordUsageRequest\x1a(.consofta.billing.v1.RecordUsageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'consofta/billing/v1/usage_service.proto\x12\x13\x63onsofta.billing.v1\x1a#consofta/billing/v1/reporting.proto\x1a\x1f\x63onsofta/billing/v1/usage.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\xae\x01\n\x12RecordUsageRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12)\n\x05usage\x18\x03 \x01(\x0b\x32\x1a.consofta.billing.v1.Usage\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07hold_id\x18\x05 \x01(\t\"\xa1\x01\n\x13RecordUsageResponse\x12\x36\n\x0cusage_record\x18\x01 \x01(\x0b\x32 .consofta.billing.v1.UsageRecord\x12)\n\rbalance_after\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12\x15\n\rbelow_minimum\x18\x03 \x01(\x08\x12\x10\n\x08replayed\x18\x04 \x01(\x08\x32\x96\x04\n\x0cUsageService\x12`\n\x0bRecordUsage\x12\'.consofta.billing.v1.RecordUsageRequest\x1a(.consofta.billing.v1.RecordUsageResponse\x12o\n\x10ListUsageRecords\x12,.consofta.billing.v1.ListUsageRecordsRequest\x1a-.consofta.billing.v1.ListUsageRecordsResponse\x12l\n\x0fGetUsageSummary\x12+.consofta.billing.v1.GetUsageSummaryRequest\x1a,.consofta.billing.v1.GetUsageSummaryResponse\x12`\n\x0bGetRateCard\x12\'.consofta.billing.v1.GetRateCardRequest\x1a(.consofta.billing.v1.GetRateCardResponse\x12\x63\n\x0c\x45stimateCost\x12(.consofta.billing.v1.EstimateCostRequest\x1a).consofta.billing.v1.EstimateCostResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'consofta.billing.v1.usage_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECORDUSAGEREQUEST']._serialized_start=156
-  _globals['_RECORDUSAGEREQUEST']._serialized_end=330
-  _globals['_RECORDUSAGERESPONSE']._serialized_start=333
-  _globals['_RECORDUSAGERESPONSE']._serialized_end=494
-  _globals['_USAGESERVICE']._serialized_start=496
-  _globals['_USAGESERVICE']._serialized_end=608
+  _globals['_RECORDUSAGEREQUEST']._serialized_start=193
+  _globals['_RECORDUSAGEREQUEST']._serialized_end=367
+  _globals['_RECORDUSAGERESPONSE']._serialized_start=370
+  _globals['_RECORDUSAGERESPONSE']._serialized_end=531
+  _globals['_USAGESERVICE']._serialized_start=534
+  _globals['_USAGESERVICE']._serialized_end=1068
 # @@protoc_insertion_point(module_scope)

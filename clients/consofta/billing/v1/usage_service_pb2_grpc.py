@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from consofta.billing.v1 import reporting_pb2 as consofta_dot_billing_dot_v1_dot_reporting__pb2
 from consofta.billing.v1 import usage_service_pb2 as consofta_dot_billing_dot_v1_dot_usage__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -41,6 +42,26 @@ class UsageServiceStub:
                 request_serializer=consofta_dot_billing_dot_v1_dot_usage__service__pb2.RecordUsageRequest.SerializeToString,
                 response_deserializer=consofta_dot_billing_dot_v1_dot_usage__service__pb2.RecordUsageResponse.FromString,
                 _registered_method=True)
+        self.ListUsageRecords = channel.unary_unary(
+                '/consofta.billing.v1.UsageService/ListUsageRecords',
+                request_serializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.ListUsageRecordsRequest.SerializeToString,
+                response_deserializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.ListUsageRecordsResponse.FromString,
+                _registered_method=True)
+        self.GetUsageSummary = channel.unary_unary(
+                '/consofta.billing.v1.UsageService/GetUsageSummary',
+                request_serializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.GetUsageSummaryRequest.SerializeToString,
+                response_deserializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.GetUsageSummaryResponse.FromString,
+                _registered_method=True)
+        self.GetRateCard = channel.unary_unary(
+                '/consofta.billing.v1.UsageService/GetRateCard',
+                request_serializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.GetRateCardRequest.SerializeToString,
+                response_deserializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.GetRateCardResponse.FromString,
+                _registered_method=True)
+        self.EstimateCost = channel.unary_unary(
+                '/consofta.billing.v1.UsageService/EstimateCost',
+                request_serializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.EstimateCostRequest.SerializeToString,
+                response_deserializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.EstimateCostResponse.FromString,
+                _registered_method=True)
 
 
 class UsageServiceServicer:
@@ -60,6 +81,36 @@ class UsageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListUsageRecords(self, request, context):
+        """Lists a company's usage records, newest occurrence first, filtered by category and occurrence time.
+        Paginated with opaque tokens that stay valid while new usage is recorded (AIP-158).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsageSummary(self, request, context):
+        """Sums a company's usage per category over a time range, grouped by day or month in a time zone. The
+        amounts are exactly the sums of the records' amounts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRateCard(self, request, context):
+        """Returns the rates that apply to a company at a moment, with the card and version each comes from.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EstimateCost(self, request, context):
+        """Prices a described usage with the company's rates without recording or debiting anything.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -67,6 +118,26 @@ def add_UsageServiceServicer_to_server(servicer, server):
                     servicer.RecordUsage,
                     request_deserializer=consofta_dot_billing_dot_v1_dot_usage__service__pb2.RecordUsageRequest.FromString,
                     response_serializer=consofta_dot_billing_dot_v1_dot_usage__service__pb2.RecordUsageResponse.SerializeToString,
+            ),
+            'ListUsageRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsageRecords,
+                    request_deserializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.ListUsageRecordsRequest.FromString,
+                    response_serializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.ListUsageRecordsResponse.SerializeToString,
+            ),
+            'GetUsageSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsageSummary,
+                    request_deserializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.GetUsageSummaryRequest.FromString,
+                    response_serializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.GetUsageSummaryResponse.SerializeToString,
+            ),
+            'GetRateCard': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRateCard,
+                    request_deserializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.GetRateCardRequest.FromString,
+                    response_serializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.GetRateCardResponse.SerializeToString,
+            ),
+            'EstimateCost': grpc.unary_unary_rpc_method_handler(
+                    servicer.EstimateCost,
+                    request_deserializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.EstimateCostRequest.FromString,
+                    response_serializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.EstimateCostResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -98,6 +169,114 @@ class UsageService:
             '/consofta.billing.v1.UsageService/RecordUsage',
             consofta_dot_billing_dot_v1_dot_usage__service__pb2.RecordUsageRequest.SerializeToString,
             consofta_dot_billing_dot_v1_dot_usage__service__pb2.RecordUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsageRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/consofta.billing.v1.UsageService/ListUsageRecords',
+            consofta_dot_billing_dot_v1_dot_reporting__pb2.ListUsageRecordsRequest.SerializeToString,
+            consofta_dot_billing_dot_v1_dot_reporting__pb2.ListUsageRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsageSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/consofta.billing.v1.UsageService/GetUsageSummary',
+            consofta_dot_billing_dot_v1_dot_reporting__pb2.GetUsageSummaryRequest.SerializeToString,
+            consofta_dot_billing_dot_v1_dot_reporting__pb2.GetUsageSummaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRateCard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/consofta.billing.v1.UsageService/GetRateCard',
+            consofta_dot_billing_dot_v1_dot_reporting__pb2.GetRateCardRequest.SerializeToString,
+            consofta_dot_billing_dot_v1_dot_reporting__pb2.GetRateCardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EstimateCost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/consofta.billing.v1.UsageService/EstimateCost',
+            consofta_dot_billing_dot_v1_dot_reporting__pb2.EstimateCostRequest.SerializeToString,
+            consofta_dot_billing_dot_v1_dot_reporting__pb2.EstimateCostResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from consofta.billing.v1 import reporting_pb2 as _reporting_pb2
 from consofta.billing.v1 import usage_service_pb2 as _usage_service_pb2
 from grpc import aio as _aio
 import abc as _abc_1
@@ -43,6 +44,18 @@ class UsageServiceStub:
     ALREADY_EXISTS and ErrorInfo reason IDEMPOTENCY_KEY_REUSED. An unknown company is NOT_FOUND; a bad
     field is INVALID_ARGUMENT with a google.rpc.BadRequest naming it.
     """
+    ListUsageRecords: _grpc.UnaryUnaryMultiCallable[_reporting_pb2.ListUsageRecordsRequest, _reporting_pb2.ListUsageRecordsResponse]
+    """Lists a company's usage records, newest occurrence first, filtered by category and occurrence time.
+    Paginated with opaque tokens that stay valid while new usage is recorded (AIP-158).
+    """
+    GetUsageSummary: _grpc.UnaryUnaryMultiCallable[_reporting_pb2.GetUsageSummaryRequest, _reporting_pb2.GetUsageSummaryResponse]
+    """Sums a company's usage per category over a time range, grouped by day or month in a time zone. The
+    amounts are exactly the sums of the records' amounts.
+    """
+    GetRateCard: _grpc.UnaryUnaryMultiCallable[_reporting_pb2.GetRateCardRequest, _reporting_pb2.GetRateCardResponse]
+    """Returns the rates that apply to a company at a moment, with the card and version each comes from."""
+    EstimateCost: _grpc.UnaryUnaryMultiCallable[_reporting_pb2.EstimateCostRequest, _reporting_pb2.EstimateCostResponse]
+    """Prices a described usage with the company's rates without recording or debiting anything."""
 
 @_typing.type_check_only
 class UsageServiceAsyncStub(UsageServiceStub):
@@ -59,6 +72,18 @@ class UsageServiceAsyncStub(UsageServiceStub):
     ALREADY_EXISTS and ErrorInfo reason IDEMPOTENCY_KEY_REUSED. An unknown company is NOT_FOUND; a bad
     field is INVALID_ARGUMENT with a google.rpc.BadRequest naming it.
     """
+    ListUsageRecords: _aio.UnaryUnaryMultiCallable[_reporting_pb2.ListUsageRecordsRequest, _reporting_pb2.ListUsageRecordsResponse]  # type: ignore[assignment]
+    """Lists a company's usage records, newest occurrence first, filtered by category and occurrence time.
+    Paginated with opaque tokens that stay valid while new usage is recorded (AIP-158).
+    """
+    GetUsageSummary: _aio.UnaryUnaryMultiCallable[_reporting_pb2.GetUsageSummaryRequest, _reporting_pb2.GetUsageSummaryResponse]  # type: ignore[assignment]
+    """Sums a company's usage per category over a time range, grouped by day or month in a time zone. The
+    amounts are exactly the sums of the records' amounts.
+    """
+    GetRateCard: _aio.UnaryUnaryMultiCallable[_reporting_pb2.GetRateCardRequest, _reporting_pb2.GetRateCardResponse]  # type: ignore[assignment]
+    """Returns the rates that apply to a company at a moment, with the card and version each comes from."""
+    EstimateCost: _aio.UnaryUnaryMultiCallable[_reporting_pb2.EstimateCostRequest, _reporting_pb2.EstimateCostResponse]  # type: ignore[assignment]
+    """Prices a described usage with the company's rates without recording or debiting anything."""
 
 class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
     """Records usage that has happened and debits the company's wallet for it. Called by Consofta's internal
@@ -78,5 +103,41 @@ class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
         ALREADY_EXISTS and ErrorInfo reason IDEMPOTENCY_KEY_REUSED. An unknown company is NOT_FOUND; a bad
         field is INVALID_ARGUMENT with a google.rpc.BadRequest naming it.
         """
+
+    @_abc_1.abstractmethod
+    def ListUsageRecords(
+        self,
+        request: _reporting_pb2.ListUsageRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reporting_pb2.ListUsageRecordsResponse, _abc.Awaitable[_reporting_pb2.ListUsageRecordsResponse]]:
+        """Lists a company's usage records, newest occurrence first, filtered by category and occurrence time.
+        Paginated with opaque tokens that stay valid while new usage is recorded (AIP-158).
+        """
+
+    @_abc_1.abstractmethod
+    def GetUsageSummary(
+        self,
+        request: _reporting_pb2.GetUsageSummaryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reporting_pb2.GetUsageSummaryResponse, _abc.Awaitable[_reporting_pb2.GetUsageSummaryResponse]]:
+        """Sums a company's usage per category over a time range, grouped by day or month in a time zone. The
+        amounts are exactly the sums of the records' amounts.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRateCard(
+        self,
+        request: _reporting_pb2.GetRateCardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reporting_pb2.GetRateCardResponse, _abc.Awaitable[_reporting_pb2.GetRateCardResponse]]:
+        """Returns the rates that apply to a company at a moment, with the card and version each comes from."""
+
+    @_abc_1.abstractmethod
+    def EstimateCost(
+        self,
+        request: _reporting_pb2.EstimateCostRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reporting_pb2.EstimateCostResponse, _abc.Awaitable[_reporting_pb2.EstimateCostResponse]]:
+        """Prices a described usage with the company's rates without recording or debiting anything."""
 
 def add_UsageServiceServicer_to_server(servicer: UsageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from consofta.billing.v1 import reporting_pb2 as consofta_dot_billing_dot_v1_dot_reporting__pb2
 from consofta.billing.v1 import usage_pb2 as consofta_dot_billing_dot_v1_dot_usage__pb2
 from consofta.billing.v1 import wallet_events_pb2 as consofta_dot_billing_dot_v1_dot_wallet__events__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
@@ -29,57 +30,57 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.type import money_pb2 as google_dot_type_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(consofta/billing/v1/wallet_service.proto\x12\x13\x63onsofta.billing.v1\x1a\x1f\x63onsofta/billing/v1/usage.proto\x1a\'consofta/billing/v1/wallet_events.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\x97\x04\n\x06Wallet\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12#\n\x07\x62\x61lance\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12+\n\x0fminimum_balance\x18\x04 \x01(\x0b\x32\x12.google.type.Money\x12\x1c\n\x14last_ledger_sequence\x18\x05 \x01(\x03\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x11\x61vailable_balance\x18\x08 \x01(\x0b\x32\x12.google.type.Money\x12 \n\x04held\x18\t \x01(\x0b\x32\x12.google.type.Money\x12\x31\n\x06status\x18\n \x01(\x0e\x32!.consofta.billing.v1.WalletStatus\x12\x34\n\x10last_recharge_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x13\x61uthorization_floor\x18\x0c \x01(\x0b\x32\x12.google.type.Money\x12(\n\x0c\x63redit_limit\x18\r \x01(\x0b\x32\x12.google.type.Money\"\xc5\x02\n\x11WalletTransaction\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x32\n\x04type\x18\x02 \x01(\x0e\x32$.consofta.billing.v1.TransactionType\x12\"\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12*\n\x0e\x62\x61lance_before\x18\x04 \x01(\x0b\x32\x12.google.type.Money\x12)\n\rbalance_after\x18\x05 \x01(\x0b\x32\x12.google.type.Money\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fusage_record_id\x18\x07 \x01(\t\x12\x11\n\treference\x18\x08 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\"\xed\x01\n\x1dListWalletTransactionsRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x33\n\x05types\x18\x04 \x03(\x0e\x32$.consofta.billing.v1.TransactionType\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"w\n\x1eListWalletTransactionsResponse\x12<\n\x0ctransactions\x18\x01 \x03(\x0b\x32&.consofta.billing.v1.WalletTransaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xaf\x01\n\x13\x43reditWalletRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\"\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12-\n\x04kind\x18\x05 \x01(\x0e\x32\x1f.consofta.billing.v1.CreditKind\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\"e\n\x14\x43reditWalletResponse\x12;\n\x0btransaction\x18\x01 \x01(\x0b\x32&.consofta.billing.v1.WalletTransaction\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"\x86\x02\n\x04Hold\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncompany_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\"\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x12.google.type.Money\x12-\n\x05state\x18\x05 \x01(\x0e\x32\x1e.consofta.billing.v1.HoldState\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fusage_record_id\x18\x08 \x01(\t\"\x9c\x01\n\x15\x41uthorizeUsageRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12)\n\x05usage\x18\x02 \x01(\x0b\x32\x1a.consofta.billing.v1.Usage\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x30\n\rhold_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x89\x02\n\x16\x41uthorizeUsageResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\'\n\x04hold\x18\x02 \x01(\x0b\x32\x19.consofta.billing.v1.Hold\x12\"\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12\x38\n\x06\x64\x65nial\x18\x04 \x01(\x0e\x32(.consofta.billing.v1.AuthorizationDenial\x12\x16\n\x0e\x64\x65nial_message\x18\x05 \x01(\t\x12-\n\x11\x61vailable_balance\x18\x06 \x01(\x0b\x32\x12.google.type.Money\x12\x10\n\x08replayed\x18\x07 \x01(\x08\"9\n\x12ReleaseHoldRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x0f\n\x07hold_id\x18\x02 \x01(\t\">\n\x13ReleaseHoldResponse\x12\'\n\x04hold\x18\x01 \x01(\x0b\x32\x19.consofta.billing.v1.Hold\"U\n\x18WatchWalletEventsRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x15\n\rall_companies\x18\x02 \x01(\x08\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\"L\n\x19WatchWalletEventsResponse\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32 .consofta.billing.v1.WalletEvent\"S\n\x13\x43reateWalletRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"U\n\x14\x43reateWalletResponse\x12+\n\x06wallet\x18\x01 \x01(\x0b\x32\x1b.consofta.billing.v1.Wallet\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"&\n\x10GetWalletRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\"@\n\x11GetWalletResponse\x12+\n\x06wallet\x18\x01 \x01(\x0b\x32\x1b.consofta.billing.v1.Wallet*\x85\x01\n\x0cWalletStatus\x12\x1d\n\x19WALLET_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14WALLET_STATUS_ACTIVE\x10\x01\x12\x1f\n\x1bWALLET_STATUS_BELOW_MINIMUM\x10\x02\x12\x1b\n\x17WALLET_STATUS_SUSPENDED\x10\x03*\xe5\x01\n\x0fTransactionType\x12 \n\x1cTRANSACTION_TYPE_UNSPECIFIED\x10\x00\x12 \n\x1cTRANSACTION_TYPE_USAGE_DEBIT\x10\x01\x12$\n TRANSACTION_TYPE_RECHARGE_CREDIT\x10\x02\x12#\n\x1fTRANSACTION_TYPE_PRELOAD_CREDIT\x10\x03\x12\"\n\x1eTRANSACTION_TYPE_MANUAL_CREDIT\x10\x04\x12\x1f\n\x1bTRANSACTION_TYPE_ADJUSTMENT\x10\x05*_\n\nCreditKind\x12\x1b\n\x17\x43REDIT_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43REDIT_KIND_GOODWILL\x10\x01\x12\x1a\n\x16\x43REDIT_KIND_CORRECTION\x10\x02*\x88\x01\n\tHoldState\x12\x1a\n\x16HOLD_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11HOLD_STATE_ACTIVE\x10\x01\x12\x16\n\x12HOLD_STATE_EXPIRED\x10\x02\x12\x17\n\x13HOLD_STATE_RELEASED\x10\x03\x12\x17\n\x13HOLD_STATE_CAPTURED\x10\x04*\x93\x01\n\x13\x41uthorizationDenial\x12$\n AUTHORIZATION_DENIAL_UNSPECIFIED\x10\x00\x12+\n\'AUTHORIZATION_DENIAL_INSUFFICIENT_FUNDS\x10\x01\x12)\n%AUTHORIZATION_DENIAL_WALLET_SUSPENDED\x10\x02\x32\xfc\x05\n\rWalletService\x12\x63\n\x0c\x43reateWallet\x12(.consofta.billing.v1.CreateWalletRequest\x1a).consofta.billing.v1.CreateWalletResponse\x12Z\n\tGetWallet\x12%.consofta.billing.v1.GetWalletRequest\x1a&.consofta.billing.v1.GetWalletResponse\x12\x81\x01\n\x16ListWalletTransactions\x12\x32.consofta.billing.v1.ListWalletTransactionsRequest\x1a\x33.consofta.billing.v1.ListWalletTransactionsResponse\x12\x63\n\x0c\x43reditWallet\x12(.consofta.billing.v1.CreditWalletRequest\x1a).consofta.billing.v1.CreditWalletResponse\x12i\n\x0e\x41uthorizeUsage\x12*.consofta.billing.v1.AuthorizeUsageRequest\x1a+.consofta.billing.v1.AuthorizeUsageResponse\x12`\n\x0bReleaseHold\x12\'.consofta.billing.v1.ReleaseHoldRequest\x1a(.consofta.billing.v1.ReleaseHoldResponse\x12t\n\x11WatchWalletEvents\x12-.consofta.billing.v1.WatchWalletEventsRequest\x1a..consofta.billing.v1.WatchWalletEventsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(consofta/billing/v1/wallet_service.proto\x12\x13\x63onsofta.billing.v1\x1a#consofta/billing/v1/reporting.proto\x1a\x1f\x63onsofta/billing/v1/usage.proto\x1a\'consofta/billing/v1/wallet_events.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\x97\x04\n\x06Wallet\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12#\n\x07\x62\x61lance\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12+\n\x0fminimum_balance\x18\x04 \x01(\x0b\x32\x12.google.type.Money\x12\x1c\n\x14last_ledger_sequence\x18\x05 \x01(\x03\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x11\x61vailable_balance\x18\x08 \x01(\x0b\x32\x12.google.type.Money\x12 \n\x04held\x18\t \x01(\x0b\x32\x12.google.type.Money\x12\x31\n\x06status\x18\n \x01(\x0e\x32!.consofta.billing.v1.WalletStatus\x12\x34\n\x10last_recharge_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x13\x61uthorization_floor\x18\x0c \x01(\x0b\x32\x12.google.type.Money\x12(\n\x0c\x63redit_limit\x18\r \x01(\x0b\x32\x12.google.type.Money\"\xc5\x02\n\x11WalletTransaction\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x32\n\x04type\x18\x02 \x01(\x0e\x32$.consofta.billing.v1.TransactionType\x12\"\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12*\n\x0e\x62\x61lance_before\x18\x04 \x01(\x0b\x32\x12.google.type.Money\x12)\n\rbalance_after\x18\x05 \x01(\x0b\x32\x12.google.type.Money\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fusage_record_id\x18\x07 \x01(\t\x12\x11\n\treference\x18\x08 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\"\xed\x01\n\x1dListWalletTransactionsRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x33\n\x05types\x18\x04 \x03(\x0e\x32$.consofta.billing.v1.TransactionType\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"w\n\x1eListWalletTransactionsResponse\x12<\n\x0ctransactions\x18\x01 \x03(\x0b\x32&.consofta.billing.v1.WalletTransaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xaf\x01\n\x13\x43reditWalletRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\"\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12-\n\x04kind\x18\x05 \x01(\x0e\x32\x1f.consofta.billing.v1.CreditKind\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\"e\n\x14\x43reditWalletResponse\x12;\n\x0btransaction\x18\x01 \x01(\x0b\x32&.consofta.billing.v1.WalletTransaction\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"\x86\x02\n\x04Hold\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncompany_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\"\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x12.google.type.Money\x12-\n\x05state\x18\x05 \x01(\x0e\x32\x1e.consofta.billing.v1.HoldState\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fusage_record_id\x18\x08 \x01(\t\"\x9c\x01\n\x15\x41uthorizeUsageRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12)\n\x05usage\x18\x02 \x01(\x0b\x32\x1a.consofta.billing.v1.Usage\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x30\n\rhold_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x89\x02\n\x16\x41uthorizeUsageResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\'\n\x04hold\x18\x02 \x01(\x0b\x32\x19.consofta.billing.v1.Hold\x12\"\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12\x38\n\x06\x64\x65nial\x18\x04 \x01(\x0e\x32(.consofta.billing.v1.AuthorizationDenial\x12\x16\n\x0e\x64\x65nial_message\x18\x05 \x01(\t\x12-\n\x11\x61vailable_balance\x18\x06 \x01(\x0b\x32\x12.google.type.Money\x12\x10\n\x08replayed\x18\x07 \x01(\x08\"9\n\x12ReleaseHoldRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x0f\n\x07hold_id\x18\x02 \x01(\t\">\n\x13ReleaseHoldResponse\x12\'\n\x04hold\x18\x01 \x01(\x0b\x32\x19.consofta.billing.v1.Hold\"U\n\x18WatchWalletEventsRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x15\n\rall_companies\x18\x02 \x01(\x08\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\"L\n\x19WatchWalletEventsResponse\x12/\n\x05\x65vent\x18\x01 \x01(\x0b\x32 .consofta.billing.v1.WalletEvent\"S\n\x13\x43reateWalletRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"U\n\x14\x43reateWalletResponse\x12+\n\x06wallet\x18\x01 \x01(\x0b\x32\x1b.consofta.billing.v1.Wallet\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"&\n\x10GetWalletRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\"@\n\x11GetWalletResponse\x12+\n\x06wallet\x18\x01 \x01(\x0b\x32\x1b.consofta.billing.v1.Wallet*\x85\x01\n\x0cWalletStatus\x12\x1d\n\x19WALLET_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14WALLET_STATUS_ACTIVE\x10\x01\x12\x1f\n\x1bWALLET_STATUS_BELOW_MINIMUM\x10\x02\x12\x1b\n\x17WALLET_STATUS_SUSPENDED\x10\x03*\xe5\x01\n\x0fTransactionType\x12 \n\x1cTRANSACTION_TYPE_UNSPECIFIED\x10\x00\x12 \n\x1cTRANSACTION_TYPE_USAGE_DEBIT\x10\x01\x12$\n TRANSACTION_TYPE_RECHARGE_CREDIT\x10\x02\x12#\n\x1fTRANSACTION_TYPE_PRELOAD_CREDIT\x10\x03\x12\"\n\x1eTRANSACTION_TYPE_MANUAL_CREDIT\x10\x04\x12\x1f\n\x1bTRANSACTION_TYPE_ADJUSTMENT\x10\x05*_\n\nCreditKind\x12\x1b\n\x17\x43REDIT_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43REDIT_KIND_GOODWILL\x10\x01\x12\x1a\n\x16\x43REDIT_KIND_CORRECTION\x10\x02*\x88\x01\n\tHoldState\x12\x1a\n\x16HOLD_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11HOLD_STATE_ACTIVE\x10\x01\x12\x16\n\x12HOLD_STATE_EXPIRED\x10\x02\x12\x17\n\x13HOLD_STATE_RELEASED\x10\x03\x12\x17\n\x13HOLD_STATE_CAPTURED\x10\x04*\x93\x01\n\x13\x41uthorizationDenial\x12$\n AUTHORIZATION_DENIAL_UNSPECIFIED\x10\x00\x12+\n\'AUTHORIZATION_DENIAL_INSUFFICIENT_FUNDS\x10\x01\x12)\n%AUTHORIZATION_DENIAL_WALLET_SUSPENDED\x10\x02\x32\xed\x07\n\rWalletService\x12\x63\n\x0c\x43reateWallet\x12(.consofta.billing.v1.CreateWalletRequest\x1a).consofta.billing.v1.CreateWalletResponse\x12Z\n\tGetWallet\x12%.consofta.billing.v1.GetWalletRequest\x1a&.consofta.billing.v1.GetWalletResponse\x12\x81\x01\n\x16ListWalletTransactions\x12\x32.consofta.billing.v1.ListWalletTransactionsRequest\x1a\x33.consofta.billing.v1.ListWalletTransactionsResponse\x12\x63\n\x0c\x43reditWallet\x12(.consofta.billing.v1.CreditWalletRequest\x1a).consofta.billing.v1.CreditWalletResponse\x12i\n\x0e\x41uthorizeUsage\x12*.consofta.billing.v1.AuthorizeUsageRequest\x1a+.consofta.billing.v1.AuthorizeUsageResponse\x12`\n\x0bReleaseHold\x12\'.consofta.billing.v1.ReleaseHoldRequest\x1a(.consofta.billing.v1.ReleaseHoldResponse\x12t\n\x11WatchWalletEvents\x12-.consofta.billing.v1.WatchWalletEventsRequest\x1a..consofta.billing.v1.WatchWalletEventsResponse0\x01\x12\x63\n\x0cGetStatement\x12(.consofta.billing.v1.GetStatementRequest\x1a).consofta.billing.v1.GetStatementResponse\x12\x89\x01\n\x18\x45xportWalletTransactions\x12\x34.consofta.billing.v1.ExportWalletTransactionsRequest\x1a\x35.consofta.billing.v1.ExportWalletTransactionsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'consofta.billing.v1.wallet_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WALLETSTATUS']._serialized_start=2996
-  _globals['_WALLETSTATUS']._serialized_end=3129
-  _globals['_TRANSACTIONTYPE']._serialized_start=3132
-  _globals['_TRANSACTIONTYPE']._serialized_end=3361
-  _globals['_CREDITKIND']._serialized_start=3363
-  _globals['_CREDITKIND']._serialized_end=3458
-  _globals['_HOLDSTATE']._serialized_start=3461
-  _globals['_HOLDSTATE']._serialized_end=3597
-  _globals['_AUTHORIZATIONDENIAL']._serialized_start=3600
-  _globals['_AUTHORIZATIONDENIAL']._serialized_end=3747
-  _globals['_WALLET']._serialized_start=230
-  _globals['_WALLET']._serialized_end=765
-  _globals['_WALLETTRANSACTION']._serialized_start=768
-  _globals['_WALLETTRANSACTION']._serialized_end=1093
-  _globals['_LISTWALLETTRANSACTIONSREQUEST']._serialized_start=1096
-  _globals['_LISTWALLETTRANSACTIONSREQUEST']._serialized_end=1333
-  _globals['_LISTWALLETTRANSACTIONSRESPONSE']._serialized_start=1335
-  _globals['_LISTWALLETTRANSACTIONSRESPONSE']._serialized_end=1454
-  _globals['_CREDITWALLETREQUEST']._serialized_start=1457
-  _globals['_CREDITWALLETREQUEST']._serialized_end=1632
-  _globals['_CREDITWALLETRESPONSE']._serialized_start=1634
-  _globals['_CREDITWALLETRESPONSE']._serialized_end=1735
-  _globals['_HOLD']._serialized_start=1738
-  _globals['_HOLD']._serialized_end=2000
-  _globals['_AUTHORIZEUSAGEREQUEST']._serialized_start=2003
-  _globals['_AUTHORIZEUSAGEREQUEST']._serialized_end=2159
-  _globals['_AUTHORIZEUSAGERESPONSE']._serialized_start=2162
-  _globals['_AUTHORIZEUSAGERESPONSE']._serialized_end=2427
-  _globals['_RELEASEHOLDREQUEST']._serialized_start=2429
-  _globals['_RELEASEHOLDREQUEST']._serialized_end=2486
-  _globals['_RELEASEHOLDRESPONSE']._serialized_start=2488
-  _globals['_RELEASEHOLDRESPONSE']._serialized_end=2550
-  _globals['_WATCHWALLETEVENTSREQUEST']._serialized_start=2552
-  _globals['_WATCHWALLETEVENTSREQUEST']._serialized_end=2637
-  _globals['_WATCHWALLETEVENTSRESPONSE']._serialized_start=2639
-  _globals['_WATCHWALLETEVENTSRESPONSE']._serialized_end=2715
-  _globals['_CREATEWALLETREQUEST']._serialized_start=2717
-  _globals['_CREATEWALLETREQUEST']._serialized_end=2800
-  _globals['_CREATEWALLETRESPONSE']._serialized_start=2802
-  _globals['_CREATEWALLETRESPONSE']._serialized_end=2887
-  _globals['_GETWALLETREQUEST']._serialized_start=2889
-  _globals['_GETWALLETREQUEST']._serialized_end=2927
-  _globals['_GETWALLETRESPONSE']._serialized_start=2929
-  _globals['_GETWALLETRESPONSE']._serialized_end=2993
-  _globals['_WALLETSERVICE']._serialized_start=3750
-  _globals['_WALLETSERVICE']._serialized_end=4514
+  _globals['_WALLETSTATUS']._serialized_start=3033
+  _globals['_WALLETSTATUS']._serialized_end=3166
+  _globals['_TRANSACTIONTYPE']._serialized_start=3169
+  _globals['_TRANSACTIONTYPE']._serialized_end=3398
+  _globals['_CREDITKIND']._serialized_start=3400
+  _globals['_CREDITKIND']._serialized_end=3495
+  _globals['_HOLDSTATE']._serialized_start=3498
+  _globals['_HOLDSTATE']._serialized_end=3634
+  _globals['_AUTHORIZATIONDENIAL']._serialized_start=3637
+  _globals['_AUTHORIZATIONDENIAL']._serialized_end=3784
+  _globals['_WALLET']._serialized_start=267
+  _globals['_WALLET']._serialized_end=802
+  _globals['_WALLETTRANSACTION']._serialized_start=805
+  _globals['_WALLETTRANSACTION']._serialized_end=1130
+  _globals['_LISTWALLETTRANSACTIONSREQUEST']._serialized_start=1133
+  _globals['_LISTWALLETTRANSACTIONSREQUEST']._serialized_end=1370
+  _globals['_LISTWALLETTRANSACTIONSRESPONSE']._serialized_start=1372
+  _globals['_LISTWALLETTRANSACTIONSRESPONSE']._serialized_end=1491
+  _globals['_CREDITWALLETREQUEST']._serialized_start=1494
+  _globals['_CREDITWALLETREQUEST']._serialized_end=1669
+  _globals['_CREDITWALLETRESPONSE']._serialized_start=1671
+  _globals['_CREDITWALLETRESPONSE']._serialized_end=1772
+  _globals['_HOLD']._serialized_start=1775
+  _globals['_HOLD']._serialized_end=2037
+  _globals['_AUTHORIZEUSAGEREQUEST']._serialized_start=2040
+  _globals['_AUTHORIZEUSAGEREQUEST']._serialized_end=2196
+  _globals['_AUTHORIZEUSAGERESPONSE']._serialized_start=2199
+  _globals['_AUTHORIZEUSAGERESPONSE']._serialized_end=2464
+  _globals['_RELEASEHOLDREQUEST']._serialized_start=2466
+  _globals['_RELEASEHOLDREQUEST']._serialized_end=2523
+  _globals['_RELEASEHOLDRESPONSE']._serialized_start=2525
+  _globals['_RELEASEHOLDRESPONSE']._serialized_end=2587
+  _globals['_WATCHWALLETEVENTSREQUEST']._serialized_start=2589
+  _globals['_WATCHWALLETEVENTSREQUEST']._serialized_end=2674
+  _globals['_WATCHWALLETEVENTSRESPONSE']._serialized_start=2676
+  _globals['_WATCHWALLETEVENTSRESPONSE']._serialized_end=2752
+  _globals['_CREATEWALLETREQUEST']._serialized_start=2754
+  _globals['_CREATEWALLETREQUEST']._serialized_end=2837
+  _globals['_CREATEWALLETRESPONSE']._serialized_start=2839
+  _globals['_CREATEWALLETRESPONSE']._serialized_end=2924
+  _globals['_GETWALLETREQUEST']._serialized_start=2926
+  _globals['_GETWALLETREQUEST']._serialized_end=2964
+  _globals['_GETWALLETRESPONSE']._serialized_start=2966
+  _globals['_GETWALLETRESPONSE']._serialized_end=3030
+  _globals['_WALLETSERVICE']._serialized_start=3787
+  _globals['_WALLETSERVICE']._serialized_end=4792
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from consofta.billing.v1 import reporting_pb2 as consofta_dot_billing_dot_v1_dot_reporting__pb2
 from consofta.billing.v1 import wallet_service_pb2 as consofta_dot_billing_dot_v1_dot_wallet__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -69,6 +70,16 @@ class WalletServiceStub:
                 '/consofta.billing.v1.WalletService/WatchWalletEvents',
                 request_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.WatchWalletEventsRequest.SerializeToString,
                 response_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.WatchWalletEventsResponse.FromString,
+                _registered_method=True)
+        self.GetStatement = channel.unary_unary(
+                '/consofta.billing.v1.WalletService/GetStatement',
+                request_serializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.GetStatementRequest.SerializeToString,
+                response_deserializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.GetStatementResponse.FromString,
+                _registered_method=True)
+        self.ExportWalletTransactions = channel.unary_stream(
+                '/consofta.billing.v1.WalletService/ExportWalletTransactions',
+                request_serializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.ExportWalletTransactionsRequest.SerializeToString,
+                response_deserializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.ExportWalletTransactionsResponse.FromString,
                 _registered_method=True)
 
 
@@ -151,6 +162,21 @@ class WalletServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStatement(self, request, context):
+        """Returns a company's statement for one calendar month in a time zone: opening balance, usage debits per
+        category, recharges, manual credits, adjustments and closing balance, tied out with the ledger.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportWalletTransactions(self, request, context):
+        """Streams a company's ledger entries posted in a time range as CSV, in chunks of whole rows.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WalletServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -188,6 +214,16 @@ def add_WalletServiceServicer_to_server(servicer, server):
                     servicer.WatchWalletEvents,
                     request_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.WatchWalletEventsRequest.FromString,
                     response_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.WatchWalletEventsResponse.SerializeToString,
+            ),
+            'GetStatement': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatement,
+                    request_deserializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.GetStatementRequest.FromString,
+                    response_serializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.GetStatementResponse.SerializeToString,
+            ),
+            'ExportWalletTransactions': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportWalletTransactions,
+                    request_deserializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.ExportWalletTransactionsRequest.FromString,
+                    response_serializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.ExportWalletTransactionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -380,6 +416,60 @@ class WalletService:
             '/consofta.billing.v1.WalletService/WatchWalletEvents',
             consofta_dot_billing_dot_v1_dot_wallet__service__pb2.WatchWalletEventsRequest.SerializeToString,
             consofta_dot_billing_dot_v1_dot_wallet__service__pb2.WatchWalletEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/consofta.billing.v1.WalletService/GetStatement',
+            consofta_dot_billing_dot_v1_dot_reporting__pb2.GetStatementRequest.SerializeToString,
+            consofta_dot_billing_dot_v1_dot_reporting__pb2.GetStatementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportWalletTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/consofta.billing.v1.WalletService/ExportWalletTransactions',
+            consofta_dot_billing_dot_v1_dot_reporting__pb2.ExportWalletTransactionsRequest.SerializeToString,
+            consofta_dot_billing_dot_v1_dot_reporting__pb2.ExportWalletTransactionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

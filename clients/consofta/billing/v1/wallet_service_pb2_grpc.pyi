@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from consofta.billing.v1 import reporting_pb2 as _reporting_pb2
 from consofta.billing.v1 import wallet_service_pb2 as _wallet_service_pb2
 from grpc import aio as _aio
 import abc as _abc_1
@@ -79,6 +80,12 @@ class WalletServiceStub:
     later event exactly once, across reconnects and server restarts. When the server shuts down the
     stream ends with UNAVAILABLE; reconnect with the last cursor.
     """
+    GetStatement: _grpc.UnaryUnaryMultiCallable[_reporting_pb2.GetStatementRequest, _reporting_pb2.GetStatementResponse]
+    """Returns a company's statement for one calendar month in a time zone: opening balance, usage debits per
+    category, recharges, manual credits, adjustments and closing balance, tied out with the ledger.
+    """
+    ExportWalletTransactions: _grpc.UnaryStreamMultiCallable[_reporting_pb2.ExportWalletTransactionsRequest, _reporting_pb2.ExportWalletTransactionsResponse]
+    """Streams a company's ledger entries posted in a time range as CSV, in chunks of whole rows."""
 
 @_typing.type_check_only
 class WalletServiceAsyncStub(WalletServiceStub):
@@ -131,6 +138,12 @@ class WalletServiceAsyncStub(WalletServiceStub):
     later event exactly once, across reconnects and server restarts. When the server shuts down the
     stream ends with UNAVAILABLE; reconnect with the last cursor.
     """
+    GetStatement: _aio.UnaryUnaryMultiCallable[_reporting_pb2.GetStatementRequest, _reporting_pb2.GetStatementResponse]  # type: ignore[assignment]
+    """Returns a company's statement for one calendar month in a time zone: opening balance, usage debits per
+    category, recharges, manual credits, adjustments and closing balance, tied out with the ledger.
+    """
+    ExportWalletTransactions: _aio.UnaryStreamMultiCallable[_reporting_pb2.ExportWalletTransactionsRequest, _reporting_pb2.ExportWalletTransactionsResponse]  # type: ignore[assignment]
+    """Streams a company's ledger entries posted in a time range as CSV, in chunks of whole rows."""
 
 class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
     """Creates and reads company wallets: prepaid balances in US dollars that usage is debited from."""
@@ -222,5 +235,23 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         later event exactly once, across reconnects and server restarts. When the server shuts down the
         stream ends with UNAVAILABLE; reconnect with the last cursor.
         """
+
+    @_abc_1.abstractmethod
+    def GetStatement(
+        self,
+        request: _reporting_pb2.GetStatementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reporting_pb2.GetStatementResponse, _abc.Awaitable[_reporting_pb2.GetStatementResponse]]:
+        """Returns a company's statement for one calendar month in a time zone: opening balance, usage debits per
+        category, recharges, manual credits, adjustments and closing balance, tied out with the ledger.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportWalletTransactions(
+        self,
+        request: _reporting_pb2.ExportWalletTransactionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_reporting_pb2.ExportWalletTransactionsResponse], _abc.AsyncIterator[_reporting_pb2.ExportWalletTransactionsResponse]]:
+        """Streams a company's ledger entries posted in a time range as CSV, in chunks of whole rows."""
 
 def add_WalletServiceServicer_to_server(servicer: WalletServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,136 @@
+"""ListUsageRecords: keyset pages over (occurred_at, usage_record_id), newest first, under a snapshot.
+
+The page token carries the last row's sort key and a snapshot: the wallet's last ledger sequence when
+the first page was served. Every record has the sequence of the debit it produced, and sequences are
+assigned under the wallet lock in commit order, so `ledger_sequence <= snapshot` is exactly the set of
+records that existed then. Later records (even ones that occurred long ago and would sort into pages
+already served) never appear, and keyset paging never skips or repeats a row, so paging is stable under
+concurrent inserts. The token also carries a digest of the filters, so it cannot be replayed against
+another query.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from service.app.reporting.companies import require_wallet
+from service.domain.errors import FieldViolation, InvalidArgument
+from service.domain.pricing import RateKey
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TOKEN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class UsageRecordQuery:
+    company_id: str
+    rate_keys: list[RateKey] | None  # None: every key
+    occurred_after: datetime | None
+    occurred_before: datetime | None
+    page_size: int
+    page_token: str
+
+    def digest(self) -> str:
+        described = [
+            self.company_id,
+            None if self.rate_keys is None else sorted(k.value for k in self.rate_keys),
+            None if self.occurred_after is None else _micros(self.occurred_after),
+            None if self.occurred_before is None else _micros(self.occurred_before),
+        ]
+        return hashlib.sha256(json.dumps(described).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class UsageRecordPage:
+    records: list[asyncpg.Record]
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    snapshot_sequence: int
+    occurred_at_us: int | None
+    usage_record_id: str | None
+
+
+def _micros(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _encode(digest: str, cursor: _Cursor) -> str:
+    raw = json.dumps(
+        [_TOKEN_VERSION, digest, cursor.snapshot_sequence, cursor.occurred_at_us, cursor.usage_record_id],
+        separators=(",", ":"),
+    ).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _bad_token(description: str) -> InvalidArgument:
+    return InvalidArgument([FieldViolation("page_token", description)])
+
+
+def _decode(token: str, digest: str) -> _Cursor:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        version, token_digest, snapshot, occurred_us, record_id = json.loads(raw)
+        if version != _TOKEN_VERSION or not isinstance(snapshot, int) or not isinstance(occurred_us, int):
+            raise ValueError
+        if not isinstance(record_id, str):
+            raise ValueError
+    except (ValueError, TypeError):
+        raise _bad_token("is not a token this service issued") from None
+    if token_digest != digest:
+        raise _bad_token("was issued for another company or other filters; start again without a token")
+    return _Cursor(snapshot, occurred_us, record_id)
+
+
+async def list_usage_records(pool: asyncpg.Pool, query: UsageRecordQuery) -> UsageRecordPage:
+    digest = query.digest()
+    if query.page_token:
+        cursor = _decode(query.page_token, digest)
+    else:
+        cursor = _Cursor(await require_wallet(pool, query.company_id), None, None)
+    # Built from fixed pieces so that each filter combination gets its own plan that can use the
+    # (company_id, occurred_at, usage_record_id) index; every value is a bind parameter.
+    where = ["company_id = $1", "ledger_sequence <= $2"]
+    args: list[object] = [query.company_id, cursor.snapshot_sequence]
+    if query.rate_keys is not None:
+        args.append([k.value for k in query.rate_keys])
+        where.append(f"rate_key = any(${len(args)}::text[])")
+    if query.occurred_after is not None:
+        args.append(query.occurred_after)
+        where.append(f"occurred_at >= ${len(args)}")
+    if query.occurred_before is not None:
+        args.append(query.occurred_before)
+        where.append(f"occurred_at < ${len(args)}")
+    if cursor.occurred_at_us is not None:
+        args.append(_EPOCH + timedelta(microseconds=cursor.occurred_at_us))
+        args.append(cursor.usage_record_id)
+        where.append(f"(occurred_at, usage_record_id) < (${len(args) - 1}, ${len(args)}::uuid)")
+    args.append(query.page_size + 1)
+    rows = await pool.fetch(
+        f"""
+        select * from usage_records
+         where {" and ".join(where)}
+         order by occurred_at desc, usage_record_id desc
+         limit ${len(args)}
+        """,
+        *args,
+    )
+    if len(rows) <= query.page_size:
+        return UsageRecordPage(list(rows), "")
+    page = list(rows[: query.page_size])
+    last = page[-1]
+    next_cursor = _Cursor(
+        cursor.snapshot_sequence, _micros(last["occurred_at"]), str(last["usage_record_id"])
+    )
+    return UsageRecordPage(page, _encode(digest, next_cursor))
