@@ -217,6 +217,16 @@ def _serve(config: Config, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(config: Config, _args: argparse.Namespace) -> int:
+    from service.recharge.worker import run_worker
+
+    try:
+        asyncio.run(run_worker(config))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 # -- parser -----------------------------------------------------------------------------------------------
 
 Handler = Callable[[Config, argparse.Namespace], "int | Awaitable[int]"]
@@ -236,6 +246,7 @@ def _parser() -> argparse.ArgumentParser:
         return cmd
 
     command(sub, "serve", _serve, "run the gRPC server (migrates the database first)")
+    command(sub, "worker", _worker, "run only the auto-recharge loop, without gRPC (migrates first)")
     command(sub, "migrate", _migrate, "apply pending schema migrations, print the schema version, exit")
     command(sub, "schema-version", _schema_version, "print the schema version of the database")
     health = command(

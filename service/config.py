@@ -49,8 +49,13 @@ class Config:
     webhook_port: int = 8080
     # The recharge loop (issue 5).
     recharge_sweep_interval_s: float = 60.0
+    # Waits before a new attempt after each soft decline; after the last one, auto-recharge pauses.
     recharge_retry_backoff_s: tuple[float, ...] = (3600.0, 21600.0, 86400.0)
-    recharge_lease_s: float = 300.0
+    # Waits before retrying the same attempt (same idempotency key) after an unknown outcome, and
+    # between polls of a processing PaymentIntent; the last value repeats.
+    recharge_unknown_retry_backoff_s: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0)
+    # How long a process owns an attempt it claimed; provider calls are cut off well inside it.
+    recharge_lease_s: float = 60.0
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -108,7 +113,7 @@ def _backoff(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> t
     raw = _get(env, name)
     if raw is None:
         return default
-    steps = tuple(_one_duration(name, part.strip(), 1.0, 30 * 86400.0) for part in raw.split(","))
+    steps = tuple(_one_duration(name, part.strip(), 0.01, 30 * 86400.0) for part in raw.split(","))
     if any(later < earlier for earlier, later in pairwise(steps)):
         raise ConfigError(f"{name}={raw!r} must not decrease (e.g. 3600,21600,86400)")
     return steps
@@ -243,7 +248,10 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         recharge_retry_backoff_s=_backoff(
             env, "BILLING_RECHARGE_RETRY_BACKOFF_S", (3600.0, 21600.0, 86400.0)
         ),
-        recharge_lease_s=_seconds(env, "BILLING_RECHARGE_LEASE_S", 300.0, 1.0, 86400.0),
+        recharge_unknown_retry_backoff_s=_backoff(
+            env, "BILLING_RECHARGE_UNKNOWN_RETRY_BACKOFF_S", (5.0, 30.0, 120.0, 600.0, 1800.0)
+        ),
+        recharge_lease_s=_seconds(env, "BILLING_RECHARGE_LEASE_S", 60.0, 1.0, 86400.0),
         recharge_amount_min_nanos=amount_min,
         recharge_amount_max_nanos=amount_max,
     )

@@ -35,6 +35,8 @@ from service.health import DatabaseHealth
 from service.metrics import MetricsServer, ServerGauges
 from service.payments.factory import make_provider
 from service.payments.provider import PaymentProvider
+from service.recharge.loop import LoopSettings, RechargeLoop
+from service.recharge.webhooks import WebhookServer
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +66,8 @@ async def apply_migrations(database_url: str) -> int:
         await conn.close()
 
 
-StopHook = Callable[[], Awaitable[None]]
+# A background task's "stop taking new work and finish within grace_s" (seconds).
+StopHook = Callable[[float], Awaitable[None]]
 
 
 @dataclass
@@ -81,6 +84,9 @@ class BillingServer:
     events: EventNotifier | None = None
     metrics: MetricsServer | None = None
     edge: EdgeInterceptor | None = None
+    recharge: RechargeLoop | None = None
+    # None when no webhook secret is configured (the sandbox provider sends no webhooks).
+    webhooks: WebhookServer | None = None
     # Background work (the recharge loop...) registers here how to stop taking new work; each hook
     # runs on shutdown after health goes NOT_SERVING and before the gRPC server stops.
     background_stops: list[StopHook] = field(default_factory=list)
@@ -112,7 +118,8 @@ class BillingServer:
         await self.health.enter_graceful_shutdown()
         for hook in self.background_stops:
             try:
-                await asyncio.wait_for(hook(), timeout=max(grace, 0.1))
+                # The hook gets the grace to finish its work; the outer bound only guards against a hang.
+                await asyncio.wait_for(hook(grace), timeout=max(grace, 0.1) + 5.0)
             except Exception:
                 log.exception("background task did not stop cleanly", hook=getattr(hook, "__qualname__", "?"))
         if self.events is not None:
@@ -195,7 +202,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         embedded_postgres=embedded is not None,
         stripe="configured" if config.stripe_secret_key else "sandbox",
     )
-    return BillingServer(
+    running = BillingServer(
         config,
         server,
         port,
@@ -207,6 +214,24 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         metrics=metrics,
         edge=edge,
     )
+    try:
+        settings = LoopSettings.from_config(config)
+        running.recharge = RechargeLoop(pool, provider, database_url, settings)
+        await running.recharge.start()
+        if config.stripe_webhook_secret:
+            running.webhooks = WebhookServer(
+                pool, provider, settings.backoff, on_settled=running.recharge.wake
+            )
+            await running.webhooks.start(config.grpc_host, config.webhook_port)
+            # Webhooks stop first, then the loop: no new charge starts while the process is going away,
+            # and both need the pool, which closes last.
+            webhooks = running.webhooks
+            running.on_stop(lambda _grace_s: webhooks.stop())
+        running.on_stop(running.recharge.stop)
+    except BaseException:
+        await running.stop(grace_s=0)
+        raise
+    return running
 
 
 async def serve(config: Config) -> None:

@@ -1,0 +1,294 @@
+"""Pure auto-recharge decisions: whether to charge, how much, and what an outcome leads to.
+
+No I/O and no clock: ``store.py`` reads a ``WalletSnapshot`` under the wallet's row lock, asks
+``decide``, and writes what it says; the loop maps a provider answer through ``after_outcome``.
+Everything here is exhaustively unit-tested (tests/recharge/test_engine.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+
+from service.domain.money import NANOS_PER_CENT
+
+# Stripe keeps an idempotency key for at least 24 hours. Inside this window an attempt whose outcome
+# is unknown is retried with the same key; after it, the key may be forgotten, so the PaymentIntent is
+# looked up by its metadata instead. An hour of margin covers clock skew and slow retries.
+IDEMPOTENCY_WINDOW = dt.timedelta(hours=23)
+
+# Between polls of a PaymentIntent that is still processing, and between same-key retries after an
+# unknown outcome, when no schedule is configured.
+DEFAULT_UNKNOWN_RETRY_BACKOFF_S: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0)
+
+
+class Kind(enum.StrEnum):
+    AUTO = "auto"  # the balance fell below the minimum
+    PRELOAD = "preload"  # the company set its first card
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    REQUIRES_ACTION = "requires_action"
+    HARD_DECLINED = "hard_declined"
+    SOFT_DECLINED = "soft_declined"
+    EXPIRED = "expired"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (Status.PENDING, Status.PROCESSING)
+
+
+class Outcome(enum.StrEnum):
+    """What one provider call said about an attempt."""
+
+    SUCCEEDED = "succeeded"
+    PROCESSING = "processing"
+    REQUIRES_ACTION = "requires_action"
+    HARD_DECLINE = "hard_decline"
+    SOFT_DECLINE = "soft_decline"
+    # Network error, timeout, 5xx, 409 or 429: the charge may or may not exist.
+    UNKNOWN = "unknown"
+    # After the idempotency window, the lookup by metadata found no PaymentIntent: nothing was charged.
+    NOT_FOUND = "not_found"
+
+
+class PauseReason(enum.StrEnum):
+    """Written to billing_settings.auto_recharge_paused_reason; setting a card again clears it."""
+
+    AUTHENTICATION_REQUIRED = "authentication_required"
+    HARD_DECLINE = "hard_decline"
+    SOFT_DECLINE_RETRIES_EXHAUSTED = "soft_decline_retries_exhausted"
+
+
+@dataclass(frozen=True, slots=True)
+class LastAttempt:
+    """The newest final attempt of one kind for the wallet, when it matters to the next decision."""
+
+    status: Status
+    retry_number: int
+    # soft_declined: when the next attempt may be made.
+    retry_at: dt.datetime | None
+    payment_method_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class WalletSnapshot:
+    """Everything ``decide`` needs, read in one transaction under the wallet row lock."""
+
+    balance_nanos: int
+    minimum_balance_nanos: int
+    auto_recharge_enabled: bool
+    recharge_amount_nanos: int
+    preload_amount_nanos: int
+    monthly_cap_nanos: int | None
+    paused_reason: str | None
+    # The card on file (None: no card, or no provider customer yet).
+    payment_method_id: str | None
+    first_card_set: bool
+    # Amount of the attempt not yet final, if any (the database allows at most one).
+    in_flight_nanos: int | None
+    preload_succeeded: bool
+    # What auto-recharge attempts created this calendar month (UTC) charged or may still charge.
+    charged_this_month_nanos: int
+    cap_block_notified: bool
+    last_auto: LastAttempt | None
+    last_preload: LastAttempt | None
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    kind: Kind
+    amount_nanos: int
+    retry_number: int
+    # How many recharge amounts this is (1 normally; more after a burst of usage). 1 for a pre-load.
+    multiple: int
+
+
+@dataclass(frozen=True, slots=True)
+class CapBlock:
+    """The monthly cap held back (part of) a recharge."""
+
+    wanted_nanos: int
+    allowed_nanos: int
+    cap_nanos: int
+    charged_this_month_nanos: int
+    # Emit recharge_blocked_by_cap now (False: the company has already been told).
+    notify: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    charge: Charge | None
+    cap_block: CapBlock | None
+    # Why nothing is charged, for logs and tests ('' when charging).
+    reason: str
+    # The wallet is waiting for a soft-decline backoff until then.
+    wait_until: dt.datetime | None = None
+    # A charge the cap allowed in full: clear the "company was told" mark.
+    clear_cap_block: bool = False
+
+
+def recharge_multiple(balance_nanos: int, minimum_balance_nanos: int, recharge_amount_nanos: int) -> int:
+    """The smallest k >= 1 such that balance + k * recharge amount >= minimum (one charge, not k)."""
+    if recharge_amount_nanos <= 0:
+        raise ValueError("the recharge amount must be positive")
+    shortfall = minimum_balance_nanos - balance_nanos
+    return max(1, -(-shortfall // recharge_amount_nanos))
+
+
+def month_start(now: dt.datetime) -> dt.datetime:
+    """Start of the calendar month (UTC) that ``now`` falls in; the monthly cap counts from it."""
+    utc = now.astimezone(dt.UTC)
+    return utc.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _backoff(
+    last: LastAttempt | None, payment_method_id: str, now: dt.datetime
+) -> tuple[int, dt.datetime | None]:
+    """(retry number for a new attempt, time to wait until) after the newest final attempt."""
+    if last is None or last.status is not Status.SOFT_DECLINED or last.payment_method_id != payment_method_id:
+        # A success, a failure that paused (and was then cleared by a new card), or another card:
+        # a fresh series.
+        return 0, None
+    if last.retry_at is not None and now < last.retry_at:
+        return last.retry_number + 1, last.retry_at
+    return last.retry_number + 1, None
+
+
+def decide(snapshot: WalletSnapshot, now: dt.datetime) -> Decision:
+    """Whether to create a charge attempt for this wallet now, of what kind and amount."""
+    s = snapshot
+    if s.in_flight_nanos is not None:
+        return Decision(None, None, "in_flight")
+    if s.payment_method_id is None:
+        return Decision(None, None, "no_card")
+    if s.paused_reason is not None:
+        return Decision(None, None, "paused")
+
+    # The pre-load comes first: it is what a first card is for, and it usually lifts the wallet above
+    # its minimum by itself.
+    if s.first_card_set and s.preload_amount_nanos > 0 and not s.preload_succeeded:
+        retry_number, wait_until = _backoff(s.last_preload, s.payment_method_id, now)
+        if wait_until is not None:
+            return Decision(None, None, "preload_backoff", wait_until=wait_until)
+        return Decision(Charge(Kind.PRELOAD, s.preload_amount_nanos, retry_number, 1), None, "")
+
+    if not s.auto_recharge_enabled:
+        return Decision(None, None, "auto_recharge_off")
+    if s.balance_nanos >= s.minimum_balance_nanos:
+        return Decision(None, None, "above_minimum")
+    retry_number, wait_until = _backoff(s.last_auto, s.payment_method_id, now)
+    if wait_until is not None:
+        return Decision(None, None, "soft_decline_backoff", wait_until=wait_until)
+
+    multiple = recharge_multiple(s.balance_nanos, s.minimum_balance_nanos, s.recharge_amount_nanos)
+    wanted_nanos = multiple * s.recharge_amount_nanos
+    if s.monthly_cap_nanos is None or s.charged_this_month_nanos + wanted_nanos <= s.monthly_cap_nanos:
+        charge = Charge(Kind.AUTO, wanted_nanos, retry_number, multiple)
+        return Decision(charge, None, "", clear_cap_block=s.cap_block_notified)
+
+    # Never past the cap: charge the largest whole multiple that still fits, if any.
+    room_nanos = max(0, s.monthly_cap_nanos - s.charged_this_month_nanos)
+    allowed_multiple = room_nanos // s.recharge_amount_nanos
+    allowed_nanos = allowed_multiple * s.recharge_amount_nanos
+    block = CapBlock(
+        wanted_nanos=wanted_nanos,
+        allowed_nanos=allowed_nanos,
+        cap_nanos=s.monthly_cap_nanos,
+        charged_this_month_nanos=s.charged_this_month_nanos,
+        notify=not s.cap_block_notified,
+    )
+    if allowed_multiple == 0:
+        return Decision(None, block, "monthly_cap_reached")
+    return Decision(Charge(Kind.AUTO, allowed_nanos, retry_number, allowed_multiple), block, "")
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """What an outcome does to an attempt (and maybe to the company's auto-recharge)."""
+
+    status: Status
+    # Not final: when to call the provider again. soft_declined: when a new attempt may be made.
+    next_attempt_at: dt.datetime | None
+    pause: PauseReason | None
+    # The wallet event to emit, or None (a success emits recharge_succeeded when crediting).
+    event_type: str | None
+
+
+def after_outcome(
+    outcome: Outcome,
+    *,
+    retry_number: int,
+    call_count: int,
+    now: dt.datetime,
+    retry_backoff_s: tuple[float, ...],
+    unknown_retry_backoff_s: tuple[float, ...] = DEFAULT_UNKNOWN_RETRY_BACKOFF_S,
+) -> Transition:
+    """The attempt's next state after one provider answer.
+
+    ``call_count`` counts provider calls including this one; ``retry_number`` is the attempt's place
+    in a series of soft declines (0 for the first attempt).
+    """
+    if outcome is Outcome.SUCCEEDED:
+        return Transition(Status.SUCCEEDED, None, None, None)
+    if outcome is Outcome.NOT_FOUND:
+        # Nothing was charged; a new attempt (and a new key) may follow at once if still needed.
+        return Transition(Status.EXPIRED, None, None, "recharge_failed")
+    if outcome in (Outcome.PROCESSING, Outcome.UNKNOWN):
+        step = unknown_retry_backoff_s[min(max(call_count, 1), len(unknown_retry_backoff_s)) - 1]
+        status = Status.PROCESSING if outcome is Outcome.PROCESSING else Status.PENDING
+        # An unknown outcome is not a failed recharge (the charge may well have gone through): it is
+        # reported as retrying, so nothing keyed on recharge_failed (wallet suspension) reacts to a
+        # network blip.
+        event = "recharge_processing" if outcome is Outcome.PROCESSING else "recharge_retrying"
+        return Transition(status, now + dt.timedelta(seconds=step), None, event)
+    if outcome is Outcome.REQUIRES_ACTION:
+        return Transition(
+            Status.REQUIRES_ACTION, None, PauseReason.AUTHENTICATION_REQUIRED, "recharge_failed"
+        )
+    if outcome is Outcome.HARD_DECLINE:
+        return Transition(Status.HARD_DECLINED, None, PauseReason.HARD_DECLINE, "recharge_failed")
+    assert outcome is Outcome.SOFT_DECLINE
+    if retry_number < len(retry_backoff_s):
+        retry_at = now + dt.timedelta(seconds=retry_backoff_s[retry_number])
+        return Transition(Status.SOFT_DECLINED, retry_at, None, "recharge_failed")
+    return Transition(
+        Status.SOFT_DECLINED, None, PauseReason.SOFT_DECLINE_RETRIES_EXHAUSTED, "recharge_failed"
+    )
+
+
+def may_retry_same_key(created_at: dt.datetime, now: dt.datetime) -> bool:
+    """Whether the provider still remembers the attempt's idempotency key (see IDEMPOTENCY_WINDOW).
+
+    Counted from the attempt's creation, which precedes its first request: conservative.
+    """
+    return now - created_at < IDEMPOTENCY_WINDOW
+
+
+def is_forward(current: Status, new: Status) -> bool:
+    """Whether a status change moves an attempt forward.
+
+    A success wins over everything but itself: money was taken, so the wallet must be credited even
+    if the attempt had been marked failed (e.g. the customer completed 3-D Secure later). Otherwise a
+    final status never changes (a late failure never undoes a success), and a PaymentIntent known to
+    exist (processing) never goes back to "maybe sent" (pending).
+    """
+    if current is Status.SUCCEEDED:
+        return False
+    if new is Status.SUCCEEDED:
+        return True
+    if current.is_final:
+        return False
+    return not (current is Status.PROCESSING and new is Status.PENDING)
+
+
+def amount_cents(amount_nanos: int) -> int:
+    """Card amounts are whole cents (the settings enforce it, the table checks it again)."""
+    cents, rest = divmod(amount_nanos, NANOS_PER_CENT)
+    if rest:
+        raise ValueError(f"{amount_nanos} nanos is not a whole number of cents")
+    return cents

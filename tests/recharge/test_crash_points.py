@@ -1,0 +1,96 @@
+"""Real process death at each step of a charge, then a restart: exactly one charge and one credit.
+
+The worker runs as a subprocess (`consofta-billing worker`) against the test database and the fake
+Stripe served from this test process. It dies by ``os._exit`` at a crash point (service/recharge/crash.py,
+test-only) or by SIGKILL, so no ``finally`` or shutdown code runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from service.domain.money import usd
+from service.recharge.crash import CRASH_ENV, CRASH_EXIT_CODE
+from tests.support.fake_stripe import FakeStripe
+
+from .conftest import Wallets, charge_posts, charges, wait_until
+from .workers import Worker
+
+
+@pytest.fixture
+async def workers(db_url: str, fake: FakeStripe, tmp_path: Path) -> AsyncIterator[Callable[..., Worker]]:
+    started: list[Worker] = []
+
+    def start(**env: str) -> Worker:
+        worker = Worker(db_url, fake, tmp_path / f"worker-{len(started)}.log", **env).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.running:
+            worker.kill()
+
+
+async def _one_charge_one_credit(wallets: Wallets, fake: FakeStripe, company_id: str, customer: str) -> None:
+    async def credited() -> bool:
+        return len(await wallets.credits(company_id)) >= 1
+
+    await wait_until(credited, timeout_s=20, what="the credit after restart")
+    (pi,) = charges(fake, customer)
+    assert pi["status"] == "succeeded"
+    (credit,) = await wallets.credits(company_id)
+    (attempt,) = await wallets.attempts(company_id)
+    assert credit["reference"] == pi["id"] and credit["recharge_attempt_id"] == attempt["attempt_id"]
+    assert attempt["status"] == "succeeded"
+    assert {p.idempotency_key for p in charge_posts(fake)} == {f"recharge-{attempt['attempt_id']}"}
+    assert await wallets.balance(company_id) == usd(5) + usd(50)
+
+
+@pytest.mark.parametrize("point", ["after_attempt_commit", "after_response_before_write"])
+async def test_crash_at_a_point_then_restart_charges_once_and_credits_once(
+    wallets: Wallets, fake: FakeStripe, workers: Callable[..., Worker], pool: asyncpg.Pool, point: str
+) -> None:
+    company = await wallets.create(balance_nanos=usd(5))
+    crashing = workers(**{CRASH_ENV: point})
+    assert await crashing.wait_exit() == CRASH_EXIT_CODE, crashing.log()
+
+    (attempt,) = await wallets.attempts(company.company_id)
+    assert attempt["status"] == "pending"  # committed, never settled
+    assert await wallets.credits(company.company_id) == []
+    if point == "after_attempt_commit":
+        assert charges(fake) == []
+    else:
+        assert len(charges(fake)) == 1 and charges(fake)[0]["status"] == "succeeded"
+
+    restarted = workers()
+    await _one_charge_one_credit(wallets, fake, company.company_id, company.customer_id)
+    if point == "after_response_before_write":
+        # The retry was answered from Stripe's idempotency cache: the same PaymentIntent.
+        assert [p.replayed for p in charge_posts(fake)] == [False, True]
+    assert await restarted.stop() == 0
+
+
+async def test_kill_after_the_request_is_sent_then_restart_charges_once_and_credits_once(
+    wallets: Wallets, fake: FakeStripe, workers: Callable[..., Worker]
+) -> None:
+    company = await wallets.create(balance_nanos=usd(5))
+    # Stripe takes the charge at once but holds its answer; the worker is killed while it waits.
+    fake.delay_responses(30.0, method="POST", path="/v1/payment_intents")
+    first = workers()
+
+    async def request_sent() -> bool:
+        return bool(charge_posts(fake))
+
+    await wait_until(request_sent, timeout_s=20, what="the charge request")
+    first.kill()
+    assert charge_posts(fake)[0].status is None  # it never got an answer
+    assert len(charges(fake)) == 1 and await wallets.credits(company.company_id) == []
+
+    restarted = workers()
+    await _one_charge_one_credit(wallets, fake, company.company_id, company.customer_id)
+    assert await restarted.stop() == 0
