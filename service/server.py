@@ -103,9 +103,10 @@ class BillingServer:
     async def stop(self, grace_s: float | None = None) -> None:
         """Shut down in the order that loses nothing.
 
-        1. Health goes NOT_SERVING, so load balancers stop sending new calls.
+        1. Health goes NOT_SERVING, so load balancers stop sending new calls, and new calls are refused
+           with UNAVAILABLE from then on.
         2. Background loops stop taking new work (each hook gets the grace period).
-        3. New calls are refused with UNAVAILABLE; calls in flight get the grace period, and those still
+        3. Calls in flight get the grace period, and those still
            running then end with UNAVAILABLE (their statement is cancelled, so their transaction rolls
            back; a caller retries with the same idempotency key). Then the gRPC server stops.
         4. The metrics server, the pool and the embedded Postgres (if any) close.
@@ -116,6 +117,10 @@ class BillingServer:
         grace = self.config.shutdown_grace_s if grace_s is None else grace_s
         log.info("shutting down", grace_s=grace)
         await self.health.enter_graceful_shutdown()
+        if self.edge is not None:
+            # Refused from the moment health says NOT_SERVING, so no caller that already saw it lands a
+            # new call on a server that is going away.
+            self.edge.drain.refuse_new_calls()
         for hook in self.background_stops:
             try:
                 # The hook gets the grace to finish its work; the outer bound only guards against a hang.

@@ -120,9 +120,13 @@ class Drain:
         if task is not None:
             self.in_flight.discard(task)
 
+    def refuse_new_calls(self) -> None:
+        """From now on new calls get UNAVAILABLE; those in flight carry on."""
+        self.draining = True
+
     async def drain(self, grace_s: float) -> int:
         """Refuse new calls, wait `grace_s` at most for calls in flight, end the rest; count those."""
-        self.draining = True
+        self.refuse_new_calls()
         deadline = asyncio.get_running_loop().time() + grace_s
         # Polled: a 20 ms step is nothing next to a grace period, and the hot path stays a set add/discard.
         while self.in_flight and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
