@@ -67,3 +67,39 @@ async def wallet_view(conn: asyncpg.Connection, company_id: str, last_n: int) ->
         last_sequence=wallet["last_sequence"],
         entries=[LedgerLine(**dict(row)) for row in rows],
     )
+
+
+@dataclass(frozen=True)
+class RechargeLine:
+    attempt_id: str
+    kind: str
+    status: str
+    amount_nanos: int
+    card: str
+    payment_intent_id: str | None
+    decline: str | None
+    retry_number: int
+    call_count: int
+    created_at: datetime
+    next_attempt_at: datetime | None
+    last_error: str | None
+
+
+async def recharge_attempts(conn: asyncpg.Connection, company_id: str, last_n: int) -> list[RechargeLine]:
+    """A company's recharge attempts, newest first (support's "why was my card charged / not charged")."""
+    if await conn.fetchval("select 1 from wallets where company_id = $1", company_id) is None:
+        raise CompanyNotFound(company_id)
+    rows = await conn.fetch(
+        """
+        select attempt_id, kind, status, amount_nanos, card_brand || ' ' || card_last4 as card,
+               payment_intent_id, nullif(concat_ws(': ', decline_code, decline_message), '') as decline,
+               retry_number, call_count, created_at, next_attempt_at, last_error
+          from recharge_attempts
+         where company_id = $1
+         order by created_at desc, attempt_id
+         limit $2
+        """,
+        company_id,
+        last_n,
+    )
+    return [RechargeLine(**{**dict(row), "attempt_id": str(row["attempt_id"])}) for row in rows]

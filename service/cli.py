@@ -180,6 +180,39 @@ async def _wallet_show(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _recharges_list(config: Config, args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from service.admin import recharge_attempts
+    from service.domain.money import format_usd
+
+    async with _database(config) as url:
+        conn = await asyncpg.connect(url)
+        try:
+            attempts = await recharge_attempts(conn, args.company_id, args.last)
+        finally:
+            await conn.close()
+    print(f"company   {args.company_id}: {len(attempts)} recharge attempt(s), newest first")
+    for a in attempts:
+        when = f"next try {a.next_attempt_at:%Y-%m-%d %H:%M:%S}" if a.next_attempt_at else ""
+        detail = " ".join(
+            part
+            for part in (
+                a.payment_intent_id or "",
+                f"declined ({a.decline})" if a.decline else "",
+                f"last error: {a.last_error}" if a.last_error else "",
+                when,
+            )
+            if part
+        )
+        print(
+            f"  {a.created_at:%Y-%m-%d %H:%M:%S}  {a.attempt_id}  {a.kind:<7}  {a.status:<15}  "
+            f"{format_usd(a.amount_nanos):>16} USD  {a.card}  retry {a.retry_number}, "
+            f"{a.call_count} call(s)  {detail}".rstrip()
+        )
+    return 0
+
+
 async def _wallet_credit(config: Config, args: argparse.Namespace) -> int:
     import getpass
     import uuid
@@ -289,6 +322,16 @@ def _parser() -> argparse.ArgumentParser:
         help="idempotency key: repeating the command with it credits once (default: a new one, printed)",
     )
     credit.add_argument("--actor", help="who credits (default: cli:<your user name>)")
+
+    recharges = sub.add_parser("recharges", help="card recharges", description="Inspect card recharges.")
+    recharges_sub = recharges.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = command(
+        recharges_sub, "list", _recharges_list, "list a company's recharge attempts, newest first"
+    )
+    listing.add_argument("company_id", metavar="COMPANY", type=_company_id, help="the company's id")
+    listing.add_argument(
+        "--last", type=_positive_int, default=20, metavar="N", help="attempts to show (default 20)"
+    )
     return parser
 
 

@@ -170,6 +170,8 @@ async def test_bad_arguments_name_the_argument(args: tuple[str, ...], says: str)
         ("company", "create"),
         ("wallet", "show"),
         ("wallet", "credit"),
+        ("recharges", "list"),
+        ("worker",),
     ],
 )
 async def test_every_command_has_help(args: tuple[str, ...]) -> None:
