@@ -17,7 +17,6 @@ from service.app import cards
 from service.app.settings import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
-    BadPageToken,
     get_settings,
     list_changes,
     parse_page_token,
@@ -207,13 +206,10 @@ class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
         check_company_id(v, request.company_id)
         if request.page_size < 0:
             v.add("page_size", f"must not be negative, got {request.page_size}")
-        after_change_id = None
-        if request.page_token and request.company_id:
-            try:
-                after_change_id = parse_page_token(request.page_token, request.company_id)
-            except BadPageToken as error:
-                v.add("page_token", str(error))
         v.raise_if_any()
+        after_change_id = (
+            parse_page_token(request.page_token, request.company_id) if request.page_token else None
+        )
         page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         page = await list_changes(self._pool, request.company_id, page_size, after_change_id)
         response = pb.ListSettingsChangesResponse(next_page_token=page.next_page_token)

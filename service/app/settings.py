@@ -8,13 +8,12 @@ never wait on each other in a cycle.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import asyncpg
 
+from service.app import page_tokens
 from service.app.hashing import request_hash
 from service.app.settings_requests import Conn, find_request, save_request
 from service.domain.errors import CompanyNotFound, FieldViolation, InvalidArgument
@@ -192,29 +191,14 @@ async def update_settings(
 # ---- the audit trail, paginated (AIP-158) -------------------------------------------------------
 
 
-class BadPageToken(ValueError):
-    pass
-
-
 def page_token(company_id: str, last_change_id: int) -> str:
-    raw = f"v1:{company_id}:{last_change_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return page_tokens.encode(page_tokens.digest("settings_changes", company_id), last_change_id)
 
 
 def parse_page_token(token: str, company_id: str) -> int:
-    """The change id the page continues after; BadPageToken when the token is not ours or is for
-    another company."""
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        version, token_company, last = raw.split(":")
-        last_change_id = int(last)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise BadPageToken("is not a page token this service issued") from None
-    if version != "v1" or last_change_id <= 0:
-        raise BadPageToken("is not a page token this service issued")
-    if token_company != company_id:
-        raise BadPageToken("belongs to another company's listing; start again without a page token")
-    return last_change_id
+    """The change id the page continues after, or InvalidArgument naming page_token."""
+    (last,) = page_tokens.decode(token, page_tokens.digest("settings_changes", company_id), positions=1)
+    return page_tokens.positive_int(last)
 
 
 @dataclass(frozen=True)

@@ -7,21 +7,17 @@ carries a digest of the query, so a token cannot be replayed against other filte
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
-from service.domain.errors import CompanyNotFound, FieldViolation, InvalidArgument
+from service.app import page_tokens
+from service.domain.errors import CompanyNotFound
 
 ENTRY_TYPES = ("usage_debit", "recharge_credit", "preload_credit", "manual_credit", "adjustment")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
-_TOKEN_VERSION = 1
 
 _LIST_SQL = """
     select sequence, entry_type, amount_nanos, balance_before_nanos, balance_after_nanos, created_at,
@@ -45,15 +41,13 @@ class TransactionQuery:
     end_time: datetime | None = None
 
     def digest(self) -> str:
-        described = json.dumps(
-            [
-                self.company_id,
-                sorted(set(self.entry_types)),
-                None if self.start_time is None else self.start_time.isoformat(),
-                None if self.end_time is None else self.end_time.isoformat(),
-            ]
+        return page_tokens.digest(
+            "wallet_transactions",
+            self.company_id,
+            sorted(set(self.entry_types)),
+            None if self.start_time is None else self.start_time.isoformat(),
+            None if self.end_time is None else self.end_time.isoformat(),
         )
-        return hashlib.sha256(described.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -63,29 +57,13 @@ class TransactionPage:
 
 
 def encode_page_token(query: TransactionQuery, before_sequence: int) -> str:
-    raw = json.dumps({"v": _TOKEN_VERSION, "q": query.digest(), "before": before_sequence}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return page_tokens.encode(query.digest(), before_sequence)
 
 
 def decode_page_token(query: TransactionQuery, token: str) -> int:
     """The sequence to continue below, or InvalidArgument naming page_token."""
-
-    def bad(why: str) -> InvalidArgument:
-        return InvalidArgument([FieldViolation("page_token", why)])
-
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        data = json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise bad("is not a page token from this service") from None
-    if not isinstance(data, dict) or data.get("v") != _TOKEN_VERSION:
-        raise bad("is not a page token from this service")
-    before = data.get("before")
-    if not isinstance(before, int) or isinstance(before, bool) or before < 1:
-        raise bad("is not a page token from this service")
-    if data.get("q") != query.digest():
-        raise bad("belongs to another query: keep company_id and the filters the same while paging")
-    return before
+    (before,) = page_tokens.decode(token, query.digest(), positions=1)
+    return page_tokens.positive_int(before)
 
 
 async def list_transactions(

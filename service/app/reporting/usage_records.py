@@ -11,22 +11,18 @@ another query.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from service.app import page_tokens
 from service.app.reporting.companies import require_wallet
-from service.domain.errors import FieldViolation, InvalidArgument
 from service.domain.pricing import RateKey
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_TOKEN_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -39,13 +35,13 @@ class UsageRecordQuery:
     page_token: str
 
     def digest(self) -> str:
-        described = [
+        return page_tokens.digest(
+            "usage_records",
             self.company_id,
             None if self.rate_keys is None else sorted(k.value for k in self.rate_keys),
             None if self.occurred_after is None else _micros(self.occurred_after),
             None if self.occurred_before is None else _micros(self.occurred_before),
-        ]
-        return hashlib.sha256(json.dumps(described).encode()).hexdigest()[:16]
+        )
 
 
 @dataclass(frozen=True)
@@ -67,30 +63,14 @@ def _micros(moment: datetime) -> int:
 
 
 def _encode(digest: str, cursor: _Cursor) -> str:
-    raw = json.dumps(
-        [_TOKEN_VERSION, digest, cursor.snapshot_sequence, cursor.occurred_at_us, cursor.usage_record_id],
-        separators=(",", ":"),
-    ).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _bad_token(description: str) -> InvalidArgument:
-    return InvalidArgument([FieldViolation("page_token", description)])
+    return page_tokens.encode(digest, cursor.snapshot_sequence, cursor.occurred_at_us, cursor.usage_record_id)
 
 
 def _decode(token: str, digest: str) -> _Cursor:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        version, token_digest, snapshot, occurred_us, record_id = json.loads(raw)
-        if version != _TOKEN_VERSION or not isinstance(snapshot, int) or not isinstance(occurred_us, int):
-            raise ValueError
-        if not isinstance(record_id, str):
-            raise ValueError
-    except (ValueError, TypeError):
-        raise _bad_token("is not a token this service issued") from None
-    if token_digest != digest:
-        raise _bad_token("was issued for another company or other filters; start again without a token")
-    return _Cursor(snapshot, occurred_us, record_id)
+    snapshot, occurred_us, record_id = page_tokens.decode(token, digest, positions=3)
+    if not isinstance(occurred_us, int) or not isinstance(record_id, str):
+        raise page_tokens.not_ours()
+    return _Cursor(page_tokens.positive_int(snapshot), occurred_us, record_id)
 
 
 async def list_usage_records(pool: asyncpg.Pool, query: UsageRecordQuery) -> UsageRecordPage:
