@@ -27,13 +27,27 @@ async def test_three_processes_charge_each_of_100_wallets_exactly_once_despite_a
     fake.delay_responses(0.3, method="POST", path="/v1/payment_intents", times=None)
     workers = [Worker(db_url, fake, tmp_path / f"worker-{i}.log").start() for i in range(3)]
     try:
+        victim = workers[0]
+        assert victim.proc is not None
 
-        async def some_charged_and_more_in_flight() -> bool:
-            return len(charges(fake)) >= 20 and any(
-                r.status is None and r.path == "/v1/payment_intents" for r in fake.requests
+        async def victim_is_waiting_on_a_charge() -> bool:
+            # Some wallets are done, and the process about to be killed has a charge unanswered at
+            # "Stripe" (its attempts carry its pid in the lease owner, host:pid:nonce).
+            if len(charges(fake)) < 20:
+                return False
+            owned = {
+                f"recharge-{row['attempt_id']}"
+                for row in await pool.fetch(
+                    "select attempt_id from recharge_attempts where lease_owner like $1",
+                    f"%:{victim.proc.pid}:%",
+                )
+            }
+            return any(
+                r.status is None and r.path == "/v1/payment_intents" and r.idempotency_key in owned
+                for r in fake.requests
             )
 
-        await wait_until(some_charged_and_more_in_flight, timeout_s=30, what="the first charges")
+        await wait_until(victim_is_waiting_on_a_charge, timeout_s=30, what="a charge in flight in the victim")
         workers[0].kill()
         killed_at = len(charges(fake))
 
