@@ -41,6 +41,12 @@ async def events(pool: asyncpg.Pool, company: str) -> list[tuple[str, dict[str, 
     return [(r["event_type"], json.loads(r["payload"])) for r in rows]
 
 
+async def card_events(pool: asyncpg.Pool, company: str) -> list[tuple[str, dict[str, object]]]:
+    """The card's own events: the server's recharge loop charges the pre-load in between (its
+    recharge_* and wallet_* events interleave), which is not what these assertions are about."""
+    return [event for event in await events(pool, company) if event[0].startswith("card_")]
+
+
 async def test_setup_attach_get_remove(stripe_world: StripeWorld, pool: asyncpg.Pool, db_url: str) -> None:
     world, fake = stripe_world, stripe_world.fake
     company = await world.new_company("acme")
@@ -104,7 +110,7 @@ async def test_setup_attach_get_remove(stripe_world: StripeWorld, pool: asyncpg.
         assert settings.auto_recharge_paused_reason == pb.AUTO_RECHARGE_PAUSED_REASON_UNSPECIFIED
         assert settings.card == card
         assert await asyncio.wait_for(wanted.get(), timeout=5) == company
-        assert (await events(pool, company))[-1] == (
+        assert (await card_events(pool, company))[-1] == (
             "card_set",
             {
                 "first_card": True,
@@ -140,7 +146,7 @@ async def test_setup_attach_get_remove(stripe_world: StripeWorld, pool: asyncpg.
         assert settings.auto_recharge_paused_reason == pb.AUTO_RECHARGE_PAUSED_REASON_CARD_REMOVED
         assert settings.auto_recharge_paused_detail == "card_removed"
         assert not settings.HasField("card")
-        assert (await events(pool, company))[-1] == (
+        assert (await card_events(pool, company))[-1] == (
             "card_removed",
             {"payment_method_id": card.payment_method_id, "brand": "visa", "last4": "4242"},
         )
@@ -157,7 +163,7 @@ async def test_setup_attach_get_remove(stripe_world: StripeWorld, pool: asyncpg.
         ).settings
         assert settings.auto_recharge_paused_reason == pb.AUTO_RECHARGE_PAUSED_REASON_UNSPECIFIED
         assert await asyncio.wait_for(wanted.get(), timeout=5) == company
-        assert (await events(pool, company))[-1][1]["first_card"] is False
+        assert (await card_events(pool, company))[-1][1]["first_card"] is False
 
         # The audit trail tells the story, with the actor.
         listed = (
