@@ -56,20 +56,6 @@ class _CountedAcquire:
         return self._counted().__await__()
 
 
-class _PooledConnection(asyncpg.Connection):
-    """A pool connection released without asyncpg's reset query.
-
-    By default every release sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`,
-    one more round trip on every RecordUsage. The service never leaves session state on a pooled
-    connection: advisory locks are transaction-scoped, cursors live inside transactions, settings are
-    per connection (server_settings) or SET LOCAL, and LISTEN uses dedicated connections. An open
-    transaction is still rolled back on release (asyncpg does that before asking for this query).
-    """
-
-    def get_reset_query(self) -> str:
-        return ""
-
-
 class CountingPool(asyncpg.Pool):
     """An asyncpg pool that knows how many callers wait for a connection (asyncpg does not say)."""
 
@@ -89,7 +75,7 @@ async def create_pool(url: str, *, min_size: int, max_size: int) -> CountingPool
         max_queries=50000,
         max_inactive_connection_lifetime=300.0,
         loop=None,
-        connection_class=_PooledConnection,
+        connection_class=asyncpg.Connection,
         record_class=asyncpg.Record,
         # Statements run under a bounded time, so a stuck lock shows up as an error, not a hang.
         server_settings={"application_name": "consofta-billing", "statement_timeout": "30s"},
