@@ -136,6 +136,10 @@ def statement_pb(s: Statement) -> reporting_pb2.Statement:
 # --- validation ------------------------------------------------------------------------------------------
 
 
+_EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9998, 12, 31, tzinfo=UTC)
+
+
 def _moment(
     v: Violations, has_value: bool, stamp: Timestamp, field: str, *, required: bool
 ) -> datetime | None:
@@ -144,10 +148,15 @@ def _moment(
             v.add(field, "is required")
         return None
     try:
-        return datetime_of(stamp)
+        moment = datetime_of(stamp)
     except (ValueError, OverflowError):
         v.add(field, "is not a valid timestamp")
         return None
+    # Far enough from year 1 and year 9999 that shifting into any time zone stays a valid datetime.
+    if not _EARLIEST <= moment <= _LATEST:
+        v.add(field, f"must be between {_EARLIEST:%Y-%m-%d} and {_LATEST:%Y-%m-%d}")
+        return None
+    return moment
 
 
 def _ordered(

@@ -58,6 +58,8 @@ def credit_violations(amount_nanos: int, reason: str, actor: str) -> list[FieldV
         found.append(FieldViolation("reason", "must not contain control characters"))
     if not actor.strip() or len(actor) > MAX_ACTOR_CHARS:
         found.append(FieldViolation("actor", f"must be 1 to {MAX_ACTOR_CHARS} characters"))
+    elif any(ord(c) < 0x20 or ord(c) == 0x7F for c in actor):
+        found.append(FieldViolation("actor", "must not contain control characters"))
     return found
 
 

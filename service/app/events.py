@@ -54,6 +54,8 @@ HELD_BACK_RECHECK_S = 0.1
 # A safety net only (e.g. for a notification lost while the listener reconnected); not a busy loop.
 SAFETY_RECHECK_S = 10.0
 LISTENER_RETRY_S = 1.0
+# Cursor positions are bigint ids and xid8 values in the database; anything larger was not issued by us.
+_MAX_BIGINT = 2**63 - 1
 
 _COLUMNS = "event_id, company_id, sequence, event_type, payload::text as payload_json, created_at"
 _COMPANY_SQL = f"""
@@ -149,12 +151,15 @@ def parse_cursor(raw: str, company_id: str | None) -> CompanyCursor | AllCursor:
             raise _bad_cursor("is a one-company cursor; the all-companies stream needs its own cursor")
         if parsed.company_id != company_id:
             raise _bad_cursor(f"belongs to company {parsed.company_id!r}, not {company_id!r}")
-        if parsed.sequence < 0:
+        if not 0 <= parsed.sequence <= _MAX_BIGINT:
             raise _bad_cursor("is not a wallet event cursor from this service")
     else:
         if company_id is not None:
             raise _bad_cursor("is an all-companies cursor; a one-company stream needs its own cursor")
-        if parsed.lo < 0 or parsed.event_id < 0 or (parsed.hi is not None and parsed.hi < parsed.lo):
+        values = (parsed.lo, parsed.event_id, parsed.hi if parsed.hi is not None else 0)
+        if not all(0 <= v <= _MAX_BIGINT for v in values) or (
+            parsed.hi is not None and parsed.hi < parsed.lo
+        ):
             raise _bad_cursor("is not a wallet event cursor from this service")
     return parsed
 

@@ -17,7 +17,9 @@ from typing import NoReturn
 import asyncpg
 
 from service.app.hashing import request_hash
+from service.db.sqlstate import NUMERIC_VALUE_OUT_OF_RANGE
 from service.domain.errors import (
+    AmountOutOfRange,
     CompanyNotFound,
     HoldAlreadyCaptured,
     HoldNotFound,
@@ -126,6 +128,8 @@ def _raise_common(exc: asyncpg.PostgresError, company_id: str, rate_key: str) ->
         raise CompanyNotFound(company_id) from None
     if exc.sqlstate == "BL412":
         raise NoRateCard(_message(exc), metadata={"rate_key": rate_key}) from None
+    if exc.sqlstate == NUMERIC_VALUE_OUT_OF_RANGE:
+        raise AmountOutOfRange() from None
     raise exc
 
 

@@ -16,6 +16,8 @@ import json
 from service.domain.errors import FieldViolation, InvalidArgument
 
 TOKEN_VERSION = 1
+# Positions are bigint sequences and ids in the database; anything larger was not issued by us.
+MAX_POSITION = 2**63 - 1
 Position = int | str | None
 
 
@@ -59,6 +61,6 @@ def decode(token: str, query_digest: str, positions: int) -> list[Position]:
 
 def positive_int(value: Position) -> int:
     """A position that must be a positive integer (a sequence or an id)."""
-    if not isinstance(value, int) or value < 1:
+    if not isinstance(value, int) or not 1 <= value <= MAX_POSITION:
         raise not_ours()
     return value

@@ -11,7 +11,8 @@ import asyncpg
 
 from service.app.hashing import request_hash
 from service.app.holds import raise_hold_error
-from service.domain.errors import CompanyNotFound, IdempotencyKeyReused, NoRateCard
+from service.db.sqlstate import NUMERIC_VALUE_OUT_OF_RANGE
+from service.domain.errors import AmountOutOfRange, CompanyNotFound, IdempotencyKeyReused, NoRateCard
 from service.domain.pricing import meter
 from service.domain.usage import CallUsage, EmailUsage, SmsUsage, Usage
 
@@ -100,6 +101,8 @@ async def record_usage(pool: asyncpg.Pool, cmd: RecordUsageCommand) -> RecordedU
             raise CompanyNotFound(cmd.company_id) from None
         if exc.sqlstate == "BL412":
             raise NoRateCard(str(exc), metadata={"rate_key": metering.rate_key.value}) from None
+        if exc.sqlstate == NUMERIC_VALUE_OUT_OF_RANGE:
+            raise AmountOutOfRange() from None
         raise
     assert row is not None
     if row["usage_record_id"] == proposed_id:

@@ -183,6 +183,10 @@ async def update_settings(
         )
         after = await read_settings(conn, company_id)
         await record_changes(conn, company_id, actor, request_id, audit_view(row), audit_view(after))
+        if values_of(after) != values_of(row):
+            # A higher minimum, auto-recharge switched on, another amount or cap may call for a charge
+            # now: wake the recharge loop at commit instead of leaving it to the next sweep.
+            await conn.execute("select pg_notify('recharge_wanted', $1)", company_id)
         response = encode(after)
         await save_request(conn, company_id, request_id, UPDATE_OPERATION, fingerprint, response)
         return Stored(response, replayed=False)

@@ -117,3 +117,19 @@ class HoldAlreadyCaptured(FailedPrecondition):
 
 class HoldReleased(FailedPrecondition):
     reason = "HOLD_RELEASED"
+
+
+class AmountOutOfRange(InvalidArgument):
+    """Quantity x unit price does not fit the 64-bit nano-USD amount (a card price gone wrong, or an
+    absurd quantity): refused, nothing recorded."""
+
+    reason = "AMOUNT_OUT_OF_RANGE"
+
+    def __init__(self, field: str = "usage") -> None:
+        super().__init__(
+            [
+                FieldViolation(
+                    field, "prices to more than a 64-bit nano-USD amount can hold; nothing was recorded"
+                )
+            ]
+        )

@@ -11,6 +11,7 @@ another query.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -23,6 +24,9 @@ from service.domain.pricing import RateKey
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A position in a token must be a time Python and Postgres can both hold (years 1 to 9999).
+_MIN_MICROS = -62_135_596_800_000_000
+_MAX_MICROS = 253_402_300_799_000_000
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,12 @@ def _decode(token: str, digest: str) -> _Cursor:
     snapshot, occurred_us, record_id = page_tokens.decode(token, digest, positions=3)
     if not isinstance(occurred_us, int) or not isinstance(record_id, str):
         raise page_tokens.not_ours()
+    if not _MIN_MICROS <= occurred_us <= _MAX_MICROS:
+        raise page_tokens.not_ours()
+    try:
+        uuid.UUID(record_id)
+    except ValueError:
+        raise page_tokens.not_ours() from None
     return _Cursor(page_tokens.positive_int(snapshot), occurred_us, record_id)
 
 
