@@ -52,7 +52,7 @@ def ensure_venv() -> None:
             "-m",
             "pip",
             "install",
-            "--quiet",
+            # Not --quiet: the first install takes a minute, and pip's own lines show it progressing.
             "--disable-pip-version-check",
             "-c",
             str(ROOT / "constraints.txt"),
