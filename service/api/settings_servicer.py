@@ -46,6 +46,7 @@ _PAUSED_REASONS = {
     "hard_decline": pb.AUTO_RECHARGE_PAUSED_REASON_HARD_DECLINE,
     "soft_decline_retries_exhausted": pb.AUTO_RECHARGE_PAUSED_REASON_SOFT_DECLINE_RETRIES_EXHAUSTED,
     "monthly_cap_reached": pb.AUTO_RECHARGE_PAUSED_REASON_MONTHLY_CAP_REACHED,
+    "provider_refused": pb.AUTO_RECHARGE_PAUSED_REASON_PROVIDER_REFUSED,
 }
 _READ_ONLY_FIELDS = frozenset(
     {"company_id", "auto_recharge_paused_reason", "auto_recharge_paused_detail", "card", "first_card_set_at",

@@ -103,6 +103,10 @@ class IdempotencyConflict(PaymentProviderError):
     """The idempotency key was reused with different parameters (a caller bug)."""
 
 
+class CredentialsRejected(PaymentProviderError):
+    """The provider refused our credentials (API key): an operator problem, not the company's."""
+
+
 class PaymentMethodRejected(PaymentProviderError):
     """The provider would not save this payment method; ``reason`` is fit to show to the customer."""
 

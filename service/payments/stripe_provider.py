@@ -26,6 +26,7 @@ from .provider import (
     CardDetails,
     ChargeResult,
     ChargeStatus,
+    CredentialsRejected,
     IdempotencyConflict,
     InvalidWebhook,
     OutcomeUnknown,
@@ -330,7 +331,7 @@ def _translate(e: stripe.StripeError) -> PaymentProviderError:
         )
     if isinstance(e, (stripe.AuthenticationError, stripe.PermissionError)):
         # Stripe's message echoes part of the key; keep it out of our logs altogether.
-        return PaymentProviderError(
+        return CredentialsRejected(
             f"Stripe refused our credentials ({where})", code=e.code, request_id=e.request_id
         )
     return PaymentProviderError(

@@ -54,6 +54,9 @@ class Outcome(enum.StrEnum):
     UNKNOWN = "unknown"
     # After the idempotency window, the lookup by metadata found no PaymentIntent: nothing was charged.
     NOT_FOUND = "not_found"
+    # The provider refused the charge request itself (e.g. the card was detached meanwhile): nothing
+    # was charged, and sending it again would be refused again.
+    REFUSED = "refused"
 
 
 class PauseReason(enum.StrEnum):
@@ -62,6 +65,7 @@ class PauseReason(enum.StrEnum):
     AUTHENTICATION_REQUIRED = "authentication_required"
     HARD_DECLINE = "hard_decline"
     SOFT_DECLINE_RETRIES_EXHAUSTED = "soft_decline_retries_exhausted"
+    PROVIDER_REFUSED = "provider_refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +256,9 @@ def after_outcome(
         )
     if outcome is Outcome.HARD_DECLINE:
         return Transition(Status.HARD_DECLINED, None, PauseReason.HARD_DECLINE, "recharge_failed")
+    if outcome is Outcome.REFUSED:
+        # Final like a hard decline (a new card, or an operator, has to act), and said so.
+        return Transition(Status.HARD_DECLINED, None, PauseReason.PROVIDER_REFUSED, "recharge_failed")
     assert outcome is Outcome.SOFT_DECLINE
     if retry_number < len(retry_backoff_s):
         retry_at = now + dt.timedelta(seconds=retry_backoff_s[retry_number])

@@ -26,7 +26,14 @@ import asyncpg
 import structlog
 
 from service.config import Config
-from service.payments.provider import ChargeResult, OutcomeUnknown, PaymentProvider, PaymentProviderError
+from service.payments.provider import (
+    ChargeResult,
+    CredentialsRejected,
+    IdempotencyConflict,
+    OutcomeUnknown,
+    PaymentProvider,
+    PaymentProviderError,
+)
 
 from . import engine, store
 from .crash import crash_point
@@ -232,20 +239,41 @@ class RechargeLoop:
             return Outcome.UNKNOWN, None, f"no answer within {self._settings.call_timeout_s:.1f}s"
         except OutcomeUnknown as e:
             return Outcome.UNKNOWN, None, str(e)
-        except PaymentProviderError as e:
-            # Refused outright (bad parameters or credentials): nothing happened at the provider. Keep
-            # the attempt and retry it later with the same key, for an operator to notice and fix; a
-            # configuration error must not pause every company's auto-recharge.
+        except (CredentialsRejected, IdempotencyConflict) as e:
+            # Our credentials, or a key sent before with other parameters (whose first request may have
+            # charged): an operator's problem, not the company's. Keep the attempt and retry it later
+            # with the same key; a configuration error must not pause every company's auto-recharge.
             log.error("payment provider refused a recharge", attempt_id=str(attempt.attempt_id), error=str(e))
+            return Outcome.UNKNOWN, None, f"refused: {e}"
+        except PaymentProviderError as e:
+            if self._charges(attempt):
+                # The charge request itself was refused (e.g. its card was detached meanwhile): nothing
+                # was charged, and the same request would be refused again. Final, and reported.
+                log.warning(
+                    "payment provider refused a charge", attempt_id=str(attempt.attempt_id), error=str(e)
+                )
+                return Outcome.REFUSED, None, f"refused: {e}"
+            # A refused look-up says nothing about whether a charge exists: keep the attempt open.
+            log.error("payment provider refused a look-up", attempt_id=str(attempt.attempt_id), error=str(e))
             return Outcome.UNKNOWN, None, f"refused: {e}"
         if result is None:
             return Outcome.NOT_FOUND, None, None
         return store.outcome_of(result), result, None
 
+    @staticmethod
+    def _retrieves(attempt: store.Attempt) -> bool:
+        return attempt.status is Status.PROCESSING and attempt.payment_intent_id is not None
+
+    @classmethod
+    def _charges(cls, attempt: store.Attempt) -> bool:
+        """Whether this attempt's next call sends the charge itself (rather than a look-up)."""
+        return not cls._retrieves(attempt) and engine.may_retry_same_key(attempt.created_at, attempt.now)
+
     async def _call(self, attempt: store.Attempt) -> ChargeResult | None:
-        if attempt.status is Status.PROCESSING and attempt.payment_intent_id is not None:
+        if self._retrieves(attempt):
+            assert attempt.payment_intent_id is not None
             return await self._provider.retrieve_payment_intent(attempt.payment_intent_id)
-        if engine.may_retry_same_key(attempt.created_at, attempt.now):
+        if self._charges(attempt):
             # First call, or a retry after an unknown outcome or a crash: the same key, so the
             # provider answers with the PaymentIntent the first request created, if it did.
             return await self._provider.charge(

@@ -295,6 +295,16 @@ def test_hard_decline_pauses_until_a_new_card() -> None:
     assert (t.status, t.pause, t.next_attempt_at) == (Status.HARD_DECLINED, PauseReason.HARD_DECLINE, None)
 
 
+def test_a_refused_charge_is_final_and_pauses_with_its_own_reason() -> None:
+    t = outcome(Outcome.REFUSED)
+    assert (t.status, t.pause, t.next_attempt_at, t.event_type) == (
+        Status.HARD_DECLINED,
+        PauseReason.PROVIDER_REFUSED,
+        None,
+        "recharge_failed",
+    )
+
+
 @pytest.mark.parametrize(("retry_number", "wait_s"), [(0, 3600), (1, 21600), (2, 86400)])
 def test_soft_decline_schedules_a_new_attempt_after_the_backoff(retry_number: int, wait_s: float) -> None:
     t = outcome(Outcome.SOFT_DECLINE, retry_number=retry_number)

@@ -281,6 +281,47 @@ async def test_hard_decline_and_authentication_required_pause_until_a_new_card(
     assert len(charges(fake)) == 2 and await wallets.paused_reason(company.company_id) is None
 
 
+async def test_a_refused_charge_is_final_and_pauses_until_a_new_card(
+    wallets: Wallets, fake: FakeStripe, start_loop: StartLoop
+) -> None:
+    """Stripe refuses the charge request itself (here a 400, as for a card detached meanwhile): nothing
+    was charged and the same request would be refused again, so the attempt ends instead of retrying."""
+    company = await wallets.create(balance_nanos=usd(5))
+    fake.fail_requests(
+        400, path="/v1/payment_intents", code="resource_missing", message="No such PaymentMethod"
+    )
+    await start_loop()
+    await wait_until(lambda: _paused(wallets, company.company_id), what="the pause")
+    (attempt,) = await wallets.attempts(company.company_id)
+    assert attempt["status"] == "hard_declined" and attempt["next_attempt_at"] is None
+    assert attempt["payment_intent_id"] is None and "No such PaymentMethod" in attempt["last_error"]
+    assert await wallets.paused_reason(company.company_id) == "provider_refused"
+    events = [e for e, _ in await wallets.events(company.company_id, prefix="recharge_")]
+    assert events == ["recharge_started", "recharge_failed", "recharge_paused"]
+    await asyncio.sleep(0.8)
+    assert charges(fake) == [] and await wallets.credits(company.company_id) == []
+
+    await wallets.set_card(company, "pm_card_visa")
+    await wait_until(lambda: _credited(wallets, company.company_id), what="credit after a new card")
+    assert len(charges(fake)) == 1 and await wallets.paused_reason(company.company_id) is None
+
+
+async def test_rejected_credentials_keep_the_attempt_open_for_an_operator(
+    wallets: Wallets, fake: FakeStripe, start_loop: StartLoop
+) -> None:
+    """A wrong API key is the operator's problem: no company is paused, and once the key works the same
+    attempt goes through with the same idempotency key."""
+    company = await wallets.create(balance_nanos=usd(5))
+    fake.fail_requests(401, path="/v1/payment_intents", times=2, message="Invalid API Key provided")
+    await start_loop()
+    await wait_until(lambda: _credited(wallets, company.company_id), what="the credit once the key works")
+    (attempt,) = await wallets.attempts(company.company_id)
+    assert attempt["status"] == "succeeded" and attempt["call_count"] == 3
+    assert await wallets.paused_reason(company.company_id) is None
+    posts = charge_posts(fake)
+    assert len(posts) == 3 and len({p.idempotency_key for p in posts}) == 1
+
+
 async def test_processing_waits_without_charging_again_then_credits_when_it_settles(
     wallets: Wallets, fake: FakeStripe, start_loop: StartLoop
 ) -> None:

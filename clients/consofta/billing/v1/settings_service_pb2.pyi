@@ -44,6 +44,10 @@ class _AutoRechargePausedReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapp
     """Auto-recharge has charged as much as the monthly cap allows this calendar month (UTC)."""
     AUTO_RECHARGE_PAUSED_REASON_OTHER: _AutoRechargePausedReason.ValueType  # 7
     """A reason this version of the API does not know; `auto_recharge_paused_detail` names it."""
+    AUTO_RECHARGE_PAUSED_REASON_PROVIDER_REFUSED: _AutoRechargePausedReason.ValueType  # 8
+    """The payment provider refused the charge request itself (e.g. the card was detached meanwhile);
+    nothing was charged. Setting a card again resumes auto-recharge.
+    """
 
 class AutoRechargePausedReason(_AutoRechargePausedReason, metaclass=_AutoRechargePausedReasonEnumTypeWrapper):
     """Why auto-recharge is paused."""
@@ -64,6 +68,10 @@ AUTO_RECHARGE_PAUSED_REASON_MONTHLY_CAP_REACHED: AutoRechargePausedReason.ValueT
 """Auto-recharge has charged as much as the monthly cap allows this calendar month (UTC)."""
 AUTO_RECHARGE_PAUSED_REASON_OTHER: AutoRechargePausedReason.ValueType  # 7
 """A reason this version of the API does not know; `auto_recharge_paused_detail` names it."""
+AUTO_RECHARGE_PAUSED_REASON_PROVIDER_REFUSED: AutoRechargePausedReason.ValueType  # 8
+"""The payment provider refused the charge request itself (e.g. the card was detached meanwhile);
+nothing was charged. Setting a card again resumes auto-recharge.
+"""
 Global___AutoRechargePausedReason: _TypeAlias = AutoRechargePausedReason  # noqa: Y015
 
 @_typing.final
