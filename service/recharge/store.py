@@ -507,7 +507,8 @@ async def apply_outcome(
 
 
 async def _credit(conn: Conn, attempt: Attempt, payment_intent_id: str, charged_cents: int | None) -> None:
-    """Credit the wallet for a succeeded PaymentIntent: lock, append, update, emit; one transaction.
+    """Credit the wallet for a succeeded PaymentIntent (append_ledger_entry(), then the event), in the
+    caller's transaction.
 
     The unique indexes on the ledger (one credit per PaymentIntent, one per attempt) make a second
     credit impossible even if this were reached twice; the attempt row lock makes that not happen.
@@ -522,38 +523,20 @@ async def _credit(conn: Conn, attempt: Attempt, payment_intent_id: str, charged_
             charged_cents=charged_cents,
         )
         amount_nanos = charged_cents * 10_000_000
-    wallet = await conn.fetchrow(
-        "select balance_nanos, last_sequence from wallets where company_id = $1 for update",
-        attempt.company_id,
-    )
-    assert wallet is not None
-    sequence = wallet["last_sequence"] + 1
-    after = wallet["balance_nanos"] + amount_nanos
     entry_type = "preload_credit" if attempt.kind is Kind.PRELOAD else "recharge_credit"
     what = "Pre-load" if attempt.kind is Kind.PRELOAD else "Auto-recharge"
     description = f"{what} from {_card_label(attempt.card_brand, attempt.card_last4)}"
-    await conn.execute(
-        """
-        insert into ledger_entries (company_id, sequence, entry_type, amount_nanos, balance_before_nanos,
-                                    balance_after_nanos, reference, description, recharge_attempt_id)
-        values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-        """,
+    entry = await conn.fetchrow(
+        "select sequence, balance_after_nanos from append_ledger_entry($1, $2, $3, $4, $5, $6)",
         attempt.company_id,
-        sequence,
         entry_type,
         amount_nanos,
-        wallet["balance_nanos"],
-        after,
         payment_intent_id,
         description,
         attempt.attempt_id,
     )
-    await conn.execute(
-        "update wallets set balance_nanos = $2, last_sequence = $3, updated_at = now() where company_id = $1",
-        attempt.company_id,
-        after,
-        sequence,
-    )
+    assert entry is not None
+    sequence, after = entry["sequence"], entry["balance_after_nanos"]
     await _emit(
         conn,
         attempt.company_id,
