@@ -86,6 +86,12 @@ class WebhookEvent:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+def check_amount_cents(amount_cents: int) -> None:
+    """Card amounts are positive whole cents; anything else is a bug in the caller, refused before sending."""
+    if isinstance(amount_cents, bool) or not isinstance(amount_cents, int) or amount_cents <= 0:
+        raise ValueError(f"amount_cents must be a positive int, got {amount_cents!r}")
+
+
 class PaymentProviderError(Exception):
     """The provider refused the request; nothing happened. Base class of all errors here."""
 

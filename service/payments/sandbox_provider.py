@@ -42,6 +42,7 @@ from .provider import (
     PaymentProviderError,
     SetupIntent,
     WebhookEvent,
+    check_amount_cents,
 )
 
 IDEMPOTENCY_KEY_TTL_S = 24 * 3600  # Stripe keeps keys for at least 24 hours
@@ -188,8 +189,7 @@ class SandboxProvider:
         metadata: dict[str, str],
         description: str,
     ) -> ChargeResult:
-        if isinstance(amount_cents, bool) or not isinstance(amount_cents, int) or amount_cents <= 0:
-            raise ValueError(f"amount_cents must be a positive int, got {amount_cents!r}")
+        check_amount_cents(amount_cents)
 
         def run() -> ChargeResult:
             self._require_customer(customer_id)

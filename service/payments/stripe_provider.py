@@ -34,6 +34,7 @@ from .provider import (
     PaymentProviderError,
     SetupIntent,
     WebhookEvent,
+    check_amount_cents,
 )
 
 # Pinned so a library upgrade cannot silently change response shapes; bump deliberately, together
@@ -161,8 +162,7 @@ class StripeProvider:
         metadata: dict[str, str],
         description: str,
     ) -> ChargeResult:
-        if isinstance(amount_cents, bool) or not isinstance(amount_cents, int) or amount_cents <= 0:
-            raise ValueError(f"amount_cents must be a positive int, got {amount_cents!r}")
+        check_amount_cents(amount_cents)
         try:
             intent = await self._client.v1.payment_intents.create_async(
                 {
