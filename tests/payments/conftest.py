@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 
@@ -13,19 +12,6 @@ from service.payments.stripe_provider import StripeProvider
 from tests.support.fake_stripe import DEFAULT_WEBHOOK_SECRET, FakeStripe
 
 WEBHOOK_SECRET = DEFAULT_WEBHOOK_SECRET
-_HERE = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # stripe 16.1.0's HTTPXClient passes the encoded body as data=bytes, which httpx 0.28 deprecates
-    # once per request. It is the library's, not ours; silence only that message, only here.
-    for item in items:
-        if _HERE in item.path.parents:
-            item.add_marker(
-                pytest.mark.filterwarnings(
-                    "ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning"
-                )
-            )
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -33,19 +32,6 @@ FAST = LoopSettings(
     lease_s=3.0,
     backoff=store.Backoff(retry_backoff_s=(0.3, 0.3, 0.3), unknown_retry_backoff_s=(0.1, 0.2, 0.3)),
 )
-
-_HERE = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # As in tests/payments: stripe's HTTPXClient trips an httpx deprecation on every request.
-    for item in items:
-        if _HERE in item.path.parents:
-            item.add_marker(
-                pytest.mark.filterwarnings(
-                    "ignore:Use 'content=<...>' to upload raw bytes:DeprecationWarning"
-                )
-            )
 
 
 @pytest.fixture
