@@ -146,8 +146,8 @@ async def _company_create(config: Config, args: argparse.Namespace) -> int:
     wallet = created.wallet
     verb = "already existed (same request id)" if created.replayed else "created"
     print(
-        f"company {wallet['company_id']} ({wallet['display_name']}) {verb}; "
-        f"balance {format_usd(wallet['balance_nanos'])} USD"
+        f"company {wallet.company_id} ({wallet.display_name}) {verb}; "
+        f"balance {format_usd(wallet.balance_nanos)} USD"
     )
     return 0
 

@@ -11,8 +11,9 @@ from consofta.billing.v1 import settings_service_pb2_grpc
 from google.type.money_pb2 import Money
 from grpc.aio import ServicerContext
 
-from service.api.convert import MoneyError, money, nanos_of, timestamp
 from service.api.validation import Violations, check_company_id, check_request_key
+from service.api.wire.money import MoneyError, nanos_of
+from service.api.wire.settings import card_message, change_message, settings_message
 from service.app import cards
 from service.app.settings import (
     DEFAULT_PAGE_SIZE,
@@ -38,53 +39,10 @@ UNKNOWN_ACTOR = "unknown"
 MAX_ACTOR_CHARS = 200
 MAX_PAYMENT_METHOD_ID_CHARS = 255
 
-_PAUSED_REASONS = {
-    None: pb.AUTO_RECHARGE_PAUSED_REASON_UNSPECIFIED,
-    "no_card": pb.AUTO_RECHARGE_PAUSED_REASON_NO_CARD,
-    "card_removed": pb.AUTO_RECHARGE_PAUSED_REASON_CARD_REMOVED,
-    "authentication_required": pb.AUTO_RECHARGE_PAUSED_REASON_AUTHENTICATION_REQUIRED,
-    "hard_decline": pb.AUTO_RECHARGE_PAUSED_REASON_HARD_DECLINE,
-    "soft_decline_retries_exhausted": pb.AUTO_RECHARGE_PAUSED_REASON_SOFT_DECLINE_RETRIES_EXHAUSTED,
-    "monthly_cap_reached": pb.AUTO_RECHARGE_PAUSED_REASON_MONTHLY_CAP_REACHED,
-    "provider_refused": pb.AUTO_RECHARGE_PAUSED_REASON_PROVIDER_REFUSED,
-}
 _READ_ONLY_FIELDS = frozenset(
     {"company_id", "auto_recharge_paused_reason", "auto_recharge_paused_detail", "card", "first_card_set_at",
      "updated_at"}
 )  # fmt: skip
-
-
-def card_of_row(row: asyncpg.Record) -> pb.Card:
-    return pb.Card(
-        payment_method_id=row["payment_method_id"],
-        brand=row["brand"],
-        last4=row["last4"],
-        exp_month=row["exp_month"],
-        exp_year=row["exp_year"],
-        fingerprint=row["fingerprint"] or "",
-        updated_at=timestamp(row["card_updated_at"]),
-    )
-
-
-def settings_of_row(row: asyncpg.Record) -> pb.BillingSettings:
-    reason = row["auto_recharge_paused_reason"]
-    settings = pb.BillingSettings(
-        company_id=row["company_id"],
-        minimum_balance=money(row["minimum_balance_nanos"]),
-        recharge_amount=money(row["recharge_amount_nanos"]),
-        auto_recharge_enabled=row["auto_recharge_enabled"],
-        preload_amount=money(row["preload_amount_nanos"]),
-        auto_recharge_paused_reason=_PAUSED_REASONS.get(reason, pb.AUTO_RECHARGE_PAUSED_REASON_OTHER),
-        auto_recharge_paused_detail=reason or "",
-        updated_at=timestamp(row["updated_at"]),
-    )
-    if row["monthly_recharge_cap_nanos"] is not None:
-        settings.monthly_recharge_cap.CopyFrom(money(row["monthly_recharge_cap_nanos"]))
-    if row["payment_method_id"] is not None:
-        settings.card.CopyFrom(card_of_row(row))
-    if row["first_card_set_at"] is not None:
-        settings.first_card_set_at.CopyFrom(timestamp(row["first_card_set_at"]))
-    return settings
 
 
 def actor_of(v: Violations, context: ServicerContext[Any, Any]) -> str:
@@ -175,8 +133,8 @@ class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
         v = Violations()
         check_company_id(v, request.company_id)
         v.raise_if_any()
-        row = await get_settings(self._pool, request.company_id)
-        return pb.GetBillingSettingsResponse(settings=settings_of_row(row))
+        settings = await get_settings(self._pool, request.company_id)
+        return pb.GetBillingSettingsResponse(settings=settings_message(settings))
 
     async def UpdateBillingSettings(
         self, request: pb.UpdateBillingSettingsRequest, context: ServicerContext[Any, Any]
@@ -187,18 +145,12 @@ class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
         actor = actor_of(v, context)
         changes = parse_update(v, request)
         v.raise_if_any()
-        stored = await update_settings(
-            self._pool,
-            request.company_id,
-            changes,
-            request.request_id,
-            actor,
-            self._bounds,
-            lambda row: pb.UpdateBillingSettingsResponse(settings=settings_of_row(row)).SerializeToString(),
+        applied = await update_settings(
+            self._pool, request.company_id, changes, request.request_id, actor, self._bounds
         )
-        response = pb.UpdateBillingSettingsResponse.FromString(stored.response)
-        response.replayed = stored.replayed
-        return response
+        return pb.UpdateBillingSettingsResponse(
+            settings=settings_message(applied.result), replayed=applied.replayed
+        )
 
     async def ListSettingsChanges(
         self, request: pb.ListSettingsChangesRequest, context: ServicerContext[Any, Any]
@@ -213,20 +165,9 @@ class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
         )
         page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         page = await list_changes(self._pool, request.company_id, page_size, after_change_id)
-        response = pb.ListSettingsChangesResponse(next_page_token=page.next_page_token)
-        for row in page.changes:
-            change = response.changes.add(
-                change_id=row["change_id"],
-                field=row["field"],
-                actor=row["actor"],
-                request_id=row["request_id"] or "",
-                changed_at=timestamp(row["changed_at"]),
-            )
-            if row["old_value"] is not None:
-                change.old_value = row["old_value"]
-            if row["new_value"] is not None:
-                change.new_value = row["new_value"]
-        return response
+        return pb.ListSettingsChangesResponse(
+            changes=[change_message(c) for c in page.changes], next_page_token=page.next_page_token
+        )
 
     async def StartCardSetup(
         self, request: pb.StartCardSetupRequest, context: ServicerContext[Any, Any]
@@ -254,22 +195,19 @@ class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
         _check_payment_method_id(v, request.payment_method_id)
         actor = actor_of(v, context)
         v.raise_if_any()
-
-        def encode(row: asyncpg.Record, first_card: bool) -> bytes:
-            return pb.SetDefaultCardResponse(card=card_of_row(row), first_card=first_card).SerializeToString()
-
-        stored = await cards.set_default_card(
+        applied = await cards.set_default_card(
             self._pool,
             self._provider,
             request.company_id,
             request.payment_method_id,
             request.request_id,
             actor,
-            encode,
         )
-        response = pb.SetDefaultCardResponse.FromString(stored.response)
-        response.replayed = stored.replayed
-        return response
+        return pb.SetDefaultCardResponse(
+            card=card_message(applied.result.card),
+            first_card=applied.result.first_card,
+            replayed=applied.replayed,
+        )
 
     async def GetCard(
         self, request: pb.GetCardRequest, context: ServicerContext[Any, Any]
@@ -277,7 +215,7 @@ class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
         v = Violations()
         check_company_id(v, request.company_id)
         v.raise_if_any()
-        return pb.GetCardResponse(card=card_of_row(await cards.get_card(self._pool, request.company_id)))
+        return pb.GetCardResponse(card=card_message(await cards.get_card(self._pool, request.company_id)))
 
     async def RemoveCard(
         self, request: pb.RemoveCardRequest, context: ServicerContext[Any, Any]
@@ -287,17 +225,10 @@ class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
         check_request_key(v, request.request_id, "request_id")
         actor = actor_of(v, context)
         v.raise_if_any()
-        stored = await cards.remove_card(
-            self._pool,
-            self._provider,
-            request.company_id,
-            request.request_id,
-            actor,
-            lambda row: pb.RemoveCardResponse(removed_card=card_of_row(row)).SerializeToString(),
+        applied = await cards.remove_card(
+            self._pool, self._provider, request.company_id, request.request_id, actor
         )
-        response = pb.RemoveCardResponse.FromString(stored.response)
-        response.replayed = stored.replayed
-        return response
+        return pb.RemoveCardResponse(removed_card=card_message(applied.result), replayed=applied.replayed)
 
 
 def _check_payment_method_id(v: Violations, value: str) -> None:

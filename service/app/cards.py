@@ -12,15 +12,24 @@ caller only: it is neither stored nor logged.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import structlog
 
-from service.app.hashing import request_hash
-from service.app.settings import Encoder, Stored, audit_view, lock_settings, read_settings, record_changes
-from service.app.settings_requests import find_request, save_request
+from service.app import idempotency
+from service.app.settings import (
+    RECHARGE_WANTED_CHANNEL,
+    Applied,
+    Card,
+    audit_view,
+    card_of,
+    get_settings,
+    lock_settings,
+    record_changes,
+    replay_of,
+)
 from service.domain.errors import (
     Aborted,
     CardNotFound,
@@ -45,10 +54,6 @@ log = structlog.get_logger(__name__)
 START_CARD_SETUP = "start_card_setup"
 SET_DEFAULT_CARD = "set_default_card"
 REMOVE_CARD = "remove_card"
-# Channel the recharge engine listens on: a company whose card was just set may need a charge now.
-RECHARGE_WANTED_CHANNEL = "recharge_wanted"
-# Encodes SetDefaultCard's response from the settings row after the change and "was it the first card".
-CardEncoder = Callable[[asyncpg.Record, bool], bytes]
 # Provider answers that mean "this payment method is not attached (any more)": removing it again is done.
 _ALREADY_DETACHED_CODES = frozenset({"resource_missing", "payment_method_unexpected_state"})
 
@@ -62,7 +67,7 @@ def customer_idempotency_key(company_id: str) -> str:
 def provider_key(operation: str, company_id: str, *parts: str) -> str:
     """An idempotency key for one provider POST of one request (request ids may be 255 characters
     long, so they are hashed into the key)."""
-    return f"consofta-{operation}-{request_hash(company_id, *parts).hex()[:40]}"
+    return f"consofta-{operation}-{idempotency.fingerprint(company_id, *parts).hex()[:40]}"
 
 
 def _provider_failure(error: PaymentProviderError, what: str) -> Exception:
@@ -125,8 +130,8 @@ async def start_card_setup(
 ) -> CardSetup:
     """A SetupIntent (usage=off_session) for the company's customer; a retry gets the same one back
     from the provider, which replays it under the same idempotency key."""
-    fingerprint = request_hash(START_CARD_SETUP, company_id)
-    seen = await find_request(pool, company_id, request_id, START_CARD_SETUP, fingerprint)
+    request = _request(START_CARD_SETUP, company_id, request_id)
+    seen = await idempotency.find(pool, request)
     customer_id = await ensure_customer(pool, provider, company_id)
     try:
         intent = await provider.create_setup_intent(
@@ -135,17 +140,28 @@ async def start_card_setup(
     except PaymentProviderError as error:
         raise _provider_failure(error, "starting the card setup") from None
     if seen is None:
-        async with pool.acquire() as conn:
-            if not await save_request(conn, company_id, request_id, START_CARD_SETUP, fingerprint, None):
-                await find_request(conn, company_id, request_id, START_CARD_SETUP, fingerprint)
+        # The response holds the SetupIntent's client secret, which is never stored: the key is kept with
+        # no result, and a retry asks the provider again under the same provider key.
+        async with pool.acquire() as conn, conn.transaction():
+            if await idempotency.claim(conn, request) is not None:
                 return CardSetup(customer_id, intent, replayed=True)
     return CardSetup(customer_id, intent, replayed=seen is not None)
 
 
-def _card_payload(card: CardDetails | asyncpg.Record) -> dict[str, object]:
-    if isinstance(card, CardDetails):
-        return {"payment_method_id": card.payment_method_id, "brand": card.brand, "last4": card.last4}
-    return {"payment_method_id": card["payment_method_id"], "brand": card["brand"], "last4": card["last4"]}
+@dataclass(frozen=True)
+class CardSet:
+    card: Card
+    first_card: bool
+
+
+def _request(operation: str, company_id: str, request_id: str, *parts: str) -> idempotency.Request:
+    return idempotency.Request(
+        operation, company_id, request_id, idempotency.fingerprint(operation, company_id, *parts)
+    )
+
+
+def _card_payload(card: CardDetails | Card) -> dict[str, object]:
+    return {"payment_method_id": card.payment_method_id, "brand": card.brand, "last4": card.last4}
 
 
 async def set_default_card(
@@ -155,18 +171,17 @@ async def set_default_card(
     payment_method_id: str,
     request_id: str,
     actor: str,
-    encode: CardEncoder,
-) -> Stored:
+) -> Applied[CardSet]:
     """Attach the payment method, make it the default, and store its summary.
 
     The company's first card sets first_card_set_at and turns auto-recharge on; any card clears a
     pause (the company acted) and wakes the recharge engine (NOTIFY recharge_wanted), which charges the
     pre-load or a due recharge. A card the provider rejects raises CardRejected and stores nothing.
     """
-    fingerprint = request_hash(SET_DEFAULT_CARD, company_id, payment_method_id)
-    seen = await find_request(pool, company_id, request_id, SET_DEFAULT_CARD, fingerprint)
-    if seen is not None and seen.response is not None:
-        return Stored(seen.response, replayed=True)
+    request = _request(SET_DEFAULT_CARD, company_id, request_id, payment_method_id)
+    seen = await idempotency.find(pool, request)
+    if seen is not None:
+        return Applied(await replay_of(pool, seen, CardSet, _current_card_set(company_id)), replayed=True)
     customer_id = await ensure_customer(pool, provider, company_id)
     try:
         card = await provider.attach_payment_method(
@@ -187,11 +202,11 @@ async def set_default_card(
         raise _provider_failure(error, "saving the card") from None
 
     async with pool.acquire() as conn, conn.transaction():
+        seen = await idempotency.claim(conn, request)
+        if seen is not None:
+            return Applied(await replay_of(conn, seen, CardSet, _current_card_set(company_id)), replayed=True)
         before = await lock_settings(conn, company_id)
-        seen = await find_request(conn, company_id, request_id, SET_DEFAULT_CARD, fingerprint)
-        if seen is not None and seen.response is not None:
-            return Stored(seen.response, replayed=True)
-        first_card = before["first_card_set_at"] is None
+        first_card = before.first_card_set_at is None
         await conn.execute(
             """
             insert into payment_cards (company_id, payment_method_id, brand, last4, exp_month, exp_year,
@@ -222,20 +237,31 @@ async def set_default_card(
             company_id,
             first_card,
         )
-        after = await read_settings(conn, company_id)
+        after = await get_settings(conn, company_id)
         await record_changes(conn, company_id, actor, request_id, audit_view(before), audit_view(after))
         payload = {**_card_payload(card), "first_card": first_card}
         await conn.execute(
-            "select emit_wallet_event($1, 'card_set', $2::jsonb)", company_id, json.dumps(payload)
+            "select emit_wallet_event(p_company_id => $1, p_event_type => 'card_set',"
+            " p_payload => $2::jsonb)",
+            company_id,
+            json.dumps(payload),
         )
         await conn.execute("select pg_notify($1, $2)", RECHARGE_WANTED_CHANNEL, company_id)
-        response = encode(after, first_card)
-        await save_request(conn, company_id, request_id, SET_DEFAULT_CARD, fingerprint, response)
+        assert after.card is not None
+        result = CardSet(after.card, first_card)
+        await idempotency.save_result(conn, request, result)
     log.info("card set", company_id=company_id, first_card=first_card, brand=card.brand)
-    return Stored(response, replayed=False)
+    return Applied(result, replayed=False)
 
 
-async def get_card(pool: asyncpg.Pool, company_id: str) -> asyncpg.Record:
+def _current_card_set(company_id: str) -> Any:
+    async def current(conn: Any) -> CardSet:
+        return CardSet(await get_card(conn, company_id), first_card=False)
+
+    return current
+
+
+async def get_card(pool: Any, company_id: str) -> Card:
     row = await pool.fetchrow(
         """
         select b.company_id, c.payment_method_id, c.brand, c.last4, c.exp_month, c.exp_year, c.fingerprint,
@@ -247,9 +273,10 @@ async def get_card(pool: asyncpg.Pool, company_id: str) -> asyncpg.Record:
     )
     if row is None:
         raise CompanyNotFound(company_id)
-    if row["payment_method_id"] is None:
+    card = card_of(row)
+    if card is None:
         raise CardNotFound(company_id)
-    return row
+    return card
 
 
 async def remove_card(
@@ -258,17 +285,15 @@ async def remove_card(
     company_id: str,
     request_id: str,
     actor: str,
-    encode: Encoder,
-) -> Stored:
+) -> Applied[Card]:
     """Detach the card at the provider, forget it, and pause auto-recharge (reason card_removed).
-
-    `encode` gets the settings row from before the removal (it still holds the removed card)."""
-    fingerprint = request_hash(REMOVE_CARD, company_id)
-    seen = await find_request(pool, company_id, request_id, REMOVE_CARD, fingerprint)
-    if seen is not None and seen.response is not None:
-        return Stored(seen.response, replayed=True)
+    The result is the removed card."""
+    request = _request(REMOVE_CARD, company_id, request_id)
+    seen = await idempotency.find(pool, request)
+    if seen is not None:
+        return Applied(await replay_of(pool, seen, Card, lambda c: get_card(c, company_id)), replayed=True)
     card = await get_card(pool, company_id)
-    payment_method_id = card["payment_method_id"]
+    payment_method_id = card.payment_method_id
     try:
         await provider.detach_payment_method(
             payment_method_id, provider_key(REMOVE_CARD, company_id, request_id, payment_method_id)
@@ -283,10 +308,12 @@ async def remove_card(
         log.info("card already detached at the provider", company_id=company_id, provider_code=error.code)
 
     async with pool.acquire() as conn, conn.transaction():
+        seen = await idempotency.claim(conn, request)
+        if seen is not None:
+            return Applied(
+                await replay_of(conn, seen, Card, lambda c: get_card(c, company_id)), replayed=True
+            )
         before = await lock_settings(conn, company_id)
-        seen = await find_request(conn, company_id, request_id, REMOVE_CARD, fingerprint)
-        if seen is not None and seen.response is not None:
-            return Stored(seen.response, replayed=True)
         deleted = await conn.fetchval(
             "delete from payment_cards where company_id = $1 and payment_method_id = $2 returning true",
             company_id,
@@ -306,14 +333,16 @@ async def remove_card(
             company_id,
             PAUSED_CARD_REMOVED,
         )
-        after = await read_settings(conn, company_id)
+        after = await get_settings(conn, company_id)
         await record_changes(conn, company_id, actor, request_id, audit_view(before), audit_view(after))
+        removed = before.card
+        assert removed is not None
         await conn.execute(
-            "select emit_wallet_event($1, 'card_removed', $2::jsonb)",
+            "select emit_wallet_event(p_company_id => $1, p_event_type => 'card_removed',"
+            " p_payload => $2::jsonb)",
             company_id,
-            json.dumps(_card_payload(before)),
+            json.dumps(_card_payload(removed)),
         )
-        response = encode(before)
-        await save_request(conn, company_id, request_id, REMOVE_CARD, fingerprint, response)
+        await idempotency.save_result(conn, request, removed)
     log.info("card removed", company_id=company_id)
-    return Stored(response, replayed=False)
+    return Applied(removed, replayed=False)

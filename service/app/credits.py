@@ -1,8 +1,8 @@
 """Manual credits: support adds money to a wallet (a goodwill credit or a correction) with a reason.
 
-One round trip to credit_wallet() (migration 0004): lock the wallet, append the ledger entry, store the
-credit under its request id, emit the `manual_credit` wallet event, all in one transaction. The admin CLI
-calls `credit_wallet` directly; CreditWallet is its gRPC edge.
+One round trip to credit_wallet(): claim the request id, lock the wallet, append the ledger entry, store
+the credit, emit the `manual_credit` wallet event, all in one transaction. The admin CLI calls
+`credit_wallet` directly; CreditWallet is its gRPC edge.
 """
 
 from __future__ import annotations
@@ -12,10 +12,13 @@ from typing import Literal
 
 import asyncpg
 
-from service.app.hashing import request_hash
-from service.domain.errors import CompanyNotFound, FieldViolation, IdempotencyKeyReused, InvalidArgument
+from service.app import idempotency, rows
+from service.app.db_errors import raise_domain_error
+from service.domain.errors import FieldViolation, InvalidArgument
+from service.domain.ledger import LedgerEntry
 from service.domain.money import usd
 
+CREDIT_WALLET = "credit_wallet"
 CreditKind = Literal["manual_credit", "adjustment"]
 CREDIT_KINDS: tuple[CreditKind, ...] = ("manual_credit", "adjustment")
 # Anything above this in one credit is a slipped digit, not goodwill: support splits a real one.
@@ -23,7 +26,16 @@ MAX_CREDIT_NANOS = usd(100_000)
 MAX_REASON_CHARS = 500
 MAX_ACTOR_CHARS = 200
 
-_CREDIT_SQL = "select (credit).*, replayed from credit_wallet($1, $2, $3, $4, $5, $6, $7)"
+_CREDIT_SQL = """
+    select (c.credit).*, c.replayed, c.claimed_operation, c.claimed_hash
+      from credit_wallet(p_company_id => $1, p_request_id => $2, p_request_hash => $3, p_entry_type => $4,
+                         p_amount_nanos => $5, p_reason => $6, p_actor => $7) c
+"""
+_ENTRY_SQL = """
+    select sequence, entry_type, amount_nanos, balance_before_nanos, balance_after_nanos, created_at,
+           usage_record_id, reference, description
+      from ledger_entries where company_id = $1 and sequence = $2
+"""
 
 
 @dataclass(frozen=True)
@@ -34,9 +46,17 @@ class Credit:
     amount_nanos: int
     reason: str
     actor: str
-    ledger_sequence: int
-    balance_after_nanos: int
+    # The ledger entry the credit appended.
+    entry: LedgerEntry
     replayed: bool
+
+    @property
+    def ledger_sequence(self) -> int:
+        return self.entry.sequence
+
+    @property
+    def balance_after_nanos(self) -> int:
+        return self.entry.balance_after_nanos
 
 
 def credit_violations(amount_nanos: int, reason: str, actor: str) -> list[FieldViolation]:
@@ -78,26 +98,24 @@ async def credit_wallet(
         violations.append(FieldViolation("kind", f"must be one of {', '.join(CREDIT_KINDS)}"))
     if violations:
         raise InvalidArgument(violations)
-    fingerprint = request_hash(company_id, kind, amount_nanos, reason, actor)
-    try:
-        row = await pool.fetchrow(
-            _CREDIT_SQL, company_id, request_id, fingerprint, kind, amount_nanos, reason, actor
-        )
-    except asyncpg.PostgresError as exc:
-        if exc.sqlstate == "BL404":
-            raise CompanyNotFound(company_id) from None
-        raise
-    assert row is not None
-    if row["replayed"] and bytes(row["request_hash"]) != fingerprint:
-        raise IdempotencyKeyReused(
-            f"request id {request_id!r} was already used for a different credit of company {company_id!r}; "
-            "nothing was credited",
-            metadata={
-                "company_id": company_id,
-                "request_id": request_id,
-                "ledger_sequence": str(row["ledger_sequence"]),
-            },
-        )
+    request = idempotency.Request(
+        CREDIT_WALLET,
+        company_id,
+        request_id,
+        idempotency.fingerprint(company_id, kind, amount_nanos, reason, actor),
+    )
+    async with pool.acquire() as conn:
+        try:
+            row = await conn.fetchrow(
+                _CREDIT_SQL, company_id, request_id, request.fingerprint, kind, amount_nanos, reason, actor
+            )
+        except asyncpg.PostgresError as exc:
+            raise_domain_error(exc, company_id)
+        assert row is not None
+        if row["replayed"]:
+            idempotency.check(request, row["claimed_operation"], row["claimed_hash"])
+        entry = await conn.fetchrow(_ENTRY_SQL, company_id, row["ledger_sequence"])
+    assert entry is not None
     return Credit(
         company_id=company_id,
         request_id=request_id,
@@ -105,7 +123,6 @@ async def credit_wallet(
         amount_nanos=row["amount_nanos"],
         reason=row["reason"],
         actor=row["actor"],
-        ledger_sequence=row["ledger_sequence"],
-        balance_after_nanos=row["balance_after_nanos"],
+        entry=rows.ledger_entry(entry),
         replayed=row["replayed"],
     )

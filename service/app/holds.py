@@ -12,31 +12,26 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import NoReturn
 
 import asyncpg
 
-from service.app.hashing import request_hash
-from service.db.sqlstate import NUMERIC_VALUE_OUT_OF_RANGE
-from service.domain.errors import (
-    AmountOutOfRange,
-    CompanyNotFound,
-    HoldAlreadyCaptured,
-    HoldNotFound,
-    HoldReleased,
-    IdempotencyKeyReused,
-    NoRateCard,
-)
+from service.app import idempotency
+from service.app.db_errors import raise_domain_error
+from service.app.rows import Row
 from service.domain.money import format_usd
-from service.domain.pricing import meter
-from service.domain.usage import Usage
+from service.domain.usage_kinds import Usage, fingerprint, kind_of, meter
 
 DEFAULT_HOLD_DURATION = timedelta(hours=1)
 MIN_HOLD_DURATION = timedelta(seconds=1)
 MAX_HOLD_DURATION = timedelta(hours=24)
 
-_AUTHORIZE_SQL = "select * from authorize_usage($1, $2, $3, $4, $5, $6, $7, $8)"
-_RELEASE_SQL = "select h.*, now() as checked_at from release_hold($1, $2) h"
+AUTHORIZE_USAGE = "authorize_usage"
+_AUTHORIZE_SQL = """
+    select * from authorize_usage(
+        p_hold_id => $1, p_company_id => $2, p_request_id => $3, p_request_hash => $4, p_usage_type => $5,
+        p_rate_key => $6, p_billable_units => $7, p_ttl => $8)
+"""
+_RELEASE_SQL = "select h.*, now() as checked_at from release_hold(p_company_id => $1, p_hold_id => $2) h"
 
 
 class Denial(StrEnum):
@@ -88,7 +83,7 @@ class Authorization:
         return ""
 
 
-def hold_of(row: asyncpg.Record, now: datetime) -> Hold:
+def hold_of(row: Row, now: datetime) -> Hold:
     state = HoldState(row["state"])
     if state is HoldState.ACTIVE and row["expires_at"] <= now:
         state = HoldState.EXPIRED
@@ -104,35 +99,6 @@ def hold_of(row: asyncpg.Record, now: datetime) -> Hold:
     )
 
 
-def raise_hold_error(exc: asyncpg.PostgresError, company_id: str, hold_id: uuid.UUID) -> None:
-    """Turn the hold SQLSTATEs raised by record_usage() and release_hold() into domain errors."""
-    metadata = {"company_id": company_id, "hold_id": str(hold_id)}
-    if exc.sqlstate == "BLH04":
-        raise HoldNotFound(company_id, str(hold_id)) from None
-    if exc.sqlstate == "BLH09":
-        raise HoldAlreadyCaptured(_message(exc), metadata=metadata) from None
-    if exc.sqlstate == "BLH10":
-        raise HoldReleased(_message(exc), metadata=metadata) from None
-
-
-def _message(exc: asyncpg.PostgresError) -> str:
-    return str(getattr(exc, "message", None) or exc)
-
-
-def _fingerprint(company_id: str, usage: Usage, duration: timedelta) -> bytes:
-    return request_hash(company_id, repr(usage), int(duration.total_seconds()))
-
-
-def _raise_common(exc: asyncpg.PostgresError, company_id: str, rate_key: str) -> NoReturn:
-    if exc.sqlstate == "BL404":
-        raise CompanyNotFound(company_id) from None
-    if exc.sqlstate == "BL412":
-        raise NoRateCard(_message(exc), metadata={"rate_key": rate_key}) from None
-    if exc.sqlstate == NUMERIC_VALUE_OUT_OF_RANGE:
-        raise AmountOutOfRange() from None
-    raise exc
-
-
 async def authorize_usage(
     pool: asyncpg.Pool,
     company_id: str,
@@ -142,7 +108,12 @@ async def authorize_usage(
 ) -> Authorization:
     """Price `usage` and hold that amount if the available balance stays at or above the floor."""
     metering = meter(usage)
-    fingerprint = _fingerprint(company_id, usage, duration)
+    request = idempotency.Request(
+        AUTHORIZE_USAGE,
+        company_id,
+        request_id,
+        idempotency.fingerprint(company_id, *fingerprint(usage), int(duration.total_seconds())),  # type: ignore[arg-type]
+    )
     proposed = uuid.uuid4()
     try:
         row = await pool.fetchrow(
@@ -150,24 +121,21 @@ async def authorize_usage(
             proposed,
             company_id,
             request_id,
-            fingerprint,
-            usage.usage_type.value,
-            metering.rate_key.value,
+            request.fingerprint,
+            kind_of(usage).name,
+            metering.rate_key,
             metering.billable_units,
             duration,
         )
     except asyncpg.PostgresError as exc:
-        _raise_common(exc, company_id, metering.rate_key.value)
+        raise_domain_error(exc, company_id, rate_key=metering.rate_key)
     assert row is not None
+    replayed = bool(row["replayed"])
+    if replayed:
+        idempotency.check(request, row["claimed_operation"], row["claimed_hash"])
     stored = row["hold"]
     if stored is not None and stored["hold_id"] is not None:
         hold = hold_of(stored, row["checked_at"])
-        replayed = hold.hold_id != proposed
-        if replayed and bytes(stored["request_hash"]) != fingerprint:
-            raise IdempotencyKeyReused(
-                f"request id {request_id!r} already authorized a different usage for company {company_id!r}",
-                metadata={"company_id": company_id, "request_id": request_id, "hold_id": str(hold.hold_id)},
-            )
         return Authorization(
             allowed=True,
             amount_nanos=hold.amount_nanos,
@@ -194,7 +162,6 @@ async def release_hold(pool: asyncpg.Pool, company_id: str, hold_id: uuid.UUID) 
     try:
         row = await pool.fetchrow(_RELEASE_SQL, company_id, hold_id)
     except asyncpg.PostgresError as exc:
-        raise_hold_error(exc, company_id, hold_id)
-        raise
+        raise_domain_error(exc, company_id, hold_id=hold_id)
     assert row is not None
     return hold_of(row, row["checked_at"])

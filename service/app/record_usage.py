@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
-from service.app.hashing import request_hash
-from service.app.holds import raise_hold_error
-from service.db.sqlstate import NUMERIC_VALUE_OUT_OF_RANGE
-from service.domain.errors import AmountOutOfRange, CompanyNotFound, IdempotencyKeyReused, NoRateCard
-from service.domain.pricing import meter
-from service.domain.usage import CallUsage, EmailUsage, SmsUsage, Usage
+from service.app import idempotency, rows
+from service.app.db_errors import raise_domain_error
+from service.domain.ledger import UsageRecord
+from service.domain.usage_kinds import Usage, fingerprint, kind_of, meter
 
-_RECORD_USAGE_SQL = "select * from record_usage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+RECORD_USAGE = "record_usage"
+_RECORD_USAGE_SQL = """
+    select * from record_usage(
+        p_usage_record_id => $1, p_company_id => $2, p_idempotency_key => $3, p_request_hash => $4,
+        p_usage_type => $5, p_rate_key => $6, p_direction => $7, p_number_type => $8, p_quantity => $9,
+        p_sms_encoding => $10, p_billable_units => $11, p_occurred_at => $12, p_hold_id => $13)
+"""
 
 
 @dataclass(frozen=True)
@@ -34,87 +37,57 @@ class RecordUsageCommand:
     def occurred_at(self) -> datetime:
         return self.occurred_at_given or self.received_at
 
+    def request(self) -> idempotency.Request:
+        # The hold is part of the request: the same key naming another hold is a reused key. Appended only
+        # when set, so that a usage recorded without a hold keeps the fingerprint it always had.
+        held: tuple[idempotency.Part, ...] = () if self.hold_id is None else ("hold", self.hold_id)
+        parts = (self.company_id, *fingerprint(self.usage), self.occurred_at_given, *held)
+        return idempotency.Request(
+            RECORD_USAGE,
+            self.company_id,
+            self.idempotency_key,
+            idempotency.fingerprint(*parts),  # type: ignore[arg-type]
+            key_field="idempotency_key",
+        )
+
 
 @dataclass(frozen=True)
 class RecordedUsage:
-    record: asyncpg.Record
+    record: UsageRecord
     replayed: bool
 
 
-def _fingerprint(cmd: RecordUsageCommand) -> bytes:
-    usage = cmd.usage
-    match usage:
-        case EmailUsage(count=count):
-            described: tuple[object, ...] = ("email", count)
-        case CallUsage(direction=d, number_type=n, duration_seconds=s):
-            described = ("call", d, n, s)
-        case SmsUsage(direction=d, segments=segments, body=body):
-            body_digest = (
-                None if body is None else hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
-            )
-            described = ("sms", d, segments, body_digest)
-    occurred = None if cmd.occurred_at_given is None else cmd.occurred_at_given.isoformat()
-    # The hold is part of the request: the same key naming another hold is a reused key. Appended only
-    # when set, so records stored before holds existed still replay.
-    held = () if cmd.hold_id is None else ("hold", str(cmd.hold_id))
-    return request_hash(cmd.company_id, *described, occurred, *held)
-
-
-def _quantity(usage: Usage, billable_units: int) -> int:
-    match usage:
-        case EmailUsage(count=count):
-            return count
-        case CallUsage(duration_seconds=seconds):
-            return seconds
-        case SmsUsage():
-            return billable_units  # segments, as given or as counted from the body
+def _dimension(usage: Usage, name: str) -> str | None:
+    value = getattr(usage, name, None)
+    return None if value is None else str(value)
 
 
 async def record_usage(pool: asyncpg.Pool, cmd: RecordUsageCommand) -> RecordedUsage:
     metering = meter(cmd.usage)
-    fingerprint = _fingerprint(cmd)
+    request = cmd.request()
     proposed_id = uuid.uuid4()
-    usage = cmd.usage
-    direction = getattr(usage, "direction", None)
-    number_type = getattr(usage, "number_type", None)
     try:
         row = await pool.fetchrow(
             _RECORD_USAGE_SQL,
             proposed_id,
             cmd.company_id,
             cmd.idempotency_key,
-            fingerprint,
-            usage.usage_type.value,
-            metering.rate_key.value,
-            None if direction is None else direction.value,
-            None if number_type is None else number_type.value,
-            _quantity(usage, metering.billable_units),
+            request.fingerprint,
+            kind_of(cmd.usage).name,
+            metering.rate_key,
+            _dimension(cmd.usage, "direction"),
+            _dimension(cmd.usage, "number_type"),
+            metering.quantity,
             None if metering.sms_encoding is None else metering.sms_encoding.value,
             metering.billable_units,
             cmd.occurred_at,
             cmd.hold_id,
         )
     except asyncpg.PostgresError as exc:
-        if cmd.hold_id is not None:
-            raise_hold_error(exc, cmd.company_id, cmd.hold_id)
-        if exc.sqlstate == "BL404":
-            raise CompanyNotFound(cmd.company_id) from None
-        if exc.sqlstate == "BL412":
-            raise NoRateCard(str(exc), metadata={"rate_key": metering.rate_key.value}) from None
-        if exc.sqlstate == NUMERIC_VALUE_OUT_OF_RANGE:
-            raise AmountOutOfRange() from None
-        raise
+        raise_domain_error(exc, cmd.company_id, rate_key=metering.rate_key, hold_id=cmd.hold_id)
     assert row is not None
+    record = rows.usage_record(row)
     if row["usage_record_id"] == proposed_id:
-        return RecordedUsage(row, replayed=False)
-    if bytes(row["request_hash"]) != fingerprint:
-        raise IdempotencyKeyReused(
-            f"idempotency key {cmd.idempotency_key!r} was already used for a different usage of company "
-            f"{cmd.company_id!r}; nothing was recorded",
-            metadata={
-                "company_id": cmd.company_id,
-                "idempotency_key": cmd.idempotency_key,
-                "usage_record_id": str(row["usage_record_id"]),
-            },
-        )
-    return RecordedUsage(row, replayed=True)
+        return RecordedUsage(record, replayed=False)
+    idempotency.check(request, RECORD_USAGE, row["request_hash"], usage_record_id=str(row["usage_record_id"]))
+    return RecordedUsage(record, replayed=True)

@@ -1,21 +1,22 @@
 """Billing settings use cases: read, change under an update mask (audited), and list the audit trail.
 
 The minimum balance lives on wallets.minimum_balance_nanos (RecordUsage reads it there, under the
-wallet lock it already holds); every other setting lives in billing_settings. A change locks the
-wallet row first and the settings row second, the order every writer of both uses, so two writers
-never wait on each other in a cycle.
+wallet lock it already holds); every other setting lives in billing_settings. A change claims its
+request id, then locks the wallet row first and the settings row second, the order every writer of
+both uses, so two writers never wait on each other in a cycle.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 
-from service.app import page_tokens
-from service.app.hashing import request_hash
-from service.app.settings_requests import Conn, find_request, save_request
+from service.app import idempotency, page_tokens
+from service.app.rows import Row
 from service.domain.errors import CompanyNotFound, FieldViolation, InvalidArgument
 from service.domain.settings import (
     MONEY_FIELDS,
@@ -30,6 +31,7 @@ from service.domain.settings import (
 UPDATE_OPERATION = "update_settings"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
+RECHARGE_WANTED_CHANNEL = "recharge_wanted"
 
 SETTINGS_SQL = """
     select b.company_id, w.minimum_balance_nanos, b.recharge_amount_nanos, b.auto_recharge_enabled,
@@ -43,66 +45,119 @@ SETTINGS_SQL = """
      where b.company_id = $1
 """
 
-# Encodes the response to store for a replay; called inside the transaction with the settings row.
-Encoder = Callable[[asyncpg.Record], bytes]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Stored:
-    """A mutation's response: the serialized gRPC response, and whether it is a replay."""
+class Card:
+    """The card on file, as the dashboard shows it: never a card number."""
 
-    response: bytes
+    payment_method_id: str
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+    fingerprint: str | None
+    updated_at: datetime
+
+    @property
+    def audit_text(self) -> str:
+        return (
+            f"{self.brand} ending {self.last4}, expires {self.exp_month:02d}/{self.exp_year} "
+            f"({self.payment_method_id})"
+        )
+
+
+@dataclass(frozen=True)
+class BillingSettings:
+    company_id: str
+    minimum_balance_nanos: int
+    recharge_amount_nanos: int
+    auto_recharge_enabled: bool
+    preload_amount_nanos: int
+    monthly_recharge_cap_nanos: int | None
+    auto_recharge_paused_reason: str | None
+    first_card_set_at: datetime | None
+    updated_at: datetime
+    card: Card | None
+
+    @property
+    def values(self) -> SettingsValues:
+        return SettingsValues(
+            minimum_balance_nanos=self.minimum_balance_nanos,
+            recharge_amount_nanos=self.recharge_amount_nanos,
+            auto_recharge_enabled=self.auto_recharge_enabled,
+            preload_amount_nanos=self.preload_amount_nanos,
+            monthly_recharge_cap_nanos=self.monthly_recharge_cap_nanos,
+        )
+
+
+@dataclass(frozen=True)
+class Applied(Generic[T]):
+    """A mutation's result, and whether it is the stored result of an earlier identical request."""
+
+    result: T
     replayed: bool
 
 
-def values_of(row: asyncpg.Record) -> SettingsValues:
-    return SettingsValues(
+def card_of(row: Row) -> Card | None:
+    if row["payment_method_id"] is None:
+        return None
+    return Card(
+        payment_method_id=row["payment_method_id"],
+        brand=row["brand"],
+        last4=row["last4"],
+        exp_month=row["exp_month"],
+        exp_year=row["exp_year"],
+        fingerprint=row["fingerprint"],
+        updated_at=row["card_updated_at"],
+    )
+
+
+def settings_of(row: Row) -> BillingSettings:
+    return BillingSettings(
+        company_id=row["company_id"],
         minimum_balance_nanos=row["minimum_balance_nanos"],
         recharge_amount_nanos=row["recharge_amount_nanos"],
         auto_recharge_enabled=row["auto_recharge_enabled"],
         preload_amount_nanos=row["preload_amount_nanos"],
         monthly_recharge_cap_nanos=row["monthly_recharge_cap_nanos"],
+        auto_recharge_paused_reason=row["auto_recharge_paused_reason"],
+        first_card_set_at=row["first_card_set_at"],
+        updated_at=row["updated_at"],
+        card=card_of(row),
     )
 
 
-def audit_view(row: asyncpg.Record) -> dict[str, str | None]:
-    """Every audited value of a settings row, as the audit trail writes it."""
+def audit_view(settings: BillingSettings) -> dict[str, str | None]:
+    """Every audited value of the settings, as the audit trail writes it."""
     view = {
-        name: audit_text(values_of(row).value_of(name), is_money=name in MONEY_FIELDS)
+        name: audit_text(settings.values.value_of(name), is_money=name in MONEY_FIELDS)
         for name in WRITABLE_FIELDS
     }
-    view["auto_recharge_paused_reason"] = row["auto_recharge_paused_reason"]
-    view["card"] = card_text(row)
+    view["auto_recharge_paused_reason"] = settings.auto_recharge_paused_reason
+    view["card"] = None if settings.card is None else settings.card.audit_text
     return view
 
 
-def card_text(row: asyncpg.Record) -> str | None:
-    if row["payment_method_id"] is None:
-        return None
-    return (
-        f"{row['brand']} ending {row['last4']}, expires {row['exp_month']:02d}/{row['exp_year']} "
-        f"({row['payment_method_id']})"
-    )
-
-
-async def lock_settings(conn: Conn, company_id: str) -> asyncpg.Record:
+async def lock_settings(conn: Any, company_id: str) -> BillingSettings:
     """Lock the company's wallet and settings rows (in that order) and return the settings."""
     locked = await conn.fetchval("select true from wallets where company_id = $1 for update", company_id)
     if locked is None:
         raise CompanyNotFound(company_id)
     await conn.execute("select 1 from billing_settings where company_id = $1 for update", company_id)
-    return await read_settings(conn, company_id)
+    return await get_settings(conn, company_id)
 
 
-async def read_settings(conn: Conn, company_id: str) -> asyncpg.Record:
+async def get_settings(conn: Any, company_id: str) -> BillingSettings:
     row = await conn.fetchrow(SETTINGS_SQL, company_id)
     if row is None:
         raise CompanyNotFound(company_id)
-    return row
+    return settings_of(row)
 
 
 async def record_changes(
-    conn: Conn,
+    conn: Any,
     company_id: str,
     actor: str,
     request_id: str,
@@ -122,11 +177,12 @@ async def record_changes(
     return len(changed)
 
 
-async def get_settings(pool: asyncpg.Pool, company_id: str) -> asyncpg.Record:
-    row = await pool.fetchrow(SETTINGS_SQL, company_id)
-    if row is None:
-        raise CompanyNotFound(company_id)
-    return row
+async def replay_of(conn: Any, seen: idempotency.Seen, kind: type[T], current: Any) -> T:
+    """The stored result of a replay; a key kept without one (an older release) answers with now."""
+    if seen.result is not None:
+        return idempotency.result_of(kind, seen.result)
+    result: T = await current(conn)
+    return result
 
 
 async def update_settings(
@@ -136,32 +192,36 @@ async def update_settings(
     request_id: str,
     actor: str,
     bounds: RechargeBounds,
-    encode: Encoder,
-) -> Stored:
+) -> Applied[BillingSettings]:
     """Apply `changes` (field name -> new value; only these change), validated against the settings
     they produce, audited, in one transaction."""
-    fingerprint = request_hash(
-        UPDATE_OPERATION, company_id, *(f"{name}={changes[name]!r}" for name in sorted(changes))
+    request = idempotency.Request(
+        UPDATE_OPERATION,
+        company_id,
+        request_id,
+        idempotency.fingerprint(
+            UPDATE_OPERATION, company_id, *(p for name in sorted(changes) for p in (name, changes[name]))
+        ),
     )
     async with pool.acquire() as conn, conn.transaction():
-        row = await lock_settings(conn, company_id)
-        seen = await find_request(conn, company_id, request_id, UPDATE_OPERATION, fingerprint)
-        if seen is not None and seen.response is not None:
-            return Stored(seen.response, replayed=True)
-        new = values_of(row).with_changes(dict(changes))
+        seen = await idempotency.claim(conn, request)
+        if seen is not None:
+            replay = await replay_of(conn, seen, BillingSettings, lambda c: get_settings(c, company_id))
+            return Applied(replay, replayed=True)
+        before = await lock_settings(conn, company_id)
+        new = before.values.with_changes(dict(changes))
         violations: list[FieldViolation] = check_settings(new, frozenset(changes), bounds)
         if violations:
             raise InvalidArgument(violations)
 
-        paused_reason = row["auto_recharge_paused_reason"]
-        has_card = row["payment_method_id"] is not None
+        paused_reason = before.auto_recharge_paused_reason
         # Auto-recharge switched on before any card exists waits for one, and says so.
-        if new.auto_recharge_enabled and not has_card and paused_reason is None:
+        if new.auto_recharge_enabled and before.card is None and paused_reason is None:
             paused_reason = PAUSED_NO_CARD
         elif not new.auto_recharge_enabled and paused_reason == PAUSED_NO_CARD:
             paused_reason = None
 
-        if new.minimum_balance_nanos != row["minimum_balance_nanos"]:
+        if new.minimum_balance_nanos != before.minimum_balance_nanos:
             await conn.execute(
                 "update wallets set minimum_balance_nanos = $2, updated_at = now() where company_id = $1",
                 company_id,
@@ -181,18 +241,28 @@ async def update_settings(
             new.monthly_recharge_cap_nanos,
             paused_reason,
         )
-        after = await read_settings(conn, company_id)
-        await record_changes(conn, company_id, actor, request_id, audit_view(row), audit_view(after))
-        if values_of(after) != values_of(row):
+        after = await get_settings(conn, company_id)
+        await record_changes(conn, company_id, actor, request_id, audit_view(before), audit_view(after))
+        if after.values != before.values:
             # A higher minimum, auto-recharge switched on, another amount or cap may call for a charge
             # now: wake the recharge loop at commit instead of leaving it to the next sweep.
-            await conn.execute("select pg_notify('recharge_wanted', $1)", company_id)
-        response = encode(after)
-        await save_request(conn, company_id, request_id, UPDATE_OPERATION, fingerprint, response)
-        return Stored(response, replayed=False)
+            await conn.execute("select pg_notify($1, $2)", RECHARGE_WANTED_CHANNEL, company_id)
+        await idempotency.save_result(conn, request, after)
+        return Applied(after, replayed=False)
 
 
 # ---- the audit trail, paginated (AIP-158) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SettingsChange:
+    change_id: int
+    field: str
+    old_value: str | None
+    new_value: str | None
+    actor: str
+    request_id: str | None
+    changed_at: datetime
 
 
 def page_token(company_id: str, last_change_id: int) -> str:
@@ -207,7 +277,7 @@ def parse_page_token(token: str, company_id: str) -> int:
 
 @dataclass(frozen=True)
 class ChangesPage:
-    changes: list[asyncpg.Record]
+    changes: list[SettingsChange]
     next_page_token: str
 
 
@@ -217,7 +287,7 @@ async def list_changes(
     exists = await pool.fetchval("select true from billing_settings where company_id = $1", company_id)
     if exists is None:
         raise CompanyNotFound(company_id)
-    rows = await pool.fetch(
+    found = await pool.fetch(
         """
         select change_id, field, old_value, new_value, actor, request_id, changed_at
           from settings_changes
@@ -229,6 +299,6 @@ async def list_changes(
         after_change_id,
         page_size + 1,
     )
-    page = list(rows[:page_size])
-    more = len(rows) > page_size
-    return ChangesPage(page, page_token(company_id, page[-1]["change_id"]) if more else "")
+    page = [SettingsChange(**dict(row)) for row in found[:page_size]]
+    more = len(found) > page_size
+    return ChangesPage(page, page_token(company_id, page[-1].change_id) if more else "")

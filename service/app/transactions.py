@@ -12,10 +12,10 @@ from datetime import datetime
 
 import asyncpg
 
-from service.app import page_tokens
+from service.app import page_tokens, rows
 from service.domain.errors import CompanyNotFound
+from service.domain.ledger import LedgerEntry
 
-ENTRY_TYPES = ("usage_debit", "recharge_credit", "preload_credit", "manual_credit", "adjustment")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 
@@ -52,7 +52,7 @@ class TransactionQuery:
 
 @dataclass(frozen=True)
 class TransactionPage:
-    entries: list[asyncpg.Record]
+    entries: list[LedgerEntry]
     next_page_token: str
 
 
@@ -77,7 +77,7 @@ async def list_transactions(
         if last_sequence is None:
             raise CompanyNotFound(query.company_id)
         upper = before if before is not None else last_sequence + 1
-        rows = await conn.fetch(
+        found = await conn.fetch(
             _LIST_SQL,
             query.company_id,
             upper,
@@ -86,7 +86,7 @@ async def list_transactions(
             query.end_time,
             page_size + 1,
         )
-    entries = list(rows[:page_size])
-    more = len(rows) > page_size
-    token = encode_page_token(query, entries[-1]["sequence"]) if more else ""
+    entries = [rows.ledger_entry(row) for row in found[:page_size]]
+    more = len(found) > page_size
+    token = encode_page_token(query, entries[-1].sequence) if more else ""
     return TransactionPage(entries, token)

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 import asyncpg
 
-from service.domain.errors import (
-    CompanyExists,
-    CompanyNotFound,
-    FieldViolation,
-    IdempotencyKeyReused,
-    InvalidArgument,
-)
+from service.app import idempotency
+from service.app.rows import Row
+from service.domain.errors import CompanyExists, CompanyNotFound, FieldViolation, InvalidArgument
+from service.domain.money import usd
+
+CREATE_WALLET = "create_wallet"
+# Up to $1,000,000, as the wallets.credit_limit_nanos check allows.
+MAX_CREDIT_LIMIT_NANOS = usd(1_000_000)
 
 # held_nanos() sums the active holds not yet expired at now(): expiry needs no sweeper.
 _WALLET_SQL = """
-    select c.company_id, c.display_name, c.create_request_id, w.balance_nanos, w.minimum_balance_nanos,
+    select c.company_id, c.display_name, w.balance_nanos, w.minimum_balance_nanos,
            w.last_sequence, w.created_at, w.updated_at, w.credit_limit_nanos, w.suspended,
-           w.last_recharge_at, held_nanos(c.company_id) as held_nanos
+           w.last_recharge_at, held_nanos(p_company_id => c.company_id) as held_nanos
       from companies c join wallets w using (company_id)
      where c.company_id = $1
 """
@@ -31,69 +34,85 @@ class WalletStatus(StrEnum):
     SUSPENDED = "suspended"
 
 
-def wallet_status(row: asyncpg.Record) -> WalletStatus:
-    if row["suspended"]:
-        return WalletStatus.SUSPENDED
-    if row["balance_nanos"] < row["minimum_balance_nanos"]:
-        return WalletStatus.BELOW_MINIMUM
-    return WalletStatus.ACTIVE
+@dataclass(frozen=True)
+class Wallet:
+    company_id: str
+    display_name: str
+    balance_nanos: int
+    minimum_balance_nanos: int
+    last_sequence: int
+    created_at: datetime
+    updated_at: datetime
+    credit_limit_nanos: int
+    suspended: bool
+    last_recharge_at: datetime | None
+    held_nanos: int
+
+    @property
+    def status(self) -> WalletStatus:
+        if self.suspended:
+            return WalletStatus.SUSPENDED
+        if self.balance_nanos < self.minimum_balance_nanos:
+            return WalletStatus.BELOW_MINIMUM
+        return WalletStatus.ACTIVE
 
 
-# Up to $1,000,000, as the wallets.credit_limit_nanos check allows.
-MAX_CREDIT_LIMIT_NANOS = 1_000_000 * 1_000_000_000
+def wallet_of(row: Row) -> Wallet:
+    return Wallet(**{name: row[name] for name in Wallet.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
 class CreatedWallet:
-    wallet: asyncpg.Record
+    wallet: Wallet
     replayed: bool
+
+
+def create_request(company_id: str, display_name: str, request_id: str) -> idempotency.Request:
+    return idempotency.Request(
+        CREATE_WALLET, company_id, request_id, idempotency.fingerprint(company_id, display_name)
+    )
 
 
 async def create_wallet(
     pool: asyncpg.Pool, company_id: str, display_name: str, request_id: str
 ) -> CreatedWallet:
+    request = create_request(company_id, display_name, request_id)
     async with pool.acquire() as conn, conn.transaction():
-        inserted = await conn.fetchval(
-            """
-            insert into companies (company_id, display_name, create_request_id) values ($1, $2, $3)
-            on conflict do nothing
-            returning company_id
-            """,
-            company_id,
-            display_name,
-            request_id,
+        claim = await conn.fetchrow(
+            idempotency.CLAIM_SQL, company_id, request_id, CREATE_WALLET, request.fingerprint
         )
-        if inserted is not None:
-            await conn.execute("insert into wallets (company_id) values ($1)", company_id)
-            await conn.execute("insert into billing_settings (company_id) values ($1)", company_id)
-            row = await conn.fetchrow(_WALLET_SQL, company_id)
-            assert row is not None
-            return CreatedWallet(row, replayed=False)
-    # Nothing inserted: either this exact request ran before, or the company or the key is taken.
-    existing = await pool.fetchrow(_WALLET_SQL, company_id)
-    if existing is not None and existing["create_request_id"] == request_id:
-        if existing["display_name"] != display_name:
-            raise IdempotencyKeyReused(
-                f"request id {request_id!r} already created company {company_id!r} with another display name",
-                metadata={"request_id": request_id, "company_id": company_id},
+        assert claim is not None
+        if not claim["claimed"]:
+            idempotency.check(request, claim["operation"], claim["request_hash"])
+            return CreatedWallet(await get_wallet(conn, company_id), replayed=True)
+        try:
+            inserted = await conn.fetchval(
+                """
+                insert into companies (company_id, display_name, create_request_id) values ($1, $2, $3)
+                on conflict (company_id) do nothing
+                returning company_id
+                """,
+                company_id,
+                display_name,
+                request_id,
             )
-        return CreatedWallet(existing, replayed=True)
-    if existing is not None:
-        raise CompanyExists(
-            f"company {company_id!r} already has a wallet", metadata={"company_id": company_id}
-        )
-    owner = await pool.fetchval("select company_id from companies where create_request_id = $1", request_id)
-    raise IdempotencyKeyReused(
-        f"request id {request_id!r} was already used to create company {owner!r}",
-        metadata={"request_id": request_id, "company_id": str(owner)},
-    )
+        except asyncpg.UniqueViolationError:
+            # The request id created another company. Which one is none of this caller's business.
+            raise idempotency.key_reused(request) from None
+        if inserted is None:
+            raise CompanyExists(
+                f"company {company_id!r} already has a wallet", metadata={"company_id": company_id}
+            )
+        await conn.execute("insert into wallets (company_id) values ($1)", company_id)
+        await conn.execute("insert into billing_settings (company_id) values ($1)", company_id)
+        return CreatedWallet(await get_wallet(conn, company_id), replayed=False)
 
 
-async def get_wallet(pool: asyncpg.Pool, company_id: str) -> asyncpg.Record:
-    row = await pool.fetchrow(_WALLET_SQL, company_id)
+async def get_wallet(conn: Any, company_id: str) -> Wallet:
+    row = await conn.fetchrow(_WALLET_SQL, company_id)
     if row is None:
         raise CompanyNotFound(company_id)
-    return row
+    return wallet_of(row)
 
 
 async def set_credit_limit(pool: asyncpg.Pool, company_id: str, credit_limit_nanos: int, actor: str) -> None:

@@ -36,6 +36,16 @@ MAX_MONTHLY_RECHARGE_CAP_NANOS = usd(10_000_000)
 # Why auto-recharge is paused, as stored in billing_settings.auto_recharge_paused_reason.
 PAUSED_NO_CARD = "no_card"
 PAUSED_CARD_REMOVED = "card_removed"
+# Every reason the contract names (the recharge engine's own are service/recharge/engine.PauseReason).
+PAUSED_REASONS = (
+    PAUSED_NO_CARD,
+    PAUSED_CARD_REMOVED,
+    "authentication_required",
+    "hard_decline",
+    "soft_decline_retries_exhausted",
+    "monthly_cap_reached",
+    "provider_refused",
+)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from consofta.billing.client import AsyncBillingClient, IdempotencyKeyReused, No
 from consofta.billing.v1 import usage_pb2, usage_service_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from service.api.convert import nanos_of
+from service.api.wire.money import nanos_of
 from service.domain.money import usd
 from service.server import BillingServer
 from tests.conftest import Stubs

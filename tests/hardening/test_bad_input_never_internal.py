@@ -21,7 +21,7 @@ from consofta.billing.v1 import (
 from google.protobuf import field_mask_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from service.api.convert import money
+from service.api.wire.money import money
 from service.app import page_tokens
 from service.app.credits import credit_wallet
 from service.app.events import parse_cursor

@@ -12,7 +12,7 @@ import pytest
 from service.app.record_usage import RecordUsageCommand, record_usage
 from service.app.wallets import create_wallet
 from service.domain.errors import CompanyNotFound, IdempotencyKeyReused
-from service.domain.usage import Direction, EmailUsage, SmsUsage
+from service.domain.usage_kinds import Direction, EmailUsage, SmsUsage
 
 NOW = datetime.now(UTC)
 
@@ -95,8 +95,8 @@ async def test_a_new_rate_card_version_applies_from_its_start_and_past_usage_kee
     )
     before = await record_usage(pool, _cmd(company, "old", EmailUsage(1), start - timedelta(seconds=1)))
     after = await record_usage(pool, _cmd(company, "new", EmailUsage(1), start))
-    assert (before.record["unit_price_nanos"], before.record["rate_card_version"]) == (675_000, 1)
-    assert (after.record["unit_price_nanos"], after.record["rate_card_version"]) == (1_000_000, 2)
+    assert (before.record.unit_price_nanos, before.record.rate_card_version) == (675_000, 1)
+    assert (after.record.unit_price_nanos, after.record.rate_card_version) == (1_000_000, 2)
     # The record billed at version 1 still says so: versions are immutable, and records keep their price.
     with pytest.raises(asyncpg.PostgresError, match="append-only"):
         await pool.execute("update rate_card_rates set unit_price_nanos = 5")
@@ -113,9 +113,9 @@ async def test_a_company_card_overrides_only_the_rates_it_lists(pool: asyncpg.Po
     cheap_sms = await record_usage(pool, _cmd(company, "s", SmsUsage(Direction.OUTBOUND, segments=2)))
     email = await record_usage(pool, _cmd(company, "e", EmailUsage(1)))
     others_sms = await record_usage(pool, _cmd(other, "s", SmsUsage(Direction.OUTBOUND, segments=2)))
-    assert (cheap_sms.record["amount_nanos"], cheap_sms.record["rate_card"]) == (10_000_000, company)
-    assert (email.record["amount_nanos"], email.record["rate_card"]) == (675_000, "default")
-    assert (others_sms.record["amount_nanos"], others_sms.record["rate_card"]) == (15_800_000, "default")
+    assert (cheap_sms.record.amount_nanos, cheap_sms.record.rate_card) == (10_000_000, company)
+    assert (email.record.amount_nanos, email.record.rate_card) == (675_000, "default")
+    assert (others_sms.record.amount_nanos, others_sms.record.rate_card) == (15_800_000, "default")
 
 
 async def test_unknown_company_and_key_reuse_leave_no_trace(pool: asyncpg.Pool) -> None:
@@ -169,4 +169,4 @@ async def test_the_debit_crossing_below_the_minimum_emits_one_event_and_a_notifi
         "select sequence, event_type, payload from wallet_events where company_id = $1", company
     )
     assert [(e["sequence"], e["event_type"]) for e in events] == [(1, "balance_below_minimum")]
-    assert json.loads(events[0]["payload"])["usage_record_id"] == str(crossing.record["usage_record_id"])
+    assert json.loads(events[0]["payload"])["usage_record_id"] == str(crossing.record.usage_record_id)

@@ -12,7 +12,7 @@ import pytest
 
 from service.app.record_usage import RecordUsageCommand, record_usage
 from service.db.migrate import available_migrations
-from service.domain.usage import EmailUsage
+from service.domain.usage_kinds import EmailUsage
 from tests.support.process import ENTRY_POINT
 
 LATEST = available_migrations()[-1].version

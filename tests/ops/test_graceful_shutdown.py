@@ -26,7 +26,7 @@ from consofta.billing.v1 import (
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.app.record_usage import RecordUsageCommand, record_usage
-from service.domain.usage import EmailUsage
+from service.domain.usage_kinds import EmailUsage
 from tests.support.process import ServiceProcess
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ from datetime import datetime
 import asyncpg
 import pytest
 
-from service.domain.usage import CallUsage, Direction, EmailUsage, NumberType, SmsUsage, Usage
+from service.domain.usage_kinds import CallUsage, Direction, EmailUsage, NumberType, SmsUsage, Usage
 
 EVERY_KIND: list[Usage] = [
     EmailUsage(1000),

@@ -15,8 +15,7 @@ from datetime import datetime
 
 import asyncpg
 
-from service.domain.pricing import meter
-from service.domain.usage import CallUsage, EmailUsage, SmsUsage, Usage
+from service.domain.usage_kinds import CallUsage, EmailUsage, SmsUsage, Usage, kind_of, meter
 
 
 async def _append(
@@ -115,7 +114,7 @@ async def usage(
     record_id = uuid.uuid4()
     async with conn.transaction():
         rate = await conn.fetchrow(
-            "select * from effective_rate($1, $2, $3)", company_id, metering.rate_key.value, occurred_at
+            "select * from effective_rate($1, $2, $3)", company_id, metering.rate_key, occurred_at
         )
         assert rate is not None and rate["unit_price_nanos"] is not None
         amount = metering.billable_units * rate["unit_price_nanos"]
@@ -136,8 +135,8 @@ async def usage(
             record_id,
             company_id,
             key or f"backdated-{record_id}",
-            used.usage_type.value,
-            metering.rate_key.value,
+            kind_of(used).name,
+            metering.rate_key,
             None if isinstance(used, EmailUsage) else used.direction.value,
             used.number_type.value if isinstance(used, CallUsage) else None,
             quantity,

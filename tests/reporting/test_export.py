@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from consofta.billing.v1 import reporting_pb2
 
-from service.api.convert import timestamp
+from service.api.wire.timestamps import timestamp
 from service.app.reporting.export import HEADER, MAX_CHUNK_BYTES, PAGE_ROWS, export_ledger
 from service.domain.money import NANOS_PER_USD, usd
 from tests.conftest import Stubs

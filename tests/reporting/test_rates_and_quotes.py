@@ -9,8 +9,9 @@ import grpc
 import pytest
 from consofta.billing.v1 import reporting_pb2, usage_pb2, usage_service_pb2
 
-from service.api.convert import nanos_of, timestamp
-from service.domain.pricing import DEFAULT_RATES_NANOS, RateKey
+from service.api.wire.money import nanos_of
+from service.api.wire.timestamps import timestamp
+from service.domain.usage_kinds import DEFAULT_RATES_NANOS, RATE_KEYS
 from tests.conftest import Stubs
 from tests.reporting.test_statements_and_summaries import _rate_key
 from tests.support.rpc import rich_error
@@ -43,12 +44,12 @@ async def test_rate_card_lists_overrides_and_agrees_with_effective_rate(
         )
     )
     assert {_rate_key(r.category): nanos_of(r.unit_price) for r in before.rates} == {
-        k.value: v for k, v in DEFAULT_RATES_NANOS.items()
+        k: v for k, v in DEFAULT_RATES_NANOS.items()
     }
     assert not any(r.company_override for r in before.rates)
 
     now = await stubs.usage.GetRateCard(reporting_pb2.GetRateCardRequest(company_id=company))
-    assert len(now.rates) == len(RateKey)
+    assert len(now.rates) == len(RATE_KEYS)
     for rate in now.rates:
         key = _rate_key(rate.category)
         expected = await conn.fetchrow("select * from effective_rate($1, $2, now())", company, key)

@@ -12,7 +12,8 @@ from consofta.billing.v1 import (
 )
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from service.api.convert import nanos_of, timestamp
+from service.api.wire.money import nanos_of
+from service.api.wire.timestamps import timestamp
 from service.domain.money import usd
 from tests.conftest import Stubs
 from tests.reporting import ledger_writer
@@ -180,10 +181,10 @@ async def test_statements_tie_out_with_the_ledger_and_chain_across_months(
     assert previous.usage_debits[0].amount.units == 0 and previous.usage_debits[0].record_count == 1
 
 
-def _rate_key(category: reporting_pb2.UsageCategory) -> str:
-    if category.usage_type == reporting_pb2.USAGE_TYPE_EMAIL:
+def _rate_key(category: usage_pb2.UsageCategory) -> str:
+    if category.usage_type == usage_pb2.USAGE_TYPE_EMAIL:
         return "email"
-    if category.usage_type == reporting_pb2.USAGE_TYPE_SMS:
+    if category.usage_type == usage_pb2.USAGE_TYPE_SMS:
         return (
             "sms_"
             + usage_pb2.SmsDirection.Name(category.sms_direction).removeprefix("SMS_DIRECTION_").lower()

@@ -10,8 +10,9 @@ import grpc
 import pytest
 from consofta.billing.v1 import reporting_pb2
 
-from service.api.convert import nanos_of, timestamp
-from service.domain.usage import Direction, EmailUsage, SmsUsage
+from service.api.wire.money import nanos_of
+from service.api.wire.timestamps import timestamp
+from service.domain.usage_kinds import Direction, EmailUsage, SmsUsage
 from tests.conftest import Stubs
 from tests.reporting import ledger_writer
 from tests.support.rpc import rich_error

@@ -10,11 +10,12 @@ import grpc
 import pytest
 from consofta.billing.v1 import reporting_pb2, usage_pb2, usage_service_pb2
 
-from service.api.convert import nanos_of, timestamp
+from service.api.wire.money import nanos_of
+from service.api.wire.timestamps import timestamp
 from tests.conftest import Stubs
 from tests.support.rpc import rich_error
 
-CALL, SMS, EMAIL = reporting_pb2.USAGE_TYPE_CALL, reporting_pb2.USAGE_TYPE_SMS, reporting_pb2.USAGE_TYPE_EMAIL
+CALL, SMS, EMAIL = usage_pb2.USAGE_TYPE_CALL, usage_pb2.USAGE_TYPE_SMS, usage_pb2.USAGE_TYPE_EMAIL
 
 
 def record_request(
@@ -69,7 +70,7 @@ async def test_records_carry_everything_and_filters_select_by_category_and_time(
             record.price.unit_price
         )
 
-    async def ids(*categories: reporting_pb2.UsageCategory, **bounds: datetime) -> set[str]:
+    async def ids(*categories: usage_pb2.UsageCategory, **bounds: datetime) -> set[str]:
         request = reporting_pb2.ListUsageRecordsRequest(
             company_id=company, categories=categories, **{k: timestamp(v) for k, v in bounds.items()}
         )
@@ -78,16 +79,12 @@ async def test_records_carry_everything_and_filters_select_by_category_and_time(
     def where(predicate: object) -> set[str]:
         return {r.id for r in recorded.values() if predicate(r)}  # type: ignore[operator]
 
-    assert await ids(reporting_pb2.UsageCategory(usage_type=EMAIL)) == where(
-        lambda r: r.usage.HasField("email")
-    )
-    inbound_calls = reporting_pb2.UsageCategory(
-        usage_type=CALL, call_direction=usage_pb2.CALL_DIRECTION_INBOUND
-    )
+    assert await ids(usage_pb2.UsageCategory(usage_type=EMAIL)) == where(lambda r: r.usage.HasField("email"))
+    inbound_calls = usage_pb2.UsageCategory(usage_type=CALL, call_direction=usage_pb2.CALL_DIRECTION_INBOUND)
     assert await ids(inbound_calls) == where(lambda r: r.usage.call.direction == 2)
-    toll_free = reporting_pb2.UsageCategory(usage_type=CALL, number_type=usage_pb2.NUMBER_TYPE_TOLL_FREE)
+    toll_free = usage_pb2.UsageCategory(usage_type=CALL, number_type=usage_pb2.NUMBER_TYPE_TOLL_FREE)
     assert await ids(toll_free) == where(lambda r: r.usage.call.number_type == 2)
-    sms_in = reporting_pb2.UsageCategory(usage_type=SMS, sms_direction=usage_pb2.SMS_DIRECTION_INBOUND)
+    sms_in = usage_pb2.UsageCategory(usage_type=SMS, sms_direction=usage_pb2.SMS_DIRECTION_INBOUND)
     assert await ids(sms_in, toll_free) == where(
         lambda r: r.usage.sms.direction == 2 or r.usage.call.number_type == 2
     )
@@ -157,12 +154,12 @@ async def test_a_token_only_works_with_its_own_filters(stubs: Stubs) -> None:
         reporting_pb2.ListUsageRecordsRequest(
             company_id=company,
             page_token=first.next_page_token,
-            categories=[reporting_pb2.UsageCategory(usage_type=SMS)],
+            categories=[usage_pb2.UsageCategory(usage_type=SMS)],
         ),
         reporting_pb2.ListUsageRecordsRequest(company_id=company, page_token="not-a-token"),
         reporting_pb2.ListUsageRecordsRequest(company_id=company, page_size=-1),
         reporting_pb2.ListUsageRecordsRequest(
-            company_id=company, categories=[reporting_pb2.UsageCategory(usage_type=EMAIL, sms_direction=1)]
+            company_id=company, categories=[usage_pb2.UsageCategory(usage_type=EMAIL, sms_direction=1)]
         ),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as raised:

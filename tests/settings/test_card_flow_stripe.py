@@ -66,7 +66,7 @@ async def test_setup_attach_get_remove(stripe_world: StripeWorld, pool: asyncpg.
         assert second.customer_id == setup.customer_id and len(fake.customers) == 1
         assert second.setup_intent_id != setup.setup_intent_id
         # Nothing of the secret is stored anywhere.
-        dump = await pool.fetchval("select string_agg(t::text, ' ') from settings_requests t")
+        dump = await pool.fetchval("select string_agg(t::text, ' ') from idempotency_keys t")
         assert setup.client_secret not in (dump or "")
 
         # 2. Attach the card Stripe.js made: Stripe's test token materializes as a new pm id.
@@ -211,8 +211,7 @@ async def test_a_rejected_payment_method_stores_nothing(
     assert await pool.fetchval("select count(*) from settings_changes") == 0
     assert await pool.fetchval("select count(*) from wallet_events where company_id = $1", company) == 0
     assert (
-        await pool.fetchval("select count(*) from settings_requests where operation = 'set_default_card'")
-        == 0
+        await pool.fetchval("select count(*) from idempotency_keys where operation = 'set_default_card'") == 0
     )
     row = await pool.fetchrow("select * from billing_settings where company_id = $1", company)
     assert row is not None and row["first_card_set_at"] is None and not row["auto_recharge_enabled"]

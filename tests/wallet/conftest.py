@@ -15,7 +15,7 @@ from consofta.billing.v1 import (
     wallet_service_pb2_grpc,
 )
 
-from service.api.convert import money, nanos_of
+from service.api.wire.money import money, nanos_of
 from tests.conftest import Stubs
 
 # A generous bound for "this should arrive": a hang fails the test instead of stalling the suite.

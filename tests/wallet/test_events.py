@@ -11,7 +11,7 @@ import grpc
 import pytest
 from consofta.billing.v1 import wallet_service_pb2, wallet_service_pb2_grpc
 
-from service.api.convert import money
+from service.api.wire.money import money
 from service.app.events import AllCursor, WalletEvent, read_all_events
 from service.config import load_config
 from service.domain.money import usd

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 from consofta.billing.v1 import wallet_service_pb2
 
-from service.api.convert import nanos_of
+from service.api.wire.money import nanos_of
 from service.domain.money import usd
 from tests.conftest import Stubs
 from tests.wallet.conftest import add_card, credit, emails, get_wallet, record

@@ -11,7 +11,7 @@ import pytest
 from consofta.billing.v1 import wallet_service_pb2
 from google.protobuf.duration_pb2 import Duration
 
-from service.api.convert import nanos_of
+from service.api.wire.money import nanos_of
 from service.app.wallets import set_credit_limit
 from service.domain.money import usd
 from tests.conftest import Stubs

@@ -12,7 +12,7 @@ from consofta.billing.v1 import wallet_service_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.type.money_pb2 import Money
 
-from service.api.convert import money, nanos_of
+from service.api.wire.money import money, nanos_of
 from service.app.credits import credit_wallet
 from service.domain.money import usd
 from tests.conftest import Stubs

@@ -9,8 +9,8 @@ import asyncpg
 
 from service.app.reporting.companies import require_wallet
 from service.domain.errors import NoRateCard
-from service.domain.pricing import Metering, RateKey, amount_nanos, meter
-from service.domain.usage import Usage
+from service.domain.pricing import amount_nanos
+from service.domain.usage_kinds import RATE_KEYS, Metering, RateKey, Usage, meter
 
 # The same choice effective_rate() makes (migration 0001), for every key at once and with the card's id:
 # the company's newest card in effect wins for the keys it lists, the default card's newest otherwise.
@@ -42,10 +42,10 @@ class AppliedRate:
 async def rate_card(pool: asyncpg.Pool, company_id: str, at: datetime) -> list[AppliedRate]:
     await require_wallet(pool, company_id)
     rows = await pool.fetch(_RATE_CARD_SQL, company_id, at)
-    order = list(RateKey)
+    order = list(RATE_KEYS)
     rates = [
         AppliedRate(
-            RateKey(row["rate_key"]),
+            row["rate_key"],
             row["unit_price_nanos"],
             row["card_company_id"] or "default",
             row["version"],
@@ -82,15 +82,16 @@ async def estimate_cost(
     metering = meter(usage)
     await require_wallet(pool, company_id)
     rate = await pool.fetchrow(
-        "select unit_price_nanos, rate_card, rate_card_version from effective_rate($1, $2, $3)",
+        "select unit_price_nanos, rate_card, rate_card_version"
+        " from effective_rate(p_company_id => $1, p_rate_key => $2, p_at => $3)",
         company_id,
-        metering.rate_key.value,
+        metering.rate_key,
         at,
     )
     if rate is None or rate["unit_price_nanos"] is None:
         raise NoRateCard(
-            f"no rate card has a {metering.rate_key.value} rate in effect at {at.isoformat()}",
-            metadata={"rate_key": metering.rate_key.value},
+            f"no rate card has a {metering.rate_key} rate in effect at {at.isoformat()}",
+            metadata={"rate_key": metering.rate_key},
         )
     unit_price = int(rate["unit_price_nanos"])
     return Estimate(

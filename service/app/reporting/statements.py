@@ -16,13 +16,15 @@ from datetime import datetime
 
 import asyncpg
 
+from service.app import rows
 from service.app.reporting.companies import require_wallet
 from service.app.reporting.ledger_range import boundary_before
 from service.app.reporting.summaries import Sums
+from service.domain.ledger import ADJUSTMENT, MANUAL_CREDIT, PRELOAD_CREDIT, RECHARGE_CREDIT, LedgerEntry
 from service.domain.periods import month_range
-from service.domain.pricing import RateKey
+from service.domain.usage_kinds import RateKey
 
-RECHARGE_TYPES = ("recharge_credit", "preload_credit")
+RECHARGE_TYPES = (RECHARGE_CREDIT, PRELOAD_CREDIT)
 
 
 @dataclass
@@ -39,10 +41,10 @@ class Statement:
     closing_balance_nanos: int
     usage_debits: dict[RateKey, Sums] = field(default_factory=dict)
     # Ledger rows by kind: recharges (recharge/preload credits), manual credits, adjustments, other types.
-    recharges: list[asyncpg.Record] = field(default_factory=list)
-    manual_credits: list[asyncpg.Record] = field(default_factory=list)
-    adjustments: list[asyncpg.Record] = field(default_factory=list)
-    other_entries: list[asyncpg.Record] = field(default_factory=list)
+    recharges: list[LedgerEntry] = field(default_factory=list)
+    manual_credits: list[LedgerEntry] = field(default_factory=list)
+    adjustments: list[LedgerEntry] = field(default_factory=list)
+    other_entries: list[LedgerEntry] = field(default_factory=list)
 
     @property
     def usage_debits_nanos(self) -> int:
@@ -51,7 +53,7 @@ class Statement:
     @property
     def movements_nanos(self) -> int:
         listed = self.recharges + self.manual_credits + self.adjustments + self.other_entries
-        return self.usage_debits_nanos + sum(int(e["amount_nanos"]) for e in listed)
+        return self.usage_debits_nanos + sum(e.amount_nanos for e in listed)
 
 
 async def statement(
@@ -85,14 +87,14 @@ async def statement(
         for row in debits:
             # Every debit has its record (record_usage writes both); a missing one is corruption.
             assert row["rate_key"] is not None, f"usage debits of {company_id} without a usage record"
-            by_key[RateKey(row["rate_key"])].add(
+            by_key[row["rate_key"]].add(
                 Sums(row["record_count"], row["quantity"], row["billable_units"], row["amount_nanos"])
             )
         result.usage_debits = dict(by_key)
         others = await conn.fetch(
             """
-            select sequence, created_at, entry_type, amount_nanos, balance_after_nanos, description,
-                   coalesce(reference, '') as reference
+            select sequence, entry_type, amount_nanos, balance_before_nanos, balance_after_nanos,
+                   created_at, usage_record_id, reference, description
               from ledger_entries
              where company_id = $1 and sequence > $2 and sequence <= $3 and entry_type <> 'usage_debit'
              order by sequence
@@ -101,13 +103,13 @@ async def statement(
             opening.sequence,
             closing.sequence,
         )
-    for entry in others:
-        kind = entry["entry_type"]
+    for entry in map(rows.ledger_entry, others):
+        kind = entry.entry_type
         if kind in RECHARGE_TYPES:
             result.recharges.append(entry)
-        elif kind == "manual_credit":
+        elif kind == MANUAL_CREDIT:
             result.manual_credits.append(entry)
-        elif kind == "adjustment":
+        elif kind == ADJUSTMENT:
             result.adjustments.append(entry)
         else:
             result.other_entries.append(entry)

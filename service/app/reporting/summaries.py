@@ -17,7 +17,7 @@ import asyncpg
 
 from service.app.reporting.companies import require_wallet
 from service.domain.periods import Period
-from service.domain.pricing import RateKey
+from service.domain.usage_kinds import RateKey
 
 BUCKET = timedelta(minutes=15)
 _BUCKET_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)  # usage_rollup_bucket() bins from the same origin
@@ -103,7 +103,7 @@ async def usage_summary(pool: asyncpg.Pool, company_id: str, periods: list[Perio
         index = row["g"] - 1
         # Rows outside the periods cannot come back (the range filters see to it); fail loudly if they do.
         assert 0 <= index < len(periods), f"summary row outside the range: {dict(row)}"
-        key = RateKey(row["rate_key"])
+        key = row["rate_key"]
         sums = Sums(row["record_count"], row["quantity"], row["billable_units"], row["amount_nanos"])
         result[index].by_rate_key.setdefault(key, Sums()).add(sums)
         totals[key].add(sums)

@@ -17,9 +17,10 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from service.app import page_tokens
+from service.app import page_tokens, rows
 from service.app.reporting.companies import require_wallet
-from service.domain.pricing import RateKey
+from service.domain.ledger import UsageRecord
+from service.domain.usage_kinds import RateKey
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -42,7 +43,7 @@ class UsageRecordQuery:
         return page_tokens.digest(
             "usage_records",
             self.company_id,
-            None if self.rate_keys is None else sorted(k.value for k in self.rate_keys),
+            None if self.rate_keys is None else sorted(self.rate_keys),
             None if self.occurred_after is None else _micros(self.occurred_after),
             None if self.occurred_before is None else _micros(self.occurred_before),
         )
@@ -50,7 +51,7 @@ class UsageRecordQuery:
 
 @dataclass(frozen=True)
 class UsageRecordPage:
-    records: list[asyncpg.Record]
+    records: list[UsageRecord]
     next_page_token: str
 
 
@@ -94,7 +95,7 @@ async def list_usage_records(pool: asyncpg.Pool, query: UsageRecordQuery) -> Usa
     where = ["company_id = $1", "ledger_sequence <= $2"]
     args: list[object] = [query.company_id, cursor.snapshot_sequence]
     if query.rate_keys is not None:
-        args.append([k.value for k in query.rate_keys])
+        args.append(list(query.rate_keys))
         where.append(f"rate_key = any(${len(args)}::text[])")
     if query.occurred_after is not None:
         args.append(query.occurred_after)
@@ -107,7 +108,7 @@ async def list_usage_records(pool: asyncpg.Pool, query: UsageRecordQuery) -> Usa
         args.append(cursor.usage_record_id)
         where.append(f"(occurred_at, usage_record_id) < (${len(args) - 1}, ${len(args)}::uuid)")
     args.append(query.page_size + 1)
-    rows = await pool.fetch(
+    found = await pool.fetch(
         f"""
         select * from usage_records
          where {" and ".join(where)}
@@ -116,11 +117,9 @@ async def list_usage_records(pool: asyncpg.Pool, query: UsageRecordQuery) -> Usa
         """,
         *args,
     )
-    if len(rows) <= query.page_size:
-        return UsageRecordPage(list(rows), "")
-    page = list(rows[: query.page_size])
-    last = page[-1]
-    next_cursor = _Cursor(
-        cursor.snapshot_sequence, _micros(last["occurred_at"]), str(last["usage_record_id"])
-    )
-    return UsageRecordPage(page, _encode(digest, next_cursor))
+    records = [rows.usage_record(row) for row in found[: query.page_size]]
+    if len(found) <= query.page_size:
+        return UsageRecordPage(records, "")
+    last = records[-1]
+    next_cursor = _Cursor(cursor.snapshot_sequence, _micros(last.occurred_at), str(last.usage_record_id))
+    return UsageRecordPage(records, _encode(digest, next_cursor))

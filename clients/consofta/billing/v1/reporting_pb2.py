@@ -27,51 +27,47 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.type import money_pb2 as google_dot_type_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#consofta/billing/v1/reporting.proto\x12\x13\x63onsofta.billing.v1\x1a\x1f\x63onsofta/billing/v1/usage.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\xef\x01\n\rUsageCategory\x12\x32\n\nusage_type\x18\x01 \x01(\x0e\x32\x1e.consofta.billing.v1.UsageType\x12:\n\x0e\x63\x61ll_direction\x18\x02 \x01(\x0e\x32\".consofta.billing.v1.CallDirection\x12\x34\n\x0bnumber_type\x18\x03 \x01(\x0e\x32\x1f.consofta.billing.v1.NumberType\x12\x38\n\rsms_direction\x18\x04 \x01(\x0e\x32!.consofta.billing.v1.SmsDirection\"\xf5\x01\n\x17ListUsageRecordsRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x36\n\ncategories\x18\x04 \x03(\x0b\x32\".consofta.billing.v1.UsageCategory\x12\x32\n\x0eoccurred_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0foccurred_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"l\n\x18ListUsageRecordsResponse\x12\x37\n\rusage_records\x18\x01 \x03(\x0b\x32 .consofta.billing.v1.UsageRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xd5\x01\n\x16GetUsageSummaryRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x08grouping\x18\x04 \x01(\x0e\x32$.consofta.billing.v1.SummaryGrouping\x12\x11\n\ttime_zone\x18\x05 \x01(\t\"\xa6\x01\n\nUsageTotal\x12\x34\n\x08\x63\x61tegory\x18\x01 \x01(\x0b\x32\".consofta.billing.v1.UsageCategory\x12\x14\n\x0crecord_count\x18\x02 \x01(\x03\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x16\n\x0e\x62illable_units\x18\x04 \x01(\x03\x12\"\n\x06\x61mount\x18\x05 \x01(\x0b\x32\x12.google.type.Money\"\xcf\x01\n\x0bUsagePeriod\x12\r\n\x05label\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x06totals\x18\x04 \x03(\x0b\x32\x1f.consofta.billing.v1.UsageTotal\x12\"\n\x06\x61mount\x18\x05 \x01(\x0b\x32\x12.google.type.Money\"\xa1\x01\n\x17GetUsageSummaryResponse\x12\x31\n\x07periods\x18\x01 \x03(\x0b\x32 .consofta.billing.v1.UsagePeriod\x12/\n\x06totals\x18\x02 \x03(\x0b\x32\x1f.consofta.billing.v1.UsageTotal\x12\"\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x12.google.type.Money\"Z\n\x12GetRateCardRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x30\n\x0c\x65\x66\x66\x65\x63tive_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf5\x01\n\x0b\x41ppliedRate\x12\x34\n\x08\x63\x61tegory\x18\x01 \x01(\x0b\x32\".consofta.billing.v1.UsageCategory\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12&\n\nunit_price\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12\x11\n\trate_card\x18\x04 \x01(\t\x12\x19\n\x11rate_card_version\x18\x05 \x01(\x05\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_from\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63ompany_override\x18\x07 \x01(\x08\"x\n\x13GetRateCardResponse\x12\x30\n\x0c\x65\x66\x66\x65\x63tive_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x05rates\x18\x02 \x03(\x0b\x32 .consofta.billing.v1.AppliedRate\"\x9c\x01\n\x13\x45stimateCostRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12)\n\x05usage\x18\x02 \x01(\x0b\x32\x1a.consofta.billing.v1.Usage\x12\x14\n\x0crepeat_count\x18\x03 \x01(\x03\x12\x30\n\x0c\x65\x66\x66\x65\x63tive_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9f\x01\n\x14\x45stimateCostResponse\x12)\n\x05price\x18\x01 \x01(\x0b\x32\x1a.consofta.billing.v1.Price\x12\x14\n\x0crepeat_count\x18\x02 \x01(\x03\x12\x1c\n\x14total_billable_units\x18\x03 \x01(\x03\x12(\n\x0ctotal_amount\x18\x04 \x01(\x0b\x32\x12.google.type.Money\"Y\n\x13GetStatementRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x0c\n\x04year\x18\x02 \x01(\x05\x12\r\n\x05month\x18\x03 \x01(\x05\x12\x11\n\ttime_zone\x18\x04 \x01(\t\"\xe3\x01\n\x0eStatementEntry\x12\x17\n\x0fledger_sequence\x18\x01 \x01(\x03\x12-\n\tposted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nentry_type\x18\x03 \x01(\t\x12\"\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x12.google.type.Money\x12)\n\rbalance_after\x18\x05 \x01(\x0b\x32\x12.google.type.Money\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x11\n\treference\x18\x07 \x01(\t\"\xdf\x06\n\tStatement\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x0c\n\x04year\x18\x02 \x01(\x05\x12\r\n\x05month\x18\x03 \x01(\x05\x12\x11\n\ttime_zone\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x0fopening_balance\x18\x07 \x01(\x0b\x32\x12.google.type.Money\x12+\n\x0f\x63losing_balance\x18\x08 \x01(\x0b\x32\x12.google.type.Money\x12\x1f\n\x17opening_ledger_sequence\x18\t \x01(\x03\x12\x1f\n\x17\x63losing_ledger_sequence\x18\n \x01(\x03\x12\x35\n\x0cusage_debits\x18\x0b \x03(\x0b\x32\x1f.consofta.billing.v1.UsageTotal\x12/\n\x13usage_debits_amount\x18\x0c \x01(\x0b\x32\x12.google.type.Money\x12\x36\n\trecharges\x18\r \x03(\x0b\x32#.consofta.billing.v1.StatementEntry\x12,\n\x10recharges_amount\x18\x0e \x01(\x0b\x32\x12.google.type.Money\x12;\n\x0emanual_credits\x18\x0f \x03(\x0b\x32#.consofta.billing.v1.StatementEntry\x12\x31\n\x15manual_credits_amount\x18\x10 \x01(\x0b\x32\x12.google.type.Money\x12\x38\n\x0b\x61\x64justments\x18\x11 \x03(\x0b\x32#.consofta.billing.v1.StatementEntry\x12.\n\x12\x61\x64justments_amount\x18\x12 \x01(\x0b\x32\x12.google.type.Money\x12:\n\rother_entries\x18\x13 \x03(\x0b\x32#.consofta.billing.v1.StatementEntry\x12\x30\n\x14other_entries_amount\x18\x14 \x01(\x0b\x32\x12.google.type.Money\"I\n\x14GetStatementResponse\x12\x31\n\tstatement\x18\x01 \x01(\x0b\x32\x1e.consofta.billing.v1.Statement\"\x93\x01\n\x1f\x45xportWalletTransactionsRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"H\n ExportWalletTransactionsResponse\x12\x11\n\tcsv_chunk\x18\x01 \x01(\x0c\x12\x11\n\trow_count\x18\x02 \x01(\x05*f\n\tUsageType\x12\x1a\n\x16USAGE_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10USAGE_TYPE_EMAIL\x10\x01\x12\x13\n\x0fUSAGE_TYPE_CALL\x10\x02\x12\x12\n\x0eUSAGE_TYPE_SMS\x10\x03*i\n\x0fSummaryGrouping\x12 \n\x1cSUMMARY_GROUPING_UNSPECIFIED\x10\x00\x12\x18\n\x14SUMMARY_GROUPING_DAY\x10\x01\x12\x1a\n\x16SUMMARY_GROUPING_MONTH\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#consofta/billing/v1/reporting.proto\x12\x13\x63onsofta.billing.v1\x1a\x1f\x63onsofta/billing/v1/usage.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\xf5\x01\n\x17ListUsageRecordsRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x36\n\ncategories\x18\x04 \x03(\x0b\x32\".consofta.billing.v1.UsageCategory\x12\x32\n\x0eoccurred_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0foccurred_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"l\n\x18ListUsageRecordsResponse\x12\x37\n\rusage_records\x18\x01 \x03(\x0b\x32 .consofta.billing.v1.UsageRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xd5\x01\n\x16GetUsageSummaryRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x08grouping\x18\x04 \x01(\x0e\x32$.consofta.billing.v1.SummaryGrouping\x12\x11\n\ttime_zone\x18\x05 \x01(\t\"\xa6\x01\n\nUsageTotal\x12\x34\n\x08\x63\x61tegory\x18\x01 \x01(\x0b\x32\".consofta.billing.v1.UsageCategory\x12\x14\n\x0crecord_count\x18\x02 \x01(\x03\x12\x10\n\x08quantity\x18\x03 \x01(\x03\x12\x16\n\x0e\x62illable_units\x18\x04 \x01(\x03\x12\"\n\x06\x61mount\x18\x05 \x01(\x0b\x32\x12.google.type.Money\"\xcf\x01\n\x0bUsagePeriod\x12\r\n\x05label\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x06totals\x18\x04 \x03(\x0b\x32\x1f.consofta.billing.v1.UsageTotal\x12\"\n\x06\x61mount\x18\x05 \x01(\x0b\x32\x12.google.type.Money\"\xa1\x01\n\x17GetUsageSummaryResponse\x12\x31\n\x07periods\x18\x01 \x03(\x0b\x32 .consofta.billing.v1.UsagePeriod\x12/\n\x06totals\x18\x02 \x03(\x0b\x32\x1f.consofta.billing.v1.UsageTotal\x12\"\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x12.google.type.Money\"Z\n\x12GetRateCardRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x30\n\x0c\x65\x66\x66\x65\x63tive_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf5\x01\n\x0b\x41ppliedRate\x12\x34\n\x08\x63\x61tegory\x18\x01 \x01(\x0b\x32\".consofta.billing.v1.UsageCategory\x12\x0c\n\x04unit\x18\x02 \x01(\t\x12&\n\nunit_price\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12\x11\n\trate_card\x18\x04 \x01(\t\x12\x19\n\x11rate_card_version\x18\x05 \x01(\x05\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_from\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63ompany_override\x18\x07 \x01(\x08\"x\n\x13GetRateCardResponse\x12\x30\n\x0c\x65\x66\x66\x65\x63tive_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x05rates\x18\x02 \x03(\x0b\x32 .consofta.billing.v1.AppliedRate\"\x9c\x01\n\x13\x45stimateCostRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12)\n\x05usage\x18\x02 \x01(\x0b\x32\x1a.consofta.billing.v1.Usage\x12\x14\n\x0crepeat_count\x18\x03 \x01(\x03\x12\x30\n\x0c\x65\x66\x66\x65\x63tive_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9f\x01\n\x14\x45stimateCostResponse\x12)\n\x05price\x18\x01 \x01(\x0b\x32\x1a.consofta.billing.v1.Price\x12\x14\n\x0crepeat_count\x18\x02 \x01(\x03\x12\x1c\n\x14total_billable_units\x18\x03 \x01(\x03\x12(\n\x0ctotal_amount\x18\x04 \x01(\x0b\x32\x12.google.type.Money\"Y\n\x13GetStatementRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x0c\n\x04year\x18\x02 \x01(\x05\x12\r\n\x05month\x18\x03 \x01(\x05\x12\x11\n\ttime_zone\x18\x04 \x01(\t\"\xe3\x01\n\x0eStatementEntry\x12\x17\n\x0fledger_sequence\x18\x01 \x01(\x03\x12-\n\tposted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nentry_type\x18\x03 \x01(\t\x12\"\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x12.google.type.Money\x12)\n\rbalance_after\x18\x05 \x01(\x0b\x32\x12.google.type.Money\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x11\n\treference\x18\x07 \x01(\t\"\xdf\x06\n\tStatement\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x0c\n\x04year\x18\x02 \x01(\x05\x12\r\n\x05month\x18\x03 \x01(\x05\x12\x11\n\ttime_zone\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x0fopening_balance\x18\x07 \x01(\x0b\x32\x12.google.type.Money\x12+\n\x0f\x63losing_balance\x18\x08 \x01(\x0b\x32\x12.google.type.Money\x12\x1f\n\x17opening_ledger_sequence\x18\t \x01(\x03\x12\x1f\n\x17\x63losing_ledger_sequence\x18\n \x01(\x03\x12\x35\n\x0cusage_debits\x18\x0b \x03(\x0b\x32\x1f.consofta.billing.v1.UsageTotal\x12/\n\x13usage_debits_amount\x18\x0c \x01(\x0b\x32\x12.google.type.Money\x12\x36\n\trecharges\x18\r \x03(\x0b\x32#.consofta.billing.v1.StatementEntry\x12,\n\x10recharges_amount\x18\x0e \x01(\x0b\x32\x12.google.type.Money\x12;\n\x0emanual_credits\x18\x0f \x03(\x0b\x32#.consofta.billing.v1.StatementEntry\x12\x31\n\x15manual_credits_amount\x18\x10 \x01(\x0b\x32\x12.google.type.Money\x12\x38\n\x0b\x61\x64justments\x18\x11 \x03(\x0b\x32#.consofta.billing.v1.StatementEntry\x12.\n\x12\x61\x64justments_amount\x18\x12 \x01(\x0b\x32\x12.google.type.Money\x12:\n\rother_entries\x18\x13 \x03(\x0b\x32#.consofta.billing.v1.StatementEntry\x12\x30\n\x14other_entries_amount\x18\x14 \x01(\x0b\x32\x12.google.type.Money\"I\n\x14GetStatementResponse\x12\x31\n\tstatement\x18\x01 \x01(\x0b\x32\x1e.consofta.billing.v1.Statement\"\x93\x01\n\x1f\x45xportWalletTransactionsRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"H\n ExportWalletTransactionsResponse\x12\x11\n\tcsv_chunk\x18\x01 \x01(\x0c\x12\x11\n\trow_count\x18\x02 \x01(\x05*i\n\x0fSummaryGrouping\x12 \n\x1cSUMMARY_GROUPING_UNSPECIFIED\x10\x00\x12\x18\n\x14SUMMARY_GROUPING_DAY\x10\x01\x12\x1a\n\x16SUMMARY_GROUPING_MONTH\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'consofta.billing.v1.reporting_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_USAGETYPE']._serialized_start=3779
-  _globals['_USAGETYPE']._serialized_end=3881
-  _globals['_SUMMARYGROUPING']._serialized_start=3883
-  _globals['_SUMMARYGROUPING']._serialized_end=3988
-  _globals['_USAGECATEGORY']._serialized_start=152
-  _globals['_USAGECATEGORY']._serialized_end=391
-  _globals['_LISTUSAGERECORDSREQUEST']._serialized_start=394
-  _globals['_LISTUSAGERECORDSREQUEST']._serialized_end=639
-  _globals['_LISTUSAGERECORDSRESPONSE']._serialized_start=641
-  _globals['_LISTUSAGERECORDSRESPONSE']._serialized_end=749
-  _globals['_GETUSAGESUMMARYREQUEST']._serialized_start=752
-  _globals['_GETUSAGESUMMARYREQUEST']._serialized_end=965
-  _globals['_USAGETOTAL']._serialized_start=968
-  _globals['_USAGETOTAL']._serialized_end=1134
-  _globals['_USAGEPERIOD']._serialized_start=1137
-  _globals['_USAGEPERIOD']._serialized_end=1344
-  _globals['_GETUSAGESUMMARYRESPONSE']._serialized_start=1347
-  _globals['_GETUSAGESUMMARYRESPONSE']._serialized_end=1508
-  _globals['_GETRATECARDREQUEST']._serialized_start=1510
-  _globals['_GETRATECARDREQUEST']._serialized_end=1600
-  _globals['_APPLIEDRATE']._serialized_start=1603
-  _globals['_APPLIEDRATE']._serialized_end=1848
-  _globals['_GETRATECARDRESPONSE']._serialized_start=1850
-  _globals['_GETRATECARDRESPONSE']._serialized_end=1970
-  _globals['_ESTIMATECOSTREQUEST']._serialized_start=1973
-  _globals['_ESTIMATECOSTREQUEST']._serialized_end=2129
-  _globals['_ESTIMATECOSTRESPONSE']._serialized_start=2132
-  _globals['_ESTIMATECOSTRESPONSE']._serialized_end=2291
-  _globals['_GETSTATEMENTREQUEST']._serialized_start=2293
-  _globals['_GETSTATEMENTREQUEST']._serialized_end=2382
-  _globals['_STATEMENTENTRY']._serialized_start=2385
-  _globals['_STATEMENTENTRY']._serialized_end=2612
-  _globals['_STATEMENT']._serialized_start=2615
-  _globals['_STATEMENT']._serialized_end=3478
-  _globals['_GETSTATEMENTRESPONSE']._serialized_start=3480
-  _globals['_GETSTATEMENTRESPONSE']._serialized_end=3553
-  _globals['_EXPORTWALLETTRANSACTIONSREQUEST']._serialized_start=3556
-  _globals['_EXPORTWALLETTRANSACTIONSREQUEST']._serialized_end=3703
-  _globals['_EXPORTWALLETTRANSACTIONSRESPONSE']._serialized_start=3705
-  _globals['_EXPORTWALLETTRANSACTIONSRESPONSE']._serialized_end=3777
+  _globals['_SUMMARYGROUPING']._serialized_start=3537
+  _globals['_SUMMARYGROUPING']._serialized_end=3642
+  _globals['_LISTUSAGERECORDSREQUEST']._serialized_start=152
+  _globals['_LISTUSAGERECORDSREQUEST']._serialized_end=397
+  _globals['_LISTUSAGERECORDSRESPONSE']._serialized_start=399
+  _globals['_LISTUSAGERECORDSRESPONSE']._serialized_end=507
+  _globals['_GETUSAGESUMMARYREQUEST']._serialized_start=510
+  _globals['_GETUSAGESUMMARYREQUEST']._serialized_end=723
+  _globals['_USAGETOTAL']._serialized_start=726
+  _globals['_USAGETOTAL']._serialized_end=892
+  _globals['_USAGEPERIOD']._serialized_start=895
+  _globals['_USAGEPERIOD']._serialized_end=1102
+  _globals['_GETUSAGESUMMARYRESPONSE']._serialized_start=1105
+  _globals['_GETUSAGESUMMARYRESPONSE']._serialized_end=1266
+  _globals['_GETRATECARDREQUEST']._serialized_start=1268
+  _globals['_GETRATECARDREQUEST']._serialized_end=1358
+  _globals['_APPLIEDRATE']._serialized_start=1361
+  _globals['_APPLIEDRATE']._serialized_end=1606
+  _globals['_GETRATECARDRESPONSE']._serialized_start=1608
+  _globals['_GETRATECARDRESPONSE']._serialized_end=1728
+  _globals['_ESTIMATECOSTREQUEST']._serialized_start=1731
+  _globals['_ESTIMATECOSTREQUEST']._serialized_end=1887
+  _globals['_ESTIMATECOSTRESPONSE']._serialized_start=1890
+  _globals['_ESTIMATECOSTRESPONSE']._serialized_end=2049
+  _globals['_GETSTATEMENTREQUEST']._serialized_start=2051
+  _globals['_GETSTATEMENTREQUEST']._serialized_end=2140
+  _globals['_STATEMENTENTRY']._serialized_start=2143
+  _globals['_STATEMENTENTRY']._serialized_end=2370
+  _globals['_STATEMENT']._serialized_start=2373
+  _globals['_STATEMENT']._serialized_end=3236
+  _globals['_GETSTATEMENTRESPONSE']._serialized_start=3238
+  _globals['_GETSTATEMENTRESPONSE']._serialized_end=3311
+  _globals['_EXPORTWALLETTRANSACTIONSREQUEST']._serialized_start=3314
+  _globals['_EXPORTWALLETTRANSACTIONSREQUEST']._serialized_end=3461
+  _globals['_EXPORTWALLETTRANSACTIONSRESPONSE']._serialized_start=3463
+  _globals['_EXPORTWALLETTRANSACTIONSRESPONSE']._serialized_end=3535
 # @@protoc_insertion_point(module_scope)

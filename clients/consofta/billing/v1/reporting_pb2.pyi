@@ -22,34 +22,6 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class _UsageType:
-    ValueType = _typing.NewType("ValueType", _builtins.int)
-    V: _TypeAlias = ValueType  # noqa: Y015
-
-class _UsageTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UsageType.ValueType], _builtins.type):
-    DESCRIPTOR: _descriptor.EnumDescriptor
-    USAGE_TYPE_UNSPECIFIED: _UsageType.ValueType  # 0
-    """Not set. In a filter it is rejected; elsewhere it never appears."""
-    USAGE_TYPE_EMAIL: _UsageType.ValueType  # 1
-    """Emails."""
-    USAGE_TYPE_CALL: _UsageType.ValueType  # 2
-    """Phone calls."""
-    USAGE_TYPE_SMS: _UsageType.ValueType  # 3
-    """Text messages."""
-
-class UsageType(_UsageType, metaclass=_UsageTypeEnumTypeWrapper):
-    """The three kinds of usage that are billed."""
-
-USAGE_TYPE_UNSPECIFIED: UsageType.ValueType  # 0
-"""Not set. In a filter it is rejected; elsewhere it never appears."""
-USAGE_TYPE_EMAIL: UsageType.ValueType  # 1
-"""Emails."""
-USAGE_TYPE_CALL: UsageType.ValueType  # 2
-"""Phone calls."""
-USAGE_TYPE_SMS: UsageType.ValueType  # 3
-"""Text messages."""
-Global___UsageType: _TypeAlias = UsageType  # noqa: Y015
-
 class _SummaryGrouping:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -75,42 +47,6 @@ SUMMARY_GROUPING_MONTH: SummaryGrouping.ValueType  # 2
 Global___SummaryGrouping: _TypeAlias = SummaryGrouping  # noqa: Y015
 
 @_typing.final
-class UsageCategory(_message.Message):
-    """One line of a rate card: a usage type, and for calls the direction and number type, for text messages
-    the direction. In a filter, an unspecified direction or number type matches every value.
-    """
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    USAGE_TYPE_FIELD_NUMBER: _builtins.int
-    CALL_DIRECTION_FIELD_NUMBER: _builtins.int
-    NUMBER_TYPE_FIELD_NUMBER: _builtins.int
-    SMS_DIRECTION_FIELD_NUMBER: _builtins.int
-    usage_type: Global___UsageType.ValueType
-    """The kind of usage."""
-    call_direction: _usage_pb2.CallDirection.ValueType
-    """For calls: the direction."""
-    number_type: _usage_pb2.NumberType.ValueType
-    """For calls: the number type."""
-    sms_direction: _usage_pb2.SmsDirection.ValueType
-    """For text messages: the direction."""
-    def __init__(
-        self,
-        *,
-        usage_type: Global___UsageType.ValueType = ...,
-        call_direction: _usage_pb2.CallDirection.ValueType = ...,
-        number_type: _usage_pb2.NumberType.ValueType = ...,
-        sms_direction: _usage_pb2.SmsDirection.ValueType = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_direction", b"call_direction", "number_type", b"number_type", "sms_direction", b"sms_direction", "usage_type", b"usage_type"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___UsageCategory: _TypeAlias = UsageCategory  # noqa: Y015
-
-@_typing.final
 class ListUsageRecordsRequest(_message.Message):
     """Request for UsageService.ListUsageRecords."""
 
@@ -131,7 +67,7 @@ class ListUsageRecordsRequest(_message.Message):
     same company and filters it was issued for.
     """
     @_builtins.property
-    def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageCategory]:
+    def categories(self) -> _containers.RepeatedCompositeFieldContainer[_usage_pb2.UsageCategory]:
         """Only records whose category matches one of these; empty means every category."""
 
     @_builtins.property
@@ -148,7 +84,7 @@ class ListUsageRecordsRequest(_message.Message):
         company_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
-        categories: _abc.Iterable[Global___UsageCategory] | None = ...,
+        categories: _abc.Iterable[_usage_pb2.UsageCategory] | None = ...,
         occurred_after: _timestamp_pb2.Timestamp | None = ...,
         occurred_before: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
@@ -251,7 +187,7 @@ class UsageTotal(_message.Message):
     billable_units: _builtins.int
     """The billed units: emails, started minutes or segments."""
     @_builtins.property
-    def category(self) -> Global___UsageCategory:
+    def category(self) -> _usage_pb2.UsageCategory:
         """Which usage this line is for."""
 
     @_builtins.property
@@ -261,7 +197,7 @@ class UsageTotal(_message.Message):
     def __init__(
         self,
         *,
-        category: Global___UsageCategory | None = ...,
+        category: _usage_pb2.UsageCategory | None = ...,
         record_count: _builtins.int = ...,
         quantity: _builtins.int = ...,
         billable_units: _builtins.int = ...,
@@ -407,7 +343,7 @@ class AppliedRate(_message.Message):
     company_override: _builtins.bool
     """True when the company's own card overrides the default card for this rate."""
     @_builtins.property
-    def category(self) -> Global___UsageCategory:
+    def category(self) -> _usage_pb2.UsageCategory:
         """The usage this rate prices."""
 
     @_builtins.property
@@ -421,7 +357,7 @@ class AppliedRate(_message.Message):
     def __init__(
         self,
         *,
-        category: Global___UsageCategory | None = ...,
+        category: _usage_pb2.UsageCategory | None = ...,
         unit: _builtins.str = ...,
         unit_price: _money_pb2.Money | None = ...,
         rate_card: _builtins.str = ...,

@@ -26,31 +26,35 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.type import money_pb2 as google_dot_type_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63onsofta/billing/v1/usage.proto\x12\x13\x63onsofta.billing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\x1b\n\nEmailUsage\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\"\x92\x01\n\tCallUsage\x12\x35\n\tdirection\x18\x01 \x01(\x0e\x32\".consofta.billing.v1.CallDirection\x12\x34\n\x0bnumber_type\x18\x02 \x01(\x0e\x32\x1f.consofta.billing.v1.NumberType\x12\x18\n\x10\x64uration_seconds\x18\x03 \x01(\x03\"\x80\x01\n\x08SmsUsage\x12\x34\n\tdirection\x18\x01 \x01(\x0e\x32!.consofta.billing.v1.SmsDirection\x12\x15\n\x08segments\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x11\n\x04\x62ody\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\x0b\n\t_segmentsB\x07\n\x05_body\"\x91\x01\n\x05Usage\x12.\n\x05\x65mail\x18\x01 \x01(\x0b\x32\x1f.consofta.billing.v1.EmailUsage\x12,\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x1e.consofta.billing.v1.CallUsage\x12*\n\x03sms\x18\x03 \x01(\x0b\x32\x1d.consofta.billing.v1.SmsUsage\"\xd1\x01\n\x05Price\x12\x16\n\x0e\x62illable_units\x18\x01 \x01(\x03\x12&\n\nunit_price\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12\"\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12\x11\n\trate_card\x18\x04 \x01(\t\x12\x19\n\x11rate_card_version\x18\x05 \x01(\x05\x12\x36\n\x0csms_encoding\x18\x06 \x01(\x0e\x32 .consofta.billing.v1.SmsEncoding\"\x97\x02\n\x0bUsageRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncompany_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12)\n\x05usage\x18\x04 \x01(\x0b\x32\x1a.consofta.billing.v1.Usage\x12)\n\x05price\x18\x05 \x01(\x0b\x32\x1a.consofta.billing.v1.Price\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brecorded_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fledger_sequence\x18\x08 \x01(\x03*h\n\rCallDirection\x12\x1e\n\x1a\x43\x41LL_DIRECTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43\x41LL_DIRECTION_OUTBOUND\x10\x01\x12\x1a\n\x16\x43\x41LL_DIRECTION_INBOUND\x10\x02*[\n\nNumberType\x12\x1b\n\x17NUMBER_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11NUMBER_TYPE_LOCAL\x10\x01\x12\x19\n\x15NUMBER_TYPE_TOLL_FREE\x10\x02*d\n\x0cSmsDirection\x12\x1d\n\x19SMS_DIRECTION_UNSPECIFIED\x10\x00\x12\x1a\n\x16SMS_DIRECTION_OUTBOUND\x10\x01\x12\x19\n\x15SMS_DIRECTION_INBOUND\x10\x02*Y\n\x0bSmsEncoding\x12\x1c\n\x18SMS_ENCODING_UNSPECIFIED\x10\x00\x12\x15\n\x11SMS_ENCODING_GSM7\x10\x01\x12\x15\n\x11SMS_ENCODING_UCS2\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63onsofta/billing/v1/usage.proto\x12\x13\x63onsofta.billing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\x1b\n\nEmailUsage\x12\r\n\x05\x63ount\x18\x01 \x01(\x03\"\x92\x01\n\tCallUsage\x12\x35\n\tdirection\x18\x01 \x01(\x0e\x32\".consofta.billing.v1.CallDirection\x12\x34\n\x0bnumber_type\x18\x02 \x01(\x0e\x32\x1f.consofta.billing.v1.NumberType\x12\x18\n\x10\x64uration_seconds\x18\x03 \x01(\x03\"\x80\x01\n\x08SmsUsage\x12\x34\n\tdirection\x18\x01 \x01(\x0e\x32!.consofta.billing.v1.SmsDirection\x12\x15\n\x08segments\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x11\n\x04\x62ody\x18\x03 \x01(\tH\x01\x88\x01\x01\x42\x0b\n\t_segmentsB\x07\n\x05_body\"\xef\x01\n\rUsageCategory\x12\x32\n\nusage_type\x18\x01 \x01(\x0e\x32\x1e.consofta.billing.v1.UsageType\x12:\n\x0e\x63\x61ll_direction\x18\x02 \x01(\x0e\x32\".consofta.billing.v1.CallDirection\x12\x34\n\x0bnumber_type\x18\x03 \x01(\x0e\x32\x1f.consofta.billing.v1.NumberType\x12\x38\n\rsms_direction\x18\x04 \x01(\x0e\x32!.consofta.billing.v1.SmsDirection\"\x91\x01\n\x05Usage\x12.\n\x05\x65mail\x18\x01 \x01(\x0b\x32\x1f.consofta.billing.v1.EmailUsage\x12,\n\x04\x63\x61ll\x18\x02 \x01(\x0b\x32\x1e.consofta.billing.v1.CallUsage\x12*\n\x03sms\x18\x03 \x01(\x0b\x32\x1d.consofta.billing.v1.SmsUsage\"\xd1\x01\n\x05Price\x12\x16\n\x0e\x62illable_units\x18\x01 \x01(\x03\x12&\n\nunit_price\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12\"\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12\x11\n\trate_card\x18\x04 \x01(\t\x12\x19\n\x11rate_card_version\x18\x05 \x01(\x05\x12\x36\n\x0csms_encoding\x18\x06 \x01(\x0e\x32 .consofta.billing.v1.SmsEncoding\"\x97\x02\n\x0bUsageRecord\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ncompany_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12)\n\x05usage\x18\x04 \x01(\x0b\x32\x1a.consofta.billing.v1.Usage\x12)\n\x05price\x18\x05 \x01(\x0b\x32\x1a.consofta.billing.v1.Price\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brecorded_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fledger_sequence\x18\x08 \x01(\x03*h\n\rCallDirection\x12\x1e\n\x1a\x43\x41LL_DIRECTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43\x41LL_DIRECTION_OUTBOUND\x10\x01\x12\x1a\n\x16\x43\x41LL_DIRECTION_INBOUND\x10\x02*[\n\nNumberType\x12\x1b\n\x17NUMBER_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11NUMBER_TYPE_LOCAL\x10\x01\x12\x19\n\x15NUMBER_TYPE_TOLL_FREE\x10\x02*d\n\x0cSmsDirection\x12\x1d\n\x19SMS_DIRECTION_UNSPECIFIED\x10\x00\x12\x1a\n\x16SMS_DIRECTION_OUTBOUND\x10\x01\x12\x19\n\x15SMS_DIRECTION_INBOUND\x10\x02*Y\n\x0bSmsEncoding\x12\x1c\n\x18SMS_ENCODING_UNSPECIFIED\x10\x00\x12\x15\n\x11SMS_ENCODING_GSM7\x10\x01\x12\x15\n\x11SMS_ENCODING_UCS2\x10\x02*f\n\tUsageType\x12\x1a\n\x16USAGE_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10USAGE_TYPE_EMAIL\x10\x01\x12\x13\n\x0fUSAGE_TYPE_CALL\x10\x02\x12\x12\n\x0eUSAGE_TYPE_SMS\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'consofta.billing.v1.usage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CALLDIRECTION']._serialized_start=1065
-  _globals['_CALLDIRECTION']._serialized_end=1169
-  _globals['_NUMBERTYPE']._serialized_start=1171
-  _globals['_NUMBERTYPE']._serialized_end=1262
-  _globals['_SMSDIRECTION']._serialized_start=1264
-  _globals['_SMSDIRECTION']._serialized_end=1364
-  _globals['_SMSENCODING']._serialized_start=1366
-  _globals['_SMSENCODING']._serialized_end=1455
+  _globals['_CALLDIRECTION']._serialized_start=1307
+  _globals['_CALLDIRECTION']._serialized_end=1411
+  _globals['_NUMBERTYPE']._serialized_start=1413
+  _globals['_NUMBERTYPE']._serialized_end=1504
+  _globals['_SMSDIRECTION']._serialized_start=1506
+  _globals['_SMSDIRECTION']._serialized_end=1606
+  _globals['_SMSENCODING']._serialized_start=1608
+  _globals['_SMSENCODING']._serialized_end=1697
+  _globals['_USAGETYPE']._serialized_start=1699
+  _globals['_USAGETYPE']._serialized_end=1801
   _globals['_EMAILUSAGE']._serialized_start=114
   _globals['_EMAILUSAGE']._serialized_end=141
   _globals['_CALLUSAGE']._serialized_start=144
   _globals['_CALLUSAGE']._serialized_end=290
   _globals['_SMSUSAGE']._serialized_start=293
   _globals['_SMSUSAGE']._serialized_end=421
-  _globals['_USAGE']._serialized_start=424
-  _globals['_USAGE']._serialized_end=569
-  _globals['_PRICE']._serialized_start=572
-  _globals['_PRICE']._serialized_end=781
-  _globals['_USAGERECORD']._serialized_start=784
-  _globals['_USAGERECORD']._serialized_end=1063
+  _globals['_USAGECATEGORY']._serialized_start=424
+  _globals['_USAGECATEGORY']._serialized_end=663
+  _globals['_USAGE']._serialized_start=666
+  _globals['_USAGE']._serialized_end=811
+  _globals['_PRICE']._serialized_start=814
+  _globals['_PRICE']._serialized_end=1023
+  _globals['_USAGERECORD']._serialized_start=1026
+  _globals['_USAGERECORD']._serialized_end=1305
 # @@protoc_insertion_point(module_scope)

@@ -117,6 +117,34 @@ SMS_ENCODING_UCS2: SmsEncoding.ValueType  # 2
 """UCS-2 (UTF-16): 70 code units in one segment, 67 per segment when split."""
 Global___SmsEncoding: _TypeAlias = SmsEncoding  # noqa: Y015
 
+class _UsageType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _UsageTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UsageType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    USAGE_TYPE_UNSPECIFIED: _UsageType.ValueType  # 0
+    """Not set. In a filter it is rejected; elsewhere it never appears."""
+    USAGE_TYPE_EMAIL: _UsageType.ValueType  # 1
+    """Emails."""
+    USAGE_TYPE_CALL: _UsageType.ValueType  # 2
+    """Phone calls."""
+    USAGE_TYPE_SMS: _UsageType.ValueType  # 3
+    """Text messages."""
+
+class UsageType(_UsageType, metaclass=_UsageTypeEnumTypeWrapper):
+    """The kinds of usage that are billed; each matches a field of Usage."""
+
+USAGE_TYPE_UNSPECIFIED: UsageType.ValueType  # 0
+"""Not set. In a filter it is rejected; elsewhere it never appears."""
+USAGE_TYPE_EMAIL: UsageType.ValueType  # 1
+"""Emails."""
+USAGE_TYPE_CALL: UsageType.ValueType  # 2
+"""Phone calls."""
+USAGE_TYPE_SMS: UsageType.ValueType  # 3
+"""Text messages."""
+Global___UsageType: _TypeAlias = UsageType  # noqa: Y015
+
 @_typing.final
 class EmailUsage(_message.Message):
     """Emails sent."""
@@ -207,6 +235,42 @@ class SmsUsage(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__segments) -> _WhichOneofReturnType__segments | None: ...
 
 Global___SmsUsage: _TypeAlias = SmsUsage  # noqa: Y015
+
+@_typing.final
+class UsageCategory(_message.Message):
+    """One line of a rate card: a usage type, and for calls the direction and number type, for text messages
+    the direction. In a filter, an unspecified direction or number type matches every value.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USAGE_TYPE_FIELD_NUMBER: _builtins.int
+    CALL_DIRECTION_FIELD_NUMBER: _builtins.int
+    NUMBER_TYPE_FIELD_NUMBER: _builtins.int
+    SMS_DIRECTION_FIELD_NUMBER: _builtins.int
+    usage_type: Global___UsageType.ValueType
+    """The kind of usage."""
+    call_direction: Global___CallDirection.ValueType
+    """For calls: the direction."""
+    number_type: Global___NumberType.ValueType
+    """For calls: the number type."""
+    sms_direction: Global___SmsDirection.ValueType
+    """For text messages: the direction."""
+    def __init__(
+        self,
+        *,
+        usage_type: Global___UsageType.ValueType = ...,
+        call_direction: Global___CallDirection.ValueType = ...,
+        number_type: Global___NumberType.ValueType = ...,
+        sms_direction: Global___SmsDirection.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_direction", b"call_direction", "number_type", b"number_type", "sms_direction", b"sms_direction", "usage_type", b"usage_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageCategory: _TypeAlias = UsageCategory  # noqa: Y015
 
 @_typing.final
 class Usage(_message.Message):

@@ -105,9 +105,7 @@ class WalletServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListWalletTransactions(self, request, context):
-        """--- Wallet operations (issue 3): history, credits, holds and the event stream. ---
-
-        Lists a company's ledger entries, newest first, paginated (AIP-158). Pages are keyed on the
+        """Lists a company's ledger entries, newest first, paginated (AIP-158). Pages are keyed on the
         per-wallet ledger sequence, so entries that arrive while a client pages never shift a later page:
         nothing is skipped or repeated. An unknown company is NOT_FOUND; a page_size out of range or a
         page_token that is malformed or from another query is INVALID_ARGUMENT.

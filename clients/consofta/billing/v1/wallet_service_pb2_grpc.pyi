@@ -43,9 +43,7 @@ class WalletServiceStub:
     GetWallet: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.GetWalletRequest, _wallet_service_pb2.GetWalletResponse]
     """Returns a company's wallet. An unknown company is NOT_FOUND."""
     ListWalletTransactions: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.ListWalletTransactionsRequest, _wallet_service_pb2.ListWalletTransactionsResponse]
-    """--- Wallet operations (issue 3): history, credits, holds and the event stream. ---
-
-    Lists a company's ledger entries, newest first, paginated (AIP-158). Pages are keyed on the
+    """Lists a company's ledger entries, newest first, paginated (AIP-158). Pages are keyed on the
     per-wallet ledger sequence, so entries that arrive while a client pages never shift a later page:
     nothing is skipped or repeated. An unknown company is NOT_FOUND; a page_size out of range or a
     page_token that is malformed or from another query is INVALID_ARGUMENT.
@@ -101,9 +99,7 @@ class WalletServiceAsyncStub(WalletServiceStub):
     GetWallet: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.GetWalletRequest, _wallet_service_pb2.GetWalletResponse]  # type: ignore[assignment]
     """Returns a company's wallet. An unknown company is NOT_FOUND."""
     ListWalletTransactions: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.ListWalletTransactionsRequest, _wallet_service_pb2.ListWalletTransactionsResponse]  # type: ignore[assignment]
-    """--- Wallet operations (issue 3): history, credits, holds and the event stream. ---
-
-    Lists a company's ledger entries, newest first, paginated (AIP-158). Pages are keyed on the
+    """Lists a company's ledger entries, newest first, paginated (AIP-158). Pages are keyed on the
     per-wallet ledger sequence, so entries that arrive while a client pages never shift a later page:
     nothing is skipped or repeated. An unknown company is NOT_FOUND; a page_size out of range or a
     page_token that is malformed or from another query is INVALID_ARGUMENT.
@@ -174,9 +170,7 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _wallet_service_pb2.ListWalletTransactionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_service_pb2.ListWalletTransactionsResponse, _abc.Awaitable[_wallet_service_pb2.ListWalletTransactionsResponse]]:
-        """--- Wallet operations (issue 3): history, credits, holds and the event stream. ---
-
-        Lists a company's ledger entries, newest first, paginated (AIP-158). Pages are keyed on the
+        """Lists a company's ledger entries, newest first, paginated (AIP-158). Pages are keyed on the
         per-wallet ledger sequence, so entries that arrive while a client pages never shift a later page:
         nothing is skipped or repeated. An unknown company is NOT_FOUND; a page_size out of range or a
         page_token that is malformed or from another query is INVALID_ARGUMENT.

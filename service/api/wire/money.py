@@ -1,10 +1,7 @@
-"""Wire conversions: nano-USD integers <-> google.type.Money, datetimes <-> Timestamp."""
+"""nano-USD integers <-> google.type.Money, exactly."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
 from google.type.money_pb2 import Money
 
 from service.domain.money import CURRENCY_CODE, NANOS_PER_USD
@@ -30,13 +27,3 @@ def nanos_of(value: Money) -> int:
     if (value.units > 0 and value.nanos < 0) or (value.units < 0 and value.nanos > 0):
         raise MoneyError("units and nanos must have the same sign")
     return int(value.units) * NANOS_PER_USD + int(value.nanos)
-
-
-def timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment.astimezone(UTC))
-    return stamp
-
-
-def datetime_of(stamp: Timestamp) -> datetime:
-    return stamp.ToDatetime(tzinfo=UTC)
