@@ -21,7 +21,7 @@ import pytest
 
 from service.domain.money import usd
 from service.payments.stripe_provider import StripeProvider
-from service.recharge import store
+from service.recharge import outcomes
 from service.recharge.loop import LoopSettings, RechargeLoop
 from tests.support.fake_stripe import DEFAULT_WEBHOOK_SECRET, FakeStripe
 
@@ -30,7 +30,7 @@ CALL_MINUTE_NANOS = 14_000_000  # call_outbound_local in the default rate card (
 FAST = LoopSettings(
     sweep_interval_s=0.3,
     lease_s=3.0,
-    backoff=store.Backoff(retry_backoff_s=(0.3, 0.3, 0.3), unknown_retry_backoff_s=(0.1, 0.2, 0.3)),
+    backoff=outcomes.Backoff(retry_backoff_s=(0.3, 0.3, 0.3), unknown_retry_backoff_s=(0.1, 0.2, 0.3)),
 )
 
 
