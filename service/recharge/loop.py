@@ -26,6 +26,7 @@ import asyncpg
 import structlog
 
 from service.config import Config
+from service.db.listener import Listener
 from service.payments.provider import (
     ChargeResult,
     CredentialsRejected,
@@ -89,13 +90,18 @@ class RechargeLoop:
     ) -> None:
         self._pool = pool
         self._provider = provider
-        self._database_url = database_url
         self._settings = settings
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wanted: set[str] = set()
         self._wake = asyncio.Event()
         self._stopping = False
-        self._listener: asyncpg.Connection | None = None
+        self._listener = Listener(
+            database_url,
+            CHANNELS,
+            self._on_notify,
+            self._on_reconnect,
+            application_name="consofta-billing-recharge-listen",
+        )
         self._main: asyncio.Task[None] | None = None
         self._workers: set[asyncio.Task[None]] = set()
         self._next_sweep = 0.0
@@ -103,7 +109,7 @@ class RechargeLoop:
     # ---- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self._listen()
+        await self._listener.start()
         self._main = asyncio.create_task(self._run(), name="recharge-loop")
         log.info("recharge loop started", owner=self.owner)
 
@@ -122,8 +128,7 @@ class RechargeLoop:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._listener is not None and not self._listener.is_closed():
-            await self._listener.close()
+        await self._listener.close()
         log.info("recharge loop stopped", owner=self.owner)
 
     def wake(self, company_id: str | None = None) -> None:
@@ -134,28 +139,15 @@ class RechargeLoop:
 
     # ---- notifications ---------------------------------------------------------------------------
 
-    async def _listen(self) -> None:
-        # A dedicated connection: LISTEN needs one that is never returned to the pool.
-        conn = await asyncpg.connect(self._database_url)
-        for channel in CHANNELS:
-            await conn.add_listener(channel, self._on_notify)
-        self._listener = conn
-
-    def _on_notify(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        if isinstance(payload, str) and payload:
+    def _on_notify(self, _channel: str, payload: str) -> None:
+        if payload:
             self._wanted.add(payload)
         self._wake.set()
 
-    async def _ensure_listening(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        try:
-            await self._listen()
-            # Notifications sent while we were deaf are lost: sweep now instead.
-            self._next_sweep = 0.0
-            log.warning("recharge loop re-established its LISTEN connection")
-        except (OSError, asyncpg.PostgresError) as e:
-            log.warning("recharge loop cannot LISTEN; relying on the sweep", error=str(e))
+    def _on_reconnect(self) -> None:
+        # Notifications sent while the listener was down are lost: sweep now instead.
+        self._next_sweep = 0.0
+        self._wake.set()
 
     # ---- the loop --------------------------------------------------------------------------------
 
@@ -174,7 +166,6 @@ class RechargeLoop:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _pass(self) -> None:
-        await self._ensure_listening()
         companies: set[str] = set()
         if time.monotonic() >= self._next_sweep:
             companies.update(await sweep_candidates(self._pool))
