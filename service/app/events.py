@@ -42,6 +42,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from service.db.listener import Listener
 from service.domain.errors import CompanyNotFound, FieldViolation, InvalidArgument, Unavailable
 
 log = structlog.get_logger(__name__)
@@ -53,7 +54,6 @@ BATCH_EVENTS = 1000
 HELD_BACK_RECHECK_S = 0.1
 # A safety net only (e.g. for a notification lost while the listener reconnected); not a busy loop.
 SAFETY_RECHECK_S = 10.0
-LISTENER_RETRY_S = 1.0
 # Cursor positions are bigint ids and xid8 values in the database; anything larger was not issued by us.
 _MAX_BIGINT = 2**63 - 1
 
@@ -174,47 +174,28 @@ class Subscription:
 
 
 class EventNotifier:
-    """One LISTEN connection per server; wakes the streams whose company (or all) got a new event."""
+    """One LISTEN connection per server; wakes the streams whose company (or all) got a new event.
+
+    After the connection comes back from a drop, every stream is woken to re-read: notifications
+    sent while it was down are gone, but the events are in the table.
+    """
 
     def __init__(self, database_url: str) -> None:
-        self._url = database_url
         self._subs: set[Subscription] = set()
-        self._conn: asyncpg.Connection | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._lost = asyncio.Event()
+        self._listener = Listener(
+            database_url,
+            (CHANNEL,),
+            self._on_notify,
+            self._wake_all,
+            application_name="consofta-billing-listen",
+        )
         self.closed = False
 
     async def start(self) -> None:
-        await self._connect()
-        self._task = asyncio.create_task(self._supervise(), name="wallet-events-listener")
+        await self._listener.start()
 
-    async def _connect(self) -> None:
-        conn = await asyncpg.connect(
-            self._url, server_settings={"application_name": "consofta-billing-listen"}
-        )
-        conn.add_termination_listener(lambda _conn: self._lost.set())
-        await conn.add_listener(CHANNEL, self._on_notify)
-        self._conn = conn
-        self._lost.clear()
-
-    async def _supervise(self) -> None:
-        """Reconnect the listener when its connection drops, then wake everyone to re-read."""
-        while not self.closed:
-            await self._lost.wait()
-            if self.closed:
-                return
-            log.warning("wallet event listener lost its connection; reconnecting")
-            while not self.closed:
-                try:
-                    await self._connect()
-                    break
-                except (OSError, asyncpg.PostgresError) as exc:
-                    log.warning("wallet event listener reconnect failed", error=str(exc))
-                    await asyncio.sleep(LISTENER_RETRY_S)
-            self._wake_all()
-
-    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
-        company_id = str(payload).rsplit(":", 1)[0]
+    def _on_notify(self, _channel: str, payload: str) -> None:
+        company_id = payload.rsplit(":", 1)[0]
         for sub in self._subs:
             if sub.company_id is None or sub.company_id == company_id:
                 sub.woken.set()
@@ -235,13 +216,7 @@ class EventNotifier:
     async def close(self) -> None:
         self.closed = True
         self._wake_all()
-        self._lost.set()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._conn is not None:
-            await self._conn.close()
+        await self._listener.close()
 
 
 # --- reading ------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Pure auto-recharge decisions: whether to charge, how much, and what an outcome leads to.
 
-No I/O and no clock: ``store.py`` reads a ``WalletSnapshot`` under the wallet's row lock, asks
+No I/O and no clock: ``planning.py`` reads a ``WalletSnapshot`` under the wallet's row lock, asks
 ``decide``, and writes what it says; the loop maps a provider answer through ``after_outcome``.
 Everything here is exhaustively unit-tested (tests/recharge/test_engine.py).
 """

@@ -3,9 +3,9 @@
 One loop per process; any number of processes may run against one database. Each pass:
 
 1. plan: for every company woken by ``wallet_below_minimum`` / ``recharge_wanted`` (or found by the
-   periodic sweep), ``store.plan_recharge`` decides under the wallet lock and commits an attempt;
-2. work: ``store.claim_due`` leases due attempts (``FOR UPDATE SKIP LOCKED``) and each one runs in its
-   own task: one provider call, then ``store.record_outcome`` in a new transaction.
+   periodic sweep), ``planning.plan_recharge`` decides under the wallet lock and commits an attempt;
+2. work: ``attempts.claim_due`` leases due attempts (``FOR UPDATE SKIP LOCKED``) and each one runs in its
+   own task: one provider call, then ``outcomes.record_outcome`` in a new transaction.
 
 Reconciliation is the same claim: an attempt left pending or processing by a crash becomes claimable
 when its lease expires, and is then retried with the same idempotency key while the provider still
@@ -26,6 +26,7 @@ import asyncpg
 import structlog
 
 from service.config import Config
+from service.db.listener import Listener
 from service.payments.provider import (
     ChargeResult,
     CredentialsRejected,
@@ -35,9 +36,19 @@ from service.payments.provider import (
     PaymentProviderError,
 )
 
-from . import engine, store
+from . import engine
+from .attempts import (
+    ATTEMPT_METADATA_KEY,
+    Attempt,
+    claim_due,
+    idempotency_key,
+    next_due_in_s,
+    note_call,
+)
 from .crash import crash_point
 from .engine import Outcome, Status
+from .outcomes import Backoff, outcome_of, record_outcome
+from .planning import plan_recharge, sweep_candidates
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +59,7 @@ CHANNELS = ("wallet_below_minimum", "recharge_wanted")
 class LoopSettings:
     sweep_interval_s: float
     lease_s: float
-    backoff: store.Backoff
+    backoff: Backoff
     # Attempts one process works on at once.
     max_concurrency: int = 16
 
@@ -57,7 +68,7 @@ class LoopSettings:
         return cls(
             sweep_interval_s=config.recharge_sweep_interval_s,
             lease_s=config.recharge_lease_s,
-            backoff=store.Backoff(config.recharge_retry_backoff_s, config.recharge_unknown_retry_backoff_s),
+            backoff=Backoff(config.recharge_retry_backoff_s, config.recharge_unknown_retry_backoff_s),
         )
 
     @property
@@ -79,13 +90,18 @@ class RechargeLoop:
     ) -> None:
         self._pool = pool
         self._provider = provider
-        self._database_url = database_url
         self._settings = settings
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wanted: set[str] = set()
         self._wake = asyncio.Event()
         self._stopping = False
-        self._listener: asyncpg.Connection | None = None
+        self._listener = Listener(
+            database_url,
+            CHANNELS,
+            self._on_notify,
+            self._on_reconnect,
+            application_name="consofta-billing-recharge-listen",
+        )
         self._main: asyncio.Task[None] | None = None
         self._workers: set[asyncio.Task[None]] = set()
         self._next_sweep = 0.0
@@ -93,7 +109,7 @@ class RechargeLoop:
     # ---- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self._listen()
+        await self._listener.start()
         self._main = asyncio.create_task(self._run(), name="recharge-loop")
         log.info("recharge loop started", owner=self.owner)
 
@@ -112,8 +128,7 @@ class RechargeLoop:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._listener is not None and not self._listener.is_closed():
-            await self._listener.close()
+        await self._listener.close()
         log.info("recharge loop stopped", owner=self.owner)
 
     def wake(self, company_id: str | None = None) -> None:
@@ -124,28 +139,15 @@ class RechargeLoop:
 
     # ---- notifications ---------------------------------------------------------------------------
 
-    async def _listen(self) -> None:
-        # A dedicated connection: LISTEN needs one that is never returned to the pool.
-        conn = await asyncpg.connect(self._database_url)
-        for channel in CHANNELS:
-            await conn.add_listener(channel, self._on_notify)
-        self._listener = conn
-
-    def _on_notify(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        if isinstance(payload, str) and payload:
+    def _on_notify(self, _channel: str, payload: str) -> None:
+        if payload:
             self._wanted.add(payload)
         self._wake.set()
 
-    async def _ensure_listening(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        try:
-            await self._listen()
-            # Notifications sent while we were deaf are lost: sweep now instead.
-            self._next_sweep = 0.0
-            log.warning("recharge loop re-established its LISTEN connection")
-        except (OSError, asyncpg.PostgresError) as e:
-            log.warning("recharge loop cannot LISTEN; relying on the sweep", error=str(e))
+    def _on_reconnect(self) -> None:
+        # Notifications sent while the listener was down are lost: sweep now instead.
+        self._next_sweep = 0.0
+        self._wake.set()
 
     # ---- the loop --------------------------------------------------------------------------------
 
@@ -164,10 +166,9 @@ class RechargeLoop:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _pass(self) -> None:
-        await self._ensure_listening()
         companies: set[str] = set()
         if time.monotonic() >= self._next_sweep:
-            companies.update(await store.sweep_candidates(self._pool))
+            companies.update(await sweep_candidates(self._pool))
             self._next_sweep = time.monotonic() + self._settings.sweep_interval_s
         companies.update(self._wanted)
         self._wanted.clear()
@@ -180,7 +181,7 @@ class RechargeLoop:
     async def _plan(self, company_id: str) -> None:
         try:
             async with self._pool.acquire() as conn:
-                planned = await store.plan_recharge(conn, company_id)
+                planned = await plan_recharge(conn, company_id)
         except asyncpg.UniqueViolationError:
             return  # another process created the in-flight attempt first: nothing to do
         if planned.attempt_id is not None:
@@ -190,7 +191,7 @@ class RechargeLoop:
         room = self._settings.max_concurrency - len(self._workers)
         if room <= 0 or self._stopping:
             return
-        for attempt in await store.claim_due(self._pool, self.owner, self._settings.lease_s, room):
+        for attempt in await claim_due(self._pool, self.owner, self._settings.lease_s, room):
             task = asyncio.create_task(self._work(attempt), name=f"recharge-{attempt.attempt_id}")
             self._workers.add(task)
             task.add_done_callback(self._work_done)
@@ -204,18 +205,18 @@ class RechargeLoop:
         if len(self._workers) >= self._settings.max_concurrency:
             return until_sweep  # a finishing worker wakes us
         try:
-            due_in = await store.next_due_in_s(self._pool)
+            due_in = await next_due_in_s(self._pool)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             due_in = None
         return until_sweep if due_in is None else min(until_sweep, due_in + 0.01)
 
     # ---- one attempt -----------------------------------------------------------------------------
 
-    async def _work(self, attempt: store.Attempt) -> None:
+    async def _work(self, attempt: Attempt) -> None:
         try:
             outcome, result, error = await self._ask_provider(attempt)
             crash_point("after_response_before_write")
-            recorded = await store.record_outcome(
+            recorded = await record_outcome(
                 self._pool, attempt.attempt_id, outcome, result, self._settings.backoff, error=error
             )
             if recorded.status.is_final:
@@ -229,9 +230,9 @@ class RechargeLoop:
             # same key. Nothing is lost; log loudly.
             log.exception("recharge attempt failed unexpectedly", attempt_id=str(attempt.attempt_id))
 
-    async def _ask_provider(self, attempt: store.Attempt) -> tuple[Outcome, ChargeResult | None, str | None]:
+    async def _ask_provider(self, attempt: Attempt) -> tuple[Outcome, ChargeResult | None, str | None]:
         """One provider call for the attempt, mapped to an outcome; never raises for provider trouble."""
-        await store.note_call(self._pool, attempt.attempt_id)
+        await note_call(self._pool, attempt.attempt_id)
         try:
             async with asyncio.timeout(self._settings.call_timeout_s):
                 result = await self._call(attempt)
@@ -258,18 +259,18 @@ class RechargeLoop:
             return Outcome.UNKNOWN, None, f"refused: {e}"
         if result is None:
             return Outcome.NOT_FOUND, None, None
-        return store.outcome_of(result), result, None
+        return outcome_of(result), result, None
 
     @staticmethod
-    def _retrieves(attempt: store.Attempt) -> bool:
+    def _retrieves(attempt: Attempt) -> bool:
         return attempt.status is Status.PROCESSING and attempt.payment_intent_id is not None
 
     @classmethod
-    def _charges(cls, attempt: store.Attempt) -> bool:
+    def _charges(cls, attempt: Attempt) -> bool:
         """Whether this attempt's next call sends the charge itself (rather than a look-up)."""
         return not cls._retrieves(attempt) and engine.may_retry_same_key(attempt.created_at, attempt.now)
 
-    async def _call(self, attempt: store.Attempt) -> ChargeResult | None:
+    async def _call(self, attempt: Attempt) -> ChargeResult | None:
         if self._retrieves(attempt):
             assert attempt.payment_intent_id is not None
             return await self._provider.retrieve_payment_intent(attempt.payment_intent_id)
@@ -280,12 +281,12 @@ class RechargeLoop:
                 customer_id=attempt.provider_customer_id,
                 payment_method_id=attempt.payment_method_id,
                 amount_cents=engine.amount_cents(attempt.amount_nanos),
-                idempotency_key=store.idempotency_key(attempt.attempt_id),
+                idempotency_key=idempotency_key(attempt.attempt_id),
                 metadata=attempt.metadata,
                 description=attempt.description,
             )
         # The provider may have forgotten the key: find the PaymentIntent by the metadata we set.
         # None means no charge was ever created, and only then may a new attempt be made.
         return await self._provider.find_payment_intent(
-            attempt.provider_customer_id, store.ATTEMPT_METADATA_KEY, str(attempt.attempt_id)
+            attempt.provider_customer_id, ATTEMPT_METADATA_KEY, str(attempt.attempt_id)
         )

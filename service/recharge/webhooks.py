@@ -6,7 +6,7 @@ Rules, in order:
    300 s tolerance). Bad, stale or missing: HTTP 400 and nothing changes.
 2. The event id is recorded in the same transaction as its effect, so a redelivery (Stripe delivers
    at least once) changes nothing, and a failed transaction leaves the event to be delivered again.
-3. The attempt's status only moves forward (store.apply_outcome): a failure never undoes a success,
+3. The attempt's status only moves forward (outcomes.apply_outcome): a failure never undoes a success,
    and a PaymentIntent credits the wallet once whether the webhook or the synchronous answer comes
    first.
 4. One short transaction, then 200: Stripe wants an answer within seconds.
@@ -22,7 +22,9 @@ from aiohttp import web
 
 from service.payments.provider import ChargeResult, InvalidWebhook, PaymentProvider, WebhookEvent
 
-from . import store
+from .attempts import ATTEMPT_METADATA_KEY
+from .outcomes import Backoff, apply_outcome, outcome_of
+from .webhook_events import find_attempt_id, record_webhook_event
 
 log = structlog.get_logger(__name__)
 
@@ -39,23 +41,17 @@ HANDLED_TYPES = frozenset(
 MAX_BODY_BYTES = 1024 * 1024
 
 
-async def apply_event(
-    pool: asyncpg.Pool, event: WebhookEvent, backoff: store.Backoff
-) -> tuple[str, str | None]:
+async def apply_event(pool: asyncpg.Pool, event: WebhookEvent, backoff: Backoff) -> tuple[str, str | None]:
     """Apply a verified event once; returns (what happened, company id to look at again or None)."""
     async with pool.acquire() as conn, conn.transaction():
         if event.type not in HANDLED_TYPES or event.status is None:
-            await store.record_webhook_event(
-                conn, event.id, event.type, event.payment_intent_id, "ignored_type"
-            )
+            await record_webhook_event(conn, event.id, event.type, event.payment_intent_id, "ignored_type")
             return "ignored_type", None
-        attempt_id = await store.find_attempt_id(
-            conn, event.metadata.get(store.ATTEMPT_METADATA_KEY), event.payment_intent_id
+        attempt_id = await find_attempt_id(
+            conn, event.metadata.get(ATTEMPT_METADATA_KEY), event.payment_intent_id
         )
         outcome_label = "applied" if attempt_id is not None else "unknown_attempt"
-        if not await store.record_webhook_event(
-            conn, event.id, event.type, event.payment_intent_id, outcome_label
-        ):
+        if not await record_webhook_event(conn, event.id, event.type, event.payment_intent_id, outcome_label):
             return "duplicate", None
         if attempt_id is None:
             log.warning("webhook for a PaymentIntent we did not create", event_id=event.id, type=event.type)
@@ -67,7 +63,7 @@ async def apply_event(
             decline_code=event.decline_code,
             message=event.message,
         )
-        recorded = await store.apply_outcome(conn, attempt_id, store.outcome_of(result), result, backoff)
+        recorded = await apply_outcome(conn, attempt_id, outcome_of(result), result, backoff)
         if not recorded.changed:
             await conn.execute(
                 "update stripe_webhook_events set outcome = 'ignored_final' where event_id = $1", event.id
@@ -81,7 +77,7 @@ class WebhookServer:
         self,
         pool: asyncpg.Pool,
         provider: PaymentProvider,
-        backoff: store.Backoff,
+        backoff: Backoff,
         *,
         on_settled: Callable[[str], None] | None = None,
     ) -> None:

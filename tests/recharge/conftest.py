@@ -21,7 +21,7 @@ import pytest
 
 from service.domain.money import usd
 from service.payments.stripe_provider import StripeProvider
-from service.recharge import store
+from service.recharge import outcomes
 from service.recharge.loop import LoopSettings, RechargeLoop
 from tests.support.fake_stripe import DEFAULT_WEBHOOK_SECRET, FakeStripe
 
@@ -30,7 +30,7 @@ CALL_MINUTE_NANOS = 14_000_000  # call_outbound_local in the default rate card (
 FAST = LoopSettings(
     sweep_interval_s=0.3,
     lease_s=3.0,
-    backoff=store.Backoff(retry_backoff_s=(0.3, 0.3, 0.3), unknown_retry_backoff_s=(0.1, 0.2, 0.3)),
+    backoff=outcomes.Backoff(retry_backoff_s=(0.3, 0.3, 0.3), unknown_retry_backoff_s=(0.1, 0.2, 0.3)),
 )
 
 
@@ -165,7 +165,11 @@ class Wallets:
                 """,
                 company.company_id,
             )
-            await conn.execute("select emit_wallet_event($1, 'card_set', '{}'::jsonb)", company.company_id)
+            await conn.execute(
+                "select emit_wallet_event(p_company_id => $1, p_event_type => 'card_set',"
+                " p_payload => '{}'::jsonb)",
+                company.company_id,
+            )
             await conn.execute("select pg_notify('recharge_wanted', $1)", company.company_id)
         return Company(company.company_id, company.customer_id, details.payment_method_id)
 
@@ -173,8 +177,13 @@ class Wallets:
         """A real RecordUsage debit (outbound local call), through the record_usage() SQL function."""
         key = f"usage-{uuid.uuid4().hex}"
         row = await self.pool.fetchrow(
-            "select * from record_usage($1, $2, $3, $4, 'call', 'call_outbound_local', 'outbound', 'local', "
-            "$5, null, $6, now())",
+            """
+            select * from record_usage(
+                p_usage_record_id => $1, p_company_id => $2, p_idempotency_key => $3, p_request_hash => $4,
+                p_usage_type => 'call', p_rate_key => 'call_outbound_local', p_direction => 'outbound',
+                p_number_type => 'local', p_quantity => $5, p_sms_encoding => null, p_billable_units => $6,
+                p_occurred_at => now())
+            """,
             uuid.uuid4(),
             company_id,
             key,

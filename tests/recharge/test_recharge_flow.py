@@ -17,7 +17,7 @@ from consofta.billing.v1 import usage_pb2, usage_service_pb2, usage_service_pb2_
 
 from service.config import load_config
 from service.domain.money import usd
-from service.recharge import store
+from service.recharge import attempts, outcomes, planning
 from service.recharge.engine import Kind
 from service.recharge.loop import LoopSettings, RechargeLoop
 from service.server import BillingServer, start_server
@@ -86,7 +86,8 @@ async def test_crossing_debit_charges_once_credits_once_and_reports_in_order(
     assert credit["description"] == "Auto-recharge from Visa •••• 4242"
     assert await wallets.balance(company.company_id) == usd(20) - 1000 * CALL_MINUTE_NANOS + usd(50)
 
-    # (wallet_* events about suspension are another issue's; the test's opening balance causes one.)
+    # wallet_* events (suspension) are not the recharge engine's to assert here; the opening balance
+    # causes one.
     events = [(e, p) for e, p in await wallets.events(company.company_id) if not e.startswith("wallet_")]
     assert [e for e, _ in events] == ["balance_below_minimum", "recharge_started", "recharge_succeeded"]
     assert events[1][1]["amount_nanos"] == usd(50) and events[1][1]["kind"] == "auto"
@@ -424,7 +425,7 @@ async def test_after_the_window_a_charge_that_exists_is_found_by_metadata_not_ch
         company.customer_id,
         company.payment_method_id,
         5000,
-        store.idempotency_key(attempt_id),
+        attempts.idempotency_key(attempt_id),
         {"recharge_attempt_id": str(attempt_id), "company_id": company.company_id, "kind": "auto"},
         "left behind",
     )
@@ -503,9 +504,9 @@ async def test_preload_then_auto_recharge_when_the_preload_is_not_enough(
 async def test_database_refuses_a_second_attempt_in_flight(wallets: Wallets, pool: asyncpg.Pool) -> None:
     company = await wallets.create(balance_nanos=usd(5))
     async with pool.acquire() as conn:
-        first = await store.plan_recharge(conn, company.company_id)
+        first = await planning.plan_recharge(conn, company.company_id)
         assert first.attempt_id is not None
-        second = await store.plan_recharge(conn, company.company_id)
+        second = await planning.plan_recharge(conn, company.company_id)
     assert second.attempt_id is None and second.decision.reason == "in_flight"
     with pytest.raises(asyncpg.UniqueViolationError):
         await _old_pending_attempt(pool, company.company_id, company.customer_id, company.payment_method_id)
@@ -535,7 +536,7 @@ async def test_loop_settings_from_config_use_the_documented_names() -> None:
     )
     settings = LoopSettings.from_config(config)
     assert settings.sweep_interval_s == 2.5 and settings.lease_s == 7.0
-    assert settings.backoff == store.Backoff((10.0, 20.0), (1.0,))
+    assert settings.backoff == outcomes.Backoff((10.0, 20.0), (1.0,))
     assert settings.call_timeout_s < settings.lease_s
 
 

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from service.payments.stripe_provider import StripeProvider
-from service.recharge import store
+from service.recharge import outcomes
 from service.recharge.loop import RechargeLoop
 from service.recharge.webhooks import WEBHOOK_PATH, WebhookServer
 from tests.support.fake_stripe import ChargeOutcome, FakeStripe
@@ -23,7 +23,7 @@ from .conftest import FAST, Company, Wallets, charge_posts, charges, wait_until
 
 StartLoop = Callable[..., Awaitable[RechargeLoop]]
 # Polls of a processing PaymentIntent wait a minute here, so only the webhook can settle it.
-NO_POLL = replace(FAST, backoff=store.Backoff(FAST.backoff.retry_backoff_s, (60.0,)))
+NO_POLL = replace(FAST, backoff=outcomes.Backoff(FAST.backoff.retry_backoff_s, (60.0,)))
 
 
 @pytest.fixture

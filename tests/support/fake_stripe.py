@@ -794,6 +794,13 @@ class FakeStripe:
             self._customer(customer_id, "customer")
         pm_id = params.get("payment_method")
         pm = self._payment_method(pm_id, "payment_method") if pm_id else None
+        if pm is not None and pm["id"] in self._detached:
+            raise _invalid(
+                "This PaymentMethod was previously used without being attached to a Customer or was "
+                "detached from a Customer, and may not be used again.",
+                param="payment_method",
+                code="payment_method_unexpected_state",
+            )
         if pm is not None and customer_id and pm["customer"] not in (None, customer_id):
             raise _invalid(
                 f"The provided PaymentMethod {pm['id']} does not belong to the Customer {customer_id}.",
