@@ -83,7 +83,7 @@ def _postmaster_running(pgdata: Path) -> bool:
 @asynccontextmanager
 async def _database(config: Config) -> AsyncIterator[str]:
     """The database URL; with no DATABASE_URL, the embedded Postgres, left as it was found."""
-    from service.server import open_database
+    from service.db.startup import open_database
 
     was_running = config.database_url is None and _postmaster_running(config.pgdata)
     url, embedded = await open_database(config)
@@ -96,7 +96,7 @@ async def _database(config: Config) -> AsyncIterator[str]:
 
 
 async def _migrate(config: Config, _args: argparse.Namespace) -> int:
-    from service.server import apply_migrations
+    from service.db.startup import apply_migrations
 
     async with _database(config) as url:
         print(await apply_migrations(url))

@@ -7,7 +7,6 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import asyncpg
 import grpc
 import structlog
 from consofta.billing.v1 import (
@@ -27,9 +26,9 @@ from service.api.usage_servicer import UsageServicer
 from service.api.wallet_servicer import WalletServicer
 from service.app.events import EventNotifier
 from service.config import Config
-from service.db.embedded import DATABASE_NAME, EmbeddedPostgres
-from service.db.migrate import migrate
-from service.db.pool import CountingPool, create_pool, ensure_database, with_database
+from service.db.embedded import EmbeddedPostgres
+from service.db.pool import CountingPool, create_pool
+from service.db.startup import apply_migrations, open_database
 from service.domain.settings import RechargeBounds
 from service.health import DatabaseHealth
 from service.metrics import MetricsServer, ServerGauges
@@ -45,25 +44,6 @@ SERVICE_NAMES = (
     wallet_service_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name,
     settings_service_pb2.DESCRIPTOR.services_by_name["SettingsService"].full_name,
 )
-
-
-async def open_database(config: Config) -> tuple[str, EmbeddedPostgres | None]:
-    """The database URL to use, starting an embedded Postgres when none is configured."""
-    if config.database_url:
-        return config.database_url, None
-    embedded = EmbeddedPostgres(config.pgdata)
-    # initdb/pg_ctl block for a second or two; keep the event loop free meanwhile.
-    admin_url = await asyncio.to_thread(embedded.start)
-    await ensure_database(admin_url, DATABASE_NAME)
-    return with_database(admin_url, DATABASE_NAME), embedded
-
-
-async def apply_migrations(database_url: str) -> int:
-    conn = await asyncpg.connect(database_url)
-    try:
-        return await migrate(conn)
-    finally:
-        await conn.close()
 
 
 # A background task's "stop taking new work and finish within grace_s" (seconds).

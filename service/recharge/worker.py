@@ -21,7 +21,7 @@ log = structlog.get_logger(__name__)
 
 async def run_worker(config: Config) -> None:
     """Run the recharge loop until SIGTERM or Ctrl-C, then stop taking work and exit."""
-    from service.server import apply_migrations, open_database
+    from service.db.startup import apply_migrations, open_database
 
     database_url, embedded = await open_database(config)
     try:

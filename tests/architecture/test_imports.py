@@ -16,7 +16,7 @@ SERVICE = ROOT / "service"
 # Which layers a layer may import (itself always). The composition root (server, cli) wires them all.
 ALLOWED: dict[str, set[str]] = {
     "domain": set(),
-    "db": {"sql", "migrations"},
+    "db": {"sql", "migrations", "config"},
     "payments": {"domain", "config"},
     "app": {"domain", "db", "payments", "config"},
     "recharge": {"domain", "db", "app", "payments", "config"},
