@@ -50,13 +50,15 @@ def _usd_amount_nanos(value: str) -> int:
     """AMOUNT_USD such as `25` or `12.50`, parsed exactly (never through a float) into nanos."""
     from decimal import Decimal, InvalidOperation
 
+    from service.domain.money import NANOS_PER_USD
+
     try:
         amount = Decimal(value.removeprefix("$"))
     except InvalidOperation:
         raise argparse.ArgumentTypeError(f"{value!r} is not an amount in USD (e.g. 12.50)") from None
     if not amount.is_finite() or amount <= 0:
         raise argparse.ArgumentTypeError(f"{value!r} must be a positive amount in USD")
-    nanos = amount * 1_000_000_000
+    nanos = amount * NANOS_PER_USD
     if nanos != nanos.to_integral_value():
         raise argparse.ArgumentTypeError(f"{value!r} has more than 9 decimal places")
     return int(nanos)

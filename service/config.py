@@ -14,8 +14,7 @@ from itertools import pairwise
 from pathlib import Path
 from urllib.parse import urlsplit
 
-NANOS_PER_USD = 1_000_000_000  # as service.domain.money; config stays free of domain imports
-NANOS_PER_CENT = 10_000_000
+from service.domain.money import NANOS_PER_CENT, NANOS_PER_USD
 
 
 class ConfigError(ValueError):
@@ -36,7 +35,7 @@ class Config:
     health_probe_interval_s: float
     # Everything below has the default load_config({}) gives it, so code building a Config by hand
     # keeps working as settings are added.
-    # Settings bounds (issue 4).
+    # The deployment's bounds for one automatic recharge or pre-load.
     recharge_amount_min_nanos: int = 5 * NANOS_PER_USD
     recharge_amount_max_nanos: int = 10_000 * NANOS_PER_USD
     # Empty: the sandbox payment provider is used and no real money moves. Never shown (repr=False).
@@ -47,7 +46,7 @@ class Config:
     # Prometheus /metrics; None when switched off (BILLING_METRICS_PORT=off).
     metrics_port: int | None = 9464
     webhook_port: int = 8080
-    # The recharge loop (issue 5).
+    # The recharge loop.
     recharge_sweep_interval_s: float = 60.0
     # Waits before a new attempt after each soft decline; after the last one, auto-recharge pauses.
     recharge_retry_backoff_s: tuple[float, ...] = (3600.0, 21600.0, 86400.0)

@@ -83,7 +83,7 @@ def test_the_key_comes_from_the_environment() -> None:
     config = load_config(
         {
             "BILLING_STRIPE_SECRET_KEY": " sk_test_abc ",
-            # Required with a key (issue 8): the service could not verify a webhook without it.
+            # Required with a key: the service could not verify a webhook without it.
             "BILLING_STRIPE_WEBHOOK_SECRET": "whsec_abc",
             "BILLING_STRIPE_API_BASE": "http://x/",
         }
