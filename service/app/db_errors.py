@@ -31,9 +31,9 @@ def raise_domain_error(
 ) -> NoReturn:
     """Raise the domain error a SQLSTATE stands for; re-raise anything else unchanged."""
     state = exc.sqlstate
-    if state == sqlstate.NO_WALLET:
+    if state == sqlstate.WALLET_NOT_FOUND:
         raise CompanyNotFound(company_id) from None
-    if state == sqlstate.NO_RATE and rate_key is not None:
+    if state == sqlstate.NO_RATE_CARD and rate_key is not None:
         raise NoRateCard(message_of(exc), metadata={"rate_key": rate_key}) from None
     if state == sqlstate.NUMERIC_VALUE_OUT_OF_RANGE:
         raise AmountOutOfRange() from None
@@ -41,7 +41,7 @@ def raise_domain_error(
         metadata = {"company_id": company_id, "hold_id": str(hold_id)}
         if state == sqlstate.HOLD_NOT_FOUND:
             raise HoldNotFound(company_id, str(hold_id)) from None
-        if state == sqlstate.HOLD_CAPTURED:
+        if state == sqlstate.HOLD_ALREADY_CAPTURED:
             raise HoldAlreadyCaptured(message_of(exc), metadata=metadata) from None
         if state == sqlstate.HOLD_RELEASED:
             raise HoldReleased(message_of(exc), metadata=metadata) from None

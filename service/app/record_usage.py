@@ -14,7 +14,7 @@ from service.domain.ledger import UsageRecord
 from service.domain.usage_kinds import Usage, fingerprint, kind_of, meter
 
 RECORD_USAGE = "record_usage"
-_RECORD_USAGE_SQL = """
+RECORD_USAGE_SQL = """
     select * from record_usage(
         p_usage_record_id => $1, p_company_id => $2, p_idempotency_key => $3, p_request_hash => $4,
         p_usage_type => $5, p_rate_key => $6, p_direction => $7, p_number_type => $8, p_quantity => $9,
@@ -62,28 +62,33 @@ def _dimension(usage: Usage, name: str) -> str | None:
     return None if value is None else str(value)
 
 
-async def record_usage(pool: asyncpg.Pool, cmd: RecordUsageCommand) -> RecordedUsage:
+def sql_arguments(cmd: RecordUsageCommand, proposed_id: uuid.UUID) -> tuple[object, ...]:
+    """record_usage()'s arguments for the command, in RECORD_USAGE_SQL's order."""
     metering = meter(cmd.usage)
+    return (
+        proposed_id,
+        cmd.company_id,
+        cmd.idempotency_key,
+        cmd.request().fingerprint,
+        kind_of(cmd.usage).name,
+        metering.rate_key,
+        _dimension(cmd.usage, "direction"),
+        _dimension(cmd.usage, "number_type"),
+        metering.quantity,
+        None if metering.sms_encoding is None else metering.sms_encoding.value,
+        metering.billable_units,
+        cmd.occurred_at,
+        cmd.hold_id,
+    )
+
+
+async def record_usage(pool: asyncpg.Pool, cmd: RecordUsageCommand) -> RecordedUsage:
     request = cmd.request()
     proposed_id = uuid.uuid4()
     try:
-        row = await pool.fetchrow(
-            _RECORD_USAGE_SQL,
-            proposed_id,
-            cmd.company_id,
-            cmd.idempotency_key,
-            request.fingerprint,
-            kind_of(cmd.usage).name,
-            metering.rate_key,
-            _dimension(cmd.usage, "direction"),
-            _dimension(cmd.usage, "number_type"),
-            metering.quantity,
-            None if metering.sms_encoding is None else metering.sms_encoding.value,
-            metering.billable_units,
-            cmd.occurred_at,
-            cmd.hold_id,
-        )
+        row = await pool.fetchrow(RECORD_USAGE_SQL, *sql_arguments(cmd, proposed_id))
     except asyncpg.PostgresError as exc:
+        metering = meter(cmd.usage)
         raise_domain_error(exc, cmd.company_id, rate_key=metering.rate_key, hold_id=cmd.hold_id)
     assert row is not None
     record = rows.usage_record(row)

@@ -1,16 +1,18 @@
-"""Postgres SQLSTATEs the service turns into domain errors, its own BLxxx codes included."""
+"""SQLSTATEs the service turns into domain errors: Postgres's own, and the BLxxx codes that the functions
+in service/sql/ raise (`raise exception ... using errcode = '...'`). Compare exc.sqlstate with these."""
 
 # bigint overflow: units x unit price, or a balance, that a 64-bit nano-USD column cannot hold.
 NUMERIC_VALUE_OUT_OF_RANGE = "22003"
-# An append-only table (the ledger, events, rate cards, audit trails) refused an update or delete.
-APPEND_ONLY = "BL001"
-# The company has no wallet.
-NO_WALLET = "BL404"
-# No rate card has a price for the rate key at that moment.
-NO_RATE = "BL412"
-# The hold does not exist for the company.
+
+# An update, delete or truncate of an append-only table (reject_ledger_mutation(), append_only.sql).
+APPEND_ONLY_VIOLATION = "BL001"
+# The company has no wallet (every function that locks or updates a wallet row).
+WALLET_NOT_FOUND = "BL404"
+# No rate card has a rate for the rate key in effect at the moment priced (record_usage, authorize_usage).
+NO_RATE_CARD = "BL412"
+# The hold does not exist for this company (record_usage with p_hold_id, release_hold).
 HOLD_NOT_FOUND = "BLH04"
-# The hold was captured already (by the usage record named in the message).
-HOLD_CAPTURED = "BLH09"
-# The hold was released.
+# The hold was already captured by a usage record: it can be neither captured again nor released.
+HOLD_ALREADY_CAPTURED = "BLH09"
+# The hold was released: usage cannot capture it (record_usage with p_hold_id).
 HOLD_RELEASED = "BLH10"

@@ -1,10 +1,10 @@
 """Writing ledger history at chosen times, for report fixtures.
 
-RecordUsage stamps everything with now(), and the recharge engine belongs to another issue, so a report
-that spans months needs history written at chosen times. These helpers follow the crediting rule
-exactly (lock the wallet row, append the entry with sequence last_sequence + 1 and balance before/after,
-update balance and last_sequence, emit the wallet event, all in one transaction), and price usage the way
-record_usage() does (domain metering, effective_rate() for the unit price).
+RecordUsage stamps everything with now(), so a report that spans months needs history written at chosen
+times. These helpers write it through the service's own SQL functions, which take an optional
+p_posted_at for exactly this: record_usage() for usage (with the arguments the RecordUsage use case
+computes), append_ledger_entry() for credits, emit_wallet_event() for the credit's event. The chain rule
+(sequence, balance before and after, the wallet row) is never written here.
 """
 
 from __future__ import annotations
@@ -15,51 +15,19 @@ from datetime import datetime
 
 import asyncpg
 
-from service.domain.usage_kinds import CallUsage, EmailUsage, SmsUsage, Usage, kind_of, meter
+from service.app.record_usage import RECORD_USAGE_SQL, RecordUsageCommand, sql_arguments
+from service.domain.usage_kinds import Usage
 
+_APPEND_SQL = """
+select sequence, balance_after_nanos from append_ledger_entry(
+    p_company_id => $1, p_entry_type => $2, p_amount_nanos => $3, p_reference => $4, p_description => $5,
+    p_posted_at => $6)
+"""
 
-async def _append(
-    conn: asyncpg.Connection,
-    company_id: str,
-    entry_type: str,
-    amount_nanos: int,
-    posted_at: datetime,
-    *,
-    usage_record_id: uuid.UUID | None = None,
-    reference: str | None = None,
-    description: str = "",
-) -> tuple[int, int]:
-    """Appends one entry under the wallet lock; returns (sequence, balance after)."""
-    wallet = await conn.fetchrow(
-        "select balance_nanos, last_sequence from wallets where company_id = $1 for update", company_id
-    )
-    assert wallet is not None
-    sequence = wallet["last_sequence"] + 1
-    after = wallet["balance_nanos"] + amount_nanos
-    await conn.execute(
-        "update wallets set balance_nanos = $2, last_sequence = $3, updated_at = now() where company_id = $1",
-        company_id,
-        after,
-        sequence,
-    )
-    await conn.execute(
-        """
-        insert into ledger_entries (company_id, sequence, entry_type, amount_nanos, balance_before_nanos,
-                                    balance_after_nanos, usage_record_id, reference, description, created_at)
-        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-        """,
-        company_id,
-        sequence,
-        entry_type,
-        amount_nanos,
-        wallet["balance_nanos"],
-        after,
-        usage_record_id,
-        reference,
-        description,
-        posted_at,
-    )
-    return sequence, after
+_EMIT_SQL = "select emit_wallet_event(p_company_id => $1, p_event_type => $2, p_payload => $3::jsonb)"
+
+# The use case's own call, with the posting time added as the next argument.
+_BACKDATED_SQL = RECORD_USAGE_SQL.rstrip().removesuffix(")") + ", p_posted_at => $14)"
 
 
 async def credit(
@@ -74,23 +42,19 @@ async def credit(
 ) -> int:
     """A recharge_credit / preload_credit / manual_credit / adjustment posted at `posted_at`; its sequence."""
     async with conn.transaction():
-        sequence, after = await _append(
-            conn,
-            company_id,
-            entry_type,
-            amount_nanos,
-            posted_at,
-            reference=reference,
-            description=description,
+        entry = await conn.fetchrow(
+            _APPEND_SQL, company_id, entry_type, amount_nanos, reference, description, posted_at
         )
+        assert entry is not None
         await conn.execute(
-            "select emit_wallet_event($1, $2, $3::jsonb)",
+            _EMIT_SQL,
             company_id,
             "wallet_credited",
-            json.dumps({"entry_type": entry_type, "amount_nanos": amount_nanos, "ledger_sequence": sequence,
-                        "balance_nanos": after, "reference": reference}),
+            json.dumps({"entry_type": entry_type, "amount_nanos": amount_nanos,
+                        "ledger_sequence": entry["sequence"], "balance_nanos": entry["balance_after_nanos"],
+                        "reference": reference}),
         )  # fmt: skip
-    return sequence
+    return int(entry["sequence"])
 
 
 async def usage(
@@ -101,53 +65,15 @@ async def usage(
     posted_at: datetime | None = None,
     key: str | None = None,
 ) -> asyncpg.Record:
-    """A usage record and its debit, as record_usage() writes them, but posted at `posted_at`."""
-    metering = meter(used)
-    match used:
-        case EmailUsage(count=count):
-            quantity = count
-        case CallUsage(duration_seconds=seconds):
-            quantity = seconds
-        case SmsUsage():
-            quantity = metering.billable_units
-    posted = posted_at or occurred_at
+    """A usage record and its debit, written by record_usage(), but posted at `posted_at`."""
     record_id = uuid.uuid4()
-    async with conn.transaction():
-        rate = await conn.fetchrow(
-            "select * from effective_rate($1, $2, $3)", company_id, metering.rate_key, occurred_at
-        )
-        assert rate is not None and rate["unit_price_nanos"] is not None
-        amount = metering.billable_units * rate["unit_price_nanos"]
-        sequence, after = await _append(
-            conn, company_id, "usage_debit", -amount, posted, usage_record_id=record_id
-        )
-        return await conn.fetchrow(
-            """
-            insert into usage_records (usage_record_id, company_id, idempotency_key, request_hash, usage_type,
-                                       rate_key, direction, number_type, quantity, sms_encoding,
-                                       billable_units, unit_price_nanos, amount_nanos, rate_card,
-                                       rate_card_version, occurred_at, recorded_at, ledger_sequence,
-                                       balance_after_nanos, below_minimum)
-            values ($1, $2, $3, '\\x00', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-                    false)
-            returning *
-            """,
-            record_id,
-            company_id,
-            key or f"backdated-{record_id}",
-            kind_of(used).name,
-            metering.rate_key,
-            None if isinstance(used, EmailUsage) else used.direction.value,
-            used.number_type.value if isinstance(used, CallUsage) else None,
-            quantity,
-            None if metering.sms_encoding is None else metering.sms_encoding.value,
-            metering.billable_units,
-            rate["unit_price_nanos"],
-            amount,
-            rate["rate_card"],
-            rate["rate_card_version"],
-            occurred_at,
-            posted,
-            sequence,
-            after,
-        )
+    command = RecordUsageCommand(
+        company_id=company_id,
+        idempotency_key=key or f"backdated-{record_id}",
+        usage=used,
+        occurred_at_given=occurred_at,
+        received_at=occurred_at,
+    )
+    row = await conn.fetchrow(_BACKDATED_SQL, *sql_arguments(command, record_id), posted_at or occurred_at)
+    assert row is not None and row["usage_record_id"] == record_id, "the key was used before"
+    return row
