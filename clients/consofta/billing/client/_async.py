@@ -177,6 +177,25 @@ class AsyncBillingClient:
             self._usage.RecordUsage, rq.with_key(request), timeout_s=timeout_s, request_id=request_id
         )
 
+    async def record(
+        self,
+        company: str,
+        kind: str,
+        *,
+        idempotency_key: str | None = None,
+        occurred_at: rq.When | None = None,
+        hold_id: str | None = None,
+        timeout_s: float | None = None,
+        request_id: str | None = None,
+        **fields: object,
+    ) -> usage_service_pb2.RecordUsageResponse:
+        """Debit one usage of any `kind` the contract has, its message built from `fields` by `usage()`:
+        `record("acme", "call", direction="inbound", number_type="local", duration_seconds=61)`. A usage
+        type added to the proto can be recorded this way with no change to the client."""
+        usage = rq.usage(kind, **fields)
+        request = rq.record_usage_request(company, usage, idempotency_key, occurred_at, hold_id)
+        return await self.call(self._usage.RecordUsage, request, timeout_s=timeout_s, request_id=request_id)
+
     async def record_email(
         self,
         company: str,
