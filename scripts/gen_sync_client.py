@@ -54,7 +54,7 @@ def _without_grpc_aio(source: str) -> str:
             continue
         kept.append(tokens[i])
         i += 1
-    return tokenize_rt.tokens_to_src(kept)
+    return str(tokenize_rt.tokens_to_src(kept))
 
 
 def _ruff_format(source: str) -> str:
