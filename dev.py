@@ -6,7 +6,8 @@ pinned dependencies (constraints.txt) into it; later runs reinstall only when py
 clients/pyproject.toml or constraints.txt changed. Everything after the sub-command is passed on:
   python3 dev.py serve                 -> consofta-billing serve
   python3 dev.py test [pytest args]    -> pytest
-  python3 dev.py gen                   -> regenerate the stubs in clients/ from protos/
+  python3 dev.py gen                   -> regenerate the stubs in clients/ from protos/, and the
+                                          blocking client from the async one (--check: only compare)
   python3 dev.py run CMD [ARGS]        -> any command inside the virtual environment
 """
 
@@ -77,7 +78,11 @@ def main(argv: list[str]) -> int:
     elif command == "test":
         args = [str(BIN / "python"), "-m", "pytest", *rest]
     elif command == "gen":
-        args = [str(BIN / "python"), str(ROOT / "scripts" / "gen_stubs.py"), *rest]
+        # The stubs, then the blocking client from the async one; `--check` goes to both.
+        stubs = subprocess.run([str(BIN / "python"), str(ROOT / "scripts" / "gen_stubs.py"), *rest], cwd=ROOT)
+        if stubs.returncode != 0:
+            return stubs.returncode
+        args = [str(BIN / "python"), str(ROOT / "scripts" / "gen_sync_client.py"), *rest]
     elif command == "run":
         if not rest:
             sys.exit("dev.py run: give a command to run inside .venv")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import random
 from datetime import UTC, datetime
 
@@ -26,8 +27,10 @@ from consofta.billing.client import (
     Unavailable,
     money,
     nanos_of,
+    usage,
     usd_of,
 )
+from consofta.billing.client import _requests as rq
 from consofta.billing.v1 import usage_pb2, usage_service_pb2
 from fake_billing import (
     CERTS,
@@ -57,8 +60,10 @@ async def test_bearer_token_and_request_id_travel_as_metadata(
     assert "x-request-id" not in without_id.metadata
 
 
-async def test_request_id_comes_from_the_provider_when_none_is_given(target: str, fake: FakeBilling) -> None:
-    async with AsyncBillingClient(target, request_id=lambda: "from-context") as client:
+async def test_request_id_comes_from_the_provider_when_none_is_given(
+    client_class: type[AsyncBillingClient], target: str, fake: FakeBilling
+) -> None:
+    async with client_class(target, request_id=lambda: "from-context") as client:
         await client.get_wallet("acme")
         await client.get_wallet("acme", request_id="explicit")
     assert [a.metadata.get("x-request-id") for a in fake.attempts] == ["from-context", "explicit"]
@@ -77,12 +82,12 @@ async def test_every_call_has_a_deadline_of_5_s_unless_changed(
 
 
 async def test_a_stalled_server_gives_deadline_exceeded_after_every_attempt(
-    target: str, fake: FakeBilling
+    client_class: type[AsyncBillingClient], target: str, fake: FakeBilling
 ) -> None:
     fake.script = [Stall(), Stall(), Stall()]
     events: list[RetryEvent] = []
     retry = RetryPolicy(max_attempts=3, initial_backoff_s=0.001, max_backoff_s=0.001, on_retry=events.append)
-    async with AsyncBillingClient(target, retry=retry, timeout_s=0.2) as client:
+    async with client_class(target, retry=retry, timeout_s=0.2) as client:
         with pytest.raises(DeadlineExceeded) as caught:
             await client.record_email("acme", 1)
     assert caught.value.attempts == 3
@@ -136,9 +141,11 @@ async def test_create_wallet_retries_under_one_request_id(
     assert len(ids) == 2 and ids[0] == ids[1] and ids[0]
 
 
-async def test_unavailable_gives_up_after_the_last_attempt(target: str, fake: FakeBilling) -> None:
+async def test_unavailable_gives_up_after_the_last_attempt(
+    client_class: type[AsyncBillingClient], target: str, fake: FakeBilling
+) -> None:
     fake.script = [Fail(grpc.StatusCode.UNAVAILABLE)] * 5
-    async with AsyncBillingClient(target, retry=fast_retry(max_attempts=4)) as client:
+    async with client_class(target, retry=fast_retry(max_attempts=4)) as client:
         with pytest.raises(Unavailable) as caught:
             await client.get_wallet("acme")
     assert caught.value.attempts == 4
@@ -158,9 +165,11 @@ async def test_other_codes_are_not_retried(
     assert len(fake.attempts) == 1
 
 
-async def test_no_retry_policy_makes_one_attempt(target: str, fake: FakeBilling) -> None:
+async def test_no_retry_policy_makes_one_attempt(
+    client_class: type[AsyncBillingClient], target: str, fake: FakeBilling
+) -> None:
     fake.script = [Fail(grpc.StatusCode.UNAVAILABLE)]
-    async with AsyncBillingClient(target, retry=NO_RETRY) as client:
+    async with client_class(target, retry=NO_RETRY) as client:
         with pytest.raises(Unavailable):
             await client.get_wallet("acme")
     assert len(fake.attempts) == 1
@@ -287,49 +296,126 @@ async def test_bad_python_values_fail_before_sending(client: AsyncBillingClient,
     assert fake.attempts == []
 
 
+async def test_record_builds_any_kind_of_usage_from_the_contract(
+    client: AsyncBillingClient, fake: FakeBilling
+) -> None:
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    await client.record("acme", "email", count=3, idempotency_key="e-1", request_id="rec-1")
+    await client.record(
+        "acme", "call", direction="inbound", number_type="toll_free", duration_seconds=61, hold_id="h-1"
+    )
+    await client.record("acme", "sms", direction=usage_pb2.SMS_DIRECTION_INBOUND, body="hi", occurred_at=when)
+    await client.record_call("acme", "inbound", "toll_free", 61, hold_id="h-1")
+    requests = [a.request for a in fake.attempts]
+    email, call, sms, typed_call = (
+        r for r in requests if isinstance(r, usage_service_pb2.RecordUsageRequest)
+    )
+    assert email.usage == usage_pb2.Usage(email=usage_pb2.EmailUsage(count=3))
+    assert email.idempotency_key == "e-1" and fake.attempts[0].metadata["x-request-id"] == "rec-1"
+    assert call.usage == typed_call.usage == rq.call_usage("inbound", "toll_free", 61)
+    assert call.hold_id == typed_call.hold_id == "h-1"
+    assert call.idempotency_key and call.idempotency_key != typed_call.idempotency_key
+    assert sms.usage.sms == usage_pb2.SmsUsage(direction=usage_pb2.SMS_DIRECTION_INBOUND, body="hi")
+    assert sms.occurred_at.ToDatetime(tzinfo=UTC) == when
+
+
+async def test_record_refuses_unknown_kinds_fields_and_enum_names_before_sending(
+    client: AsyncBillingClient, fake: FakeBilling
+) -> None:
+    with pytest.raises(ValueError, match=r"usage kind must be one of \[.*'email'.*\], got 'fax'"):
+        await client.record("acme", "fax", pages=1)
+    with pytest.raises(ValueError, match="call usage has no field 'seconds'"):
+        await client.record("acme", "call", direction="inbound", number_type="local", seconds=61)
+    with pytest.raises(
+        ValueError, match=r"call.number_type must be one of \['local', 'toll_free'\], got 'mobile'"
+    ):
+        await client.record("acme", "call", direction="inbound", number_type="mobile", duration_seconds=1)
+    with pytest.raises(ValueError, match=r"sms\.direction must be one of .* got 'unspecified'"):
+        await client.record("acme", "sms", direction="unspecified", segments=1)
+    assert fake.attempts == []
+
+
+def test_every_kind_and_enum_value_of_the_contract_is_buildable_by_its_short_name() -> None:
+    """Driven by the descriptors, so a usage type added to the proto is covered here with no new code."""
+    kinds = {f.name: f.message_type for f in usage_pb2.Usage.DESCRIPTOR.fields if f.message_type}
+    assert rq.usage_kinds() == list(kinds) and {"email", "call", "sms"} <= set(kinds)
+    for kind, message in kinds.items():
+        assert usage(kind).ListFields()[0][0].name == kind  # an empty kind is still that kind, for the server
+        for field in message.fields:
+            if field.enum_type is None:
+                continue
+            prefix = field.enum_type.values[0].name.removesuffix("UNSPECIFIED")
+            for value in field.enum_type.values[1:]:
+                short = value.name.removeprefix(prefix).lower()
+                built = getattr(usage(kind, **{field.name: short}), kind)
+                assert getattr(built, field.name) == value.number, (kind, field.name, short)
+    number_type = usage_pb2.CallUsage.DESCRIPTOR.fields_by_name["number_type"].enum_type
+    assert number_type is not None
+    assert rq.enum_names(number_type) == {
+        "local": usage_pb2.NUMBER_TYPE_LOCAL,
+        "toll_free": usage_pb2.NUMBER_TYPE_TOLL_FREE,
+    }
+
+
 def test_money_helpers_are_exact() -> None:
     assert nanos_of(money(-1_675_000_000)) == -1_675_000_000
     assert money(-1_675_000_000).units == -1 and money(-1_675_000_000).nanos == -675_000_000
     assert str(usd_of(money(675_000))) == "0.000675000"
 
 
-# -- the blocking client, and TLS ---------------------------------------------------------------------------
+# -- a whole exchange, and TLS ------------------------------------------------------------------------------
 
 
-def test_sync_client_retries_with_one_key_and_decodes_errors(
-    sync_client: BillingClient, fake: FakeBilling
+async def test_a_lost_response_then_a_failure_keep_one_key_and_errors_decode(
+    client: AsyncBillingClient, fake: FakeBilling
 ) -> None:
     fake.script = [LoseResponse(grpc.StatusCode.UNAVAILABLE), Fail(grpc.StatusCode.UNAVAILABLE)]
-    reply = sync_client.record_email("acme", 4, request_id="sync-1")
+    reply = await client.record_email("acme", 4, request_id="lost-1")
     assert reply.replayed
     keys = fake.keys()
     assert len(keys) == 3 and len(set(keys)) == 1
     assert fake.balances_nanos["acme"] == -4 * EMAIL_NANOS
-    assert {a.metadata["x-request-id"] for a in fake.attempts} == {"sync-1"}
-    assert nanos_of(sync_client.get_wallet("acme").wallet.balance) == -4 * EMAIL_NANOS
+    assert {a.metadata["x-request-id"] for a in fake.attempts} == {"lost-1"}
+    assert nanos_of((await client.get_wallet("acme")).wallet.balance) == -4 * EMAIL_NANOS
     with pytest.raises(NotFound):
-        sync_client.record_call("nobody", "outbound", "local", 1)
+        await client.record_call("nobody", "outbound", "local", 1)
 
 
-def test_sync_client_deadline(target: str, fake: FakeBilling) -> None:
+async def test_a_stalled_call_without_retries_gives_deadline_exceeded(
+    client_class: type[AsyncBillingClient], target: str, fake: FakeBilling
+) -> None:
     fake.script = [Stall()]
-    with BillingClient(target, timeout_s=0.2, retry=NO_RETRY) as client, pytest.raises(DeadlineExceeded):
-        client.get_wallet("acme")
+    async with client_class(target, timeout_s=0.2, retry=NO_RETRY) as client:
+        with pytest.raises(DeadlineExceeded):
+            await client.get_wallet("acme")
 
 
-async def test_mutual_tls_with_the_callers_certificate() -> None:
+def test_the_blocking_client_is_a_blocking_twin_of_the_async_one(target: str, fake: FakeBilling) -> None:
+    """The other tests reach BillingClient through a thread adapter; here it is called as its users do."""
+    with BillingClient(target, timeout_s=0.2, retry=NO_RETRY) as client:
+        reply = client.record_email("acme", 1)
+        assert nanos_of(reply.balance_after) == -EMAIL_NANOS
+        fake.script = [Stall()]
+        with pytest.raises(DeadlineExceeded):
+            client.get_wallet("acme")
+    for name in ("call", "record", "record_usage", "record_email", "get_wallet", "close", "__enter__"):
+        assert not inspect.iscoroutinefunction(getattr(BillingClient, name))
+    assert not hasattr(BillingClient, "__aenter__")
+
+
+async def test_mutual_tls_with_the_callers_certificate(client_class: type[AsyncBillingClient]) -> None:
     fake = new_fake_billing(balances_nanos={"acme": 0})
     mtls = TlsConfig.from_files(
         root_ca=CERTS / "ca.pem", client_cert=CERTS / "client.pem", client_key=CERTS / "client.key"
     )
     with serving(fake, tls=True) as address:
         address = address.replace("127.0.0.1", "localhost")
-        async with AsyncBillingClient(address, tls=mtls, bearer_token="t") as client:
+        async with client_class(address, tls=mtls, bearer_token="t") as client:
             reply = await client.record_email("acme", 1)
         assert nanos_of(reply.balance_after) == -EMAIL_NANOS
         # Without a client certificate the server refuses the handshake.
         server_only = TlsConfig.from_files(root_ca=CERTS / "ca.pem")
-        async with AsyncBillingClient(address, tls=server_only, retry=NO_RETRY, timeout_s=2) as client:
+        async with client_class(address, tls=server_only, retry=NO_RETRY, timeout_s=2) as client:
             with pytest.raises(Unavailable):
                 await client.get_wallet("acme")
 

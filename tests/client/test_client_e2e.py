@@ -59,6 +59,7 @@ async def _new_company(billing: AsyncBillingClient, company: str) -> str:
     [("reset", grpc.StatusCode.UNAVAILABLE), ("stall", grpc.StatusCode.DEADLINE_EXCEEDED)],
 )
 async def test_a_lost_response_is_retried_with_the_same_key_and_debits_once(
+    client_class: type[AsyncBillingClient],
     billing: AsyncBillingClient,
     proxy: LossyProxy,
     db_url: str,
@@ -68,7 +69,7 @@ async def test_a_lost_response_is_retried_with_the_same_key_and_debits_once(
     company = await _new_company(billing, f"lost-{mode}")  # directly, not through the proxy
     events: list[RetryEvent] = []
     retry = RetryPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05, on_retry=events.append)
-    async with AsyncBillingClient(f"127.0.0.1:{proxy.port}", retry=retry, timeout_s=1.0) as client:
+    async with client_class(f"127.0.0.1:{proxy.port}", retry=retry, timeout_s=1.0) as client:
         proxy.lose_next_response(mode)
         reply = await client.record_email(company, 10)
     assert proxy.responses_lost == 1
@@ -83,11 +84,11 @@ async def test_a_lost_response_is_retried_with_the_same_key_and_debits_once(
 
 
 async def test_without_retries_a_lost_response_surfaces_and_a_repeat_with_the_key_replays(
-    billing: AsyncBillingClient, proxy: LossyProxy, db_url: str
+    client_class: type[AsyncBillingClient], billing: AsyncBillingClient, proxy: LossyProxy, db_url: str
 ) -> None:
     """What a caller does when retries ran out: repeat later with the same key; nothing is debited twice."""
     company = await _new_company(billing, "lost-manual")
-    async with AsyncBillingClient(f"127.0.0.1:{proxy.port}", retry=RetryPolicy(max_attempts=1)) as client:
+    async with client_class(f"127.0.0.1:{proxy.port}", retry=RetryPolicy(max_attempts=1)) as client:
         proxy.lose_next_response("reset")
         with pytest.raises(Unavailable):
             await client.record_email(company, 2, idempotency_key="batch-1")

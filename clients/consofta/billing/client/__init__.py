@@ -9,7 +9,14 @@ generated stubs live beside it in `consofta.billing.v1`.
 
 from consofta.billing.client._async import AsyncBillingClient
 from consofta.billing.client._common import DEFAULT_TIMEOUT_S
-from consofta.billing.client._requests import CallDirection, NumberType, SmsDirection, new_key
+from consofta.billing.client._requests import (
+    CallDirection,
+    NumberType,
+    SmsDirection,
+    new_key,
+    usage,
+    usage_kinds,
+)
 from consofta.billing.client._sync import BillingClient
 from consofta.billing.client.auth import TlsConfig
 from consofta.billing.client.errors import (
@@ -62,5 +69,7 @@ __all__ = [
     "money",
     "nanos_of",
     "new_key",
+    "usage",
+    "usage_kinds",
     "usd_of",
 ]

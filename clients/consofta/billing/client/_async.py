@@ -1,4 +1,9 @@
-"""AsyncBillingClient: the billing service over grpc.aio, with deadlines, safe retries and typed errors."""
+"""The billing service's client, with deadlines, safe retries and typed errors.
+
+`AsyncBillingClient` (grpc.aio) is written in `_async.py`; `BillingClient` (a blocking channel) in
+`_sync.py` is generated from it by `python3 dev.py gen` (scripts/gen_sync_client.py, with unasync), so
+the two cannot drift apart. Edit `_async.py` only, in code that a token rewrite turns into blocking code.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import grpc
 from consofta.billing.client import _requests as rq
 from consofta.billing.client._common import DEFAULT_TIMEOUT_S, Metadata, call_metadata
 from consofta.billing.client.auth import TlsConfig, bearer_metadata
-from consofta.billing.client.errors import from_rpc_error
+from consofta.billing.client.errors import from_rpc_error, status_code
 from consofta.billing.client.retry import RetryEvent, RetryPolicy
 from consofta.billing.v1 import (
     settings_service_pb2_grpc,
@@ -32,10 +37,15 @@ _Resp = TypeVar("_Resp", bound=Message)
 
 
 class AsyncBillingClient:
-    """A client of the billing service for asyncio code. Create it inside the running event loop.
+    """A client of the billing service: `AsyncBillingClient` for asyncio code (create it inside the running
+    event loop), `BillingClient` for blocking code (threads, scripts, WSGI apps). The two are the same
+    client, one with coroutines and one blocking.
 
         async with AsyncBillingClient("billing.internal:50051", bearer_token=token) as billing:
             reply = await billing.record_email("acme", 1000)
+
+        with BillingClient("billing.internal:50051", bearer_token=token) as billing:
+            reply = billing.record_email("acme", 1000)
 
     Every call has a deadline per attempt (`timeout_s`, default 5 s, changeable per call) and is retried
     on UNAVAILABLE, ABORTED and DEADLINE_EXCEEDED under `retry`. A mutation's idempotency key is fixed
@@ -144,7 +154,7 @@ class AsyncBillingClient:
             try:
                 return await method(request, timeout=timeout, metadata=metadata)
             except grpc.aio.AioRpcError as error:
-                code = error.code()
+                code = status_code(error)
                 if not self._retry.should_retry(code, attempt):
                     raise from_rpc_error(error, attempts=attempt) from error
                 delay_s = self._retry.delay_s(attempt)
@@ -166,6 +176,25 @@ class AsyncBillingClient:
         return await self.call(
             self._usage.RecordUsage, rq.with_key(request), timeout_s=timeout_s, request_id=request_id
         )
+
+    async def record(
+        self,
+        company: str,
+        kind: str,
+        *,
+        idempotency_key: str | None = None,
+        occurred_at: rq.When | None = None,
+        hold_id: str | None = None,
+        timeout_s: float | None = None,
+        request_id: str | None = None,
+        **fields: object,
+    ) -> usage_service_pb2.RecordUsageResponse:
+        """Debit one usage of any `kind` the contract has, its message built from `fields` by `usage()`:
+        `record("acme", "call", direction="inbound", number_type="local", duration_seconds=61)`. A usage
+        type added to the proto can be recorded this way with no change to the client."""
+        usage = rq.usage(kind, **fields)
+        request = rq.record_usage_request(company, usage, idempotency_key, occurred_at, hold_id)
+        return await self.call(self._usage.RecordUsage, request, timeout_s=timeout_s, request_id=request_id)
 
     async def record_email(
         self,

@@ -1,6 +1,10 @@
-"""BillingClient: the billing service over a blocking gRPC channel; the twin of AsyncBillingClient.
+# Generated from _async.py by `python3 dev.py gen` (scripts/gen_sync_client.py); do not edit by hand.
+# Change _async.py and regenerate: tests/client/test_sync_client_generated.py fails on any drift.
+"""The billing service's client, with deadlines, safe retries and typed errors.
 
-Kept line for line parallel to `_async.py` so that the two behave the same; a change to one goes to both.
+`AsyncBillingClient` (grpc.aio) is written in `_async.py`; `BillingClient` (a blocking channel) in
+`_sync.py` is generated from it by `python3 dev.py gen` (scripts/gen_sync_client.py, with unasync), so
+the two cannot drift apart. Edit `_async.py` only, in code that a token rewrite turns into blocking code.
 """
 
 from __future__ import annotations
@@ -8,13 +12,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 from consofta.billing.client import _requests as rq
 from consofta.billing.client._common import DEFAULT_TIMEOUT_S, Metadata, call_metadata
 from consofta.billing.client.auth import TlsConfig, bearer_metadata
-from consofta.billing.client.errors import from_rpc_error
+from consofta.billing.client.errors import from_rpc_error, status_code
 from consofta.billing.client.retry import RetryEvent, RetryPolicy
 from consofta.billing.v1 import (
     settings_service_pb2_grpc,
@@ -25,12 +29,22 @@ from consofta.billing.v1 import (
 )
 from google.protobuf.message import Message
 
+if TYPE_CHECKING:
+    from consofta.billing.v1.settings_service_pb2_grpc import SettingsServiceStub
+    from consofta.billing.v1.usage_service_pb2_grpc import UsageServiceStub
+    from consofta.billing.v1.wallet_service_pb2_grpc import WalletServiceStub
+
 _Req = TypeVar("_Req", bound=Message)
 _Resp = TypeVar("_Resp", bound=Message)
 
 
 class BillingClient:
-    """A client of the billing service for blocking code (threads, scripts, WSGI apps).
+    """A client of the billing service: `AsyncBillingClient` for asyncio code (create it inside the running
+    event loop), `BillingClient` for blocking code (threads, scripts, WSGI apps). The two are the same
+    client, one with coroutines and one blocking.
+
+        async with AsyncBillingClient("billing.internal:50051", bearer_token=token) as billing:
+            reply = await billing.record_email("acme", 1000)
 
         with BillingClient("billing.internal:50051", bearer_token=token) as billing:
             reply = billing.record_email("acme", 1000)
@@ -78,9 +92,9 @@ class BillingClient:
         else:
             options.extend(tls.channel_options())
             self._channel = grpc.secure_channel(target, tls.channel_credentials(), options=options)
-        self._usage = usage_service_pb2_grpc.UsageServiceStub(self._channel)
-        self._wallet = wallet_service_pb2_grpc.WalletServiceStub(self._channel)
-        self._settings = settings_service_pb2_grpc.SettingsServiceStub(self._channel)
+        self._usage: UsageServiceStub = usage_service_pb2_grpc.UsageServiceStub(self._channel)
+        self._wallet: WalletServiceStub = wallet_service_pb2_grpc.WalletServiceStub(self._channel)
+        self._settings: SettingsServiceStub = settings_service_pb2_grpc.SettingsServiceStub(self._channel)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -102,17 +116,17 @@ class BillingClient:
         return self._channel
 
     @property
-    def usage(self) -> usage_service_pb2_grpc.UsageServiceStub:
+    def usage(self) -> UsageServiceStub:
         """The generated UsageService stub on this client's channel."""
         return self._usage
 
     @property
-    def wallet(self) -> wallet_service_pb2_grpc.WalletServiceStub:
+    def wallet(self) -> WalletServiceStub:
         """The generated WalletService stub on this client's channel."""
         return self._wallet
 
     @property
-    def settings(self) -> settings_service_pb2_grpc.SettingsServiceStub:
+    def settings(self) -> SettingsServiceStub:
         """The generated SettingsService stub on this client's channel."""
         return self._settings
 
@@ -140,7 +154,7 @@ class BillingClient:
             try:
                 return method(request, timeout=timeout, metadata=metadata)
             except grpc.RpcError as error:
-                code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+                code = status_code(error)
                 if not self._retry.should_retry(code, attempt):
                     raise from_rpc_error(error, attempts=attempt) from error
                 delay_s = self._retry.delay_s(attempt)
@@ -162,6 +176,25 @@ class BillingClient:
         return self.call(
             self._usage.RecordUsage, rq.with_key(request), timeout_s=timeout_s, request_id=request_id
         )
+
+    def record(
+        self,
+        company: str,
+        kind: str,
+        *,
+        idempotency_key: str | None = None,
+        occurred_at: rq.When | None = None,
+        hold_id: str | None = None,
+        timeout_s: float | None = None,
+        request_id: str | None = None,
+        **fields: object,
+    ) -> usage_service_pb2.RecordUsageResponse:
+        """Debit one usage of any `kind` the contract has, its message built from `fields` by `usage()`:
+        `record("acme", "call", direction="inbound", number_type="local", duration_seconds=61)`. A usage
+        type added to the proto can be recorded this way with no change to the client."""
+        usage = rq.usage(kind, **fields)
+        request = rq.record_usage_request(company, usage, idempotency_key, occurred_at, hold_id)
+        return self.call(self._usage.RecordUsage, request, timeout_s=timeout_s, request_id=request_id)
 
     def record_email(
         self,

@@ -187,6 +187,14 @@ def decode_status(
     )
 
 
+def status_code(error: grpc.RpcError) -> grpc.StatusCode:
+    """The code of a failed call, from the blocking or the grpc.aio channel alike (so that one retry loop,
+    written once, serves both clients); an RpcError that is no call, e.g. an interceptor's, has UNKNOWN."""
+    if isinstance(error, grpc.aio.AioRpcError | grpc.Call):
+        return error.code()
+    return grpc.StatusCode.UNKNOWN
+
+
 def from_rpc_error(error: grpc.RpcError, *, attempts: int = 1) -> BillingError:
     """Decode a grpc.RpcError (sync) or grpc.aio.AioRpcError (async) into a BillingError."""
     if isinstance(error, grpc.aio.AioRpcError):
