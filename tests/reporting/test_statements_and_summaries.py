@@ -12,6 +12,7 @@ from consofta.billing.v1 import (
 )
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from service.api.wire.enums import value_prefix
 from service.api.wire.money import nanos_of
 from service.api.wire.timestamps import timestamp
 from service.domain.money import usd
@@ -182,16 +183,16 @@ async def test_statements_tie_out_with_the_ledger_and_chain_across_months(
 
 
 def _rate_key(category: usage_pb2.UsageCategory) -> str:
-    if category.usage_type == usage_pb2.USAGE_TYPE_EMAIL:
-        return "email"
-    if category.usage_type == usage_pb2.USAGE_TYPE_SMS:
-        return (
-            "sms_"
-            + usage_pb2.SmsDirection.Name(category.sms_direction).removeprefix("SMS_DIRECTION_").lower()
-        )
-    direction = usage_pb2.CallDirection.Name(category.call_direction).removeprefix("CALL_DIRECTION_").lower()
-    number = usage_pb2.NumberType.Name(category.number_type).removeprefix("NUMBER_TYPE_").lower()
-    return f"call_{direction}_{number}"
+    """The rate key a category names: the kind, then each dimension's value (call_inbound_toll_free)."""
+    parts = [usage_pb2.UsageType.Name(category.usage_type).removeprefix("USAGE_TYPE_").lower()]
+    for field, value in category.ListFields():
+        if field.name != "usage_type":
+            parts.append(
+                field.enum_type.values_by_number[value]
+                .name.removeprefix(value_prefix(field.enum_type))
+                .lower()
+            )
+    return "_".join(parts)
 
 
 async def test_usage_summary_totals_equal_the_records_to_the_nano(
