@@ -155,7 +155,9 @@ async def bench(target: str, database_url: str, records: int, repeat: int) -> No
         await seed(database_url, big, records)
         await seed(database_url, small, 1000)
 
-        def summary(company: str, grouping: int) -> Callable[[], Awaitable[object]]:
+        def summary(
+            company: str, grouping: reporting_pb2.SummaryGrouping.ValueType
+        ) -> Callable[[], Awaitable[object]]:
             request = reporting_pb2.GetUsageSummaryRequest(
                 company_id=company, start_time=ts(MONTH_START), end_time=ts(MONTH_END),
                 grouping=grouping, time_zone="America/New_York",

@@ -1,12 +1,15 @@
-"""The one place where domain errors become gRPC statuses (AIP-193).
+"""The one place where errors become gRPC statuses (AIP-193).
 
-Each error carries a google.rpc.ErrorInfo (reason, domain, metadata); an InvalidArgument also carries a
+A BillingError carries a google.rpc.ErrorInfo (reason, domain, metadata); an InvalidArgument also carries a
 google.rpc.BadRequest listing every field violation. Clients decode them from `grpc-status-details-bin`.
+Any other exception is a fault of ours: it is logged once with its traceback, and the caller gets
+INTERNAL with the request id to quote, never the exception's text.
 """
 
 from __future__ import annotations
 
 import grpc
+import structlog
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
@@ -20,7 +23,10 @@ from service.domain.errors import (
     Unavailable,
 )
 
+log = structlog.get_logger("rpc")
+
 ERROR_DOMAIN = "billing.consofta.com"
+GRPC_DETAILS_KEY = "grpc-status-details-bin"
 
 _CODES: list[tuple[type[BillingError], grpc.StatusCode]] = [
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
@@ -66,3 +72,11 @@ def rich_status(error: BillingError) -> tuple[grpc.StatusCode, str, bytes]:
         )
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=details)
     return code, error.message, status.SerializeToString()
+
+
+def status_of(error: Exception, method: str, request_id: str) -> tuple[grpc.StatusCode, str, bytes | None]:
+    """(code, message, serialized google.rpc.Status or None) for an RPC that raised `error`."""
+    if isinstance(error, BillingError):
+        return rich_status(error)
+    log.exception("unhandled error", method=method, exc_info=error)
+    return grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})", None

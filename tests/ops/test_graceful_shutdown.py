@@ -35,7 +35,9 @@ CALLS = 20
 COMPANY = "shutdown-co"
 
 
-async def _call(stub: usage_service_pb2_grpc.UsageServiceStub, n: int) -> tuple[int, grpc.StatusCode, str]:
+async def _call(
+    stub: usage_service_pb2_grpc.UsageServiceAsyncStub, n: int
+) -> tuple[int, grpc.StatusCode, str]:
     try:
         reply = await stub.RecordUsage(
             usage_service_pb2.RecordUsageRequest(

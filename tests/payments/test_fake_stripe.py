@@ -117,7 +117,7 @@ async def test_search_by_metadata_through_the_stripe_library(fake: FakeStripe) -
         {"query": f"metadata['attempt']:'b' AND customer:'{customer.id}'"}
     )
 
-    await http_client.close_async()  # type: ignore[no-untyped-call]
+    await http_client.close_async()
     assert [pi.metadata["attempt"] for pi in found.data] == ["b"]
     assert found.data[0].status == "succeeded"
 

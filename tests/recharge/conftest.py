@@ -225,7 +225,7 @@ class Wallets:
         ]
 
     async def paused_reason(self, company_id: str) -> str | None:
-        return await self.pool.fetchval(  # type: ignore[no-any-return]
+        return await self.pool.fetchval(
             "select auto_recharge_paused_reason from billing_settings where company_id = $1", company_id
         )
 

@@ -165,7 +165,7 @@ async def test_a_200k_row_export_streams_in_bounded_chunks_and_pages(
     # is handed on before the next is read: at most one page of rows is ever held.
     spy = CountingPool(pool)
     streamed = 0
-    async for chunk in export_ledger(spy, company, None, None):  # type: ignore[arg-type]
+    async for chunk in export_ledger(spy, company, None, None):  # type: ignore[arg-type,assignment]
         streamed += chunk.row_count
         assert sum(spy.fetched_rows) == streamed, "a page was read before the previous one was sent"
     assert streamed == ROWS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -113,7 +114,7 @@ async def test_estimate_rejects_bad_usage_by_field(
 
 
 async def test_reports_of_an_unknown_company_are_not_found(stubs: Stubs) -> None:
-    calls = [
+    calls: list[Awaitable[object]] = [
         stubs.usage.GetRateCard(reporting_pb2.GetRateCardRequest(company_id="ghost")),
         stubs.usage.EstimateCost(
             reporting_pb2.EstimateCostRequest(

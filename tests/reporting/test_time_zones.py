@@ -21,7 +21,12 @@ DAY = reporting_pb2.SUMMARY_GROUPING_DAY
 
 
 async def summary(
-    stubs: Stubs, company: str, start: datetime, end: datetime, zone: str, grouping: int = DAY
+    stubs: Stubs,
+    company: str,
+    start: datetime,
+    end: datetime,
+    zone: str,
+    grouping: reporting_pb2.SummaryGrouping.ValueType = DAY,
 ) -> reporting_pb2.GetUsageSummaryResponse:
     return await stubs.usage.GetUsageSummary(
         reporting_pb2.GetUsageSummaryRequest(

@@ -26,14 +26,18 @@ def record_request(
     )
 
 
+CALL_OUT, CALL_IN = usage_pb2.CALL_DIRECTION_OUTBOUND, usage_pb2.CALL_DIRECTION_INBOUND
+LOCAL, TOLL_FREE = usage_pb2.NUMBER_TYPE_LOCAL, usage_pb2.NUMBER_TYPE_TOLL_FREE
+SMS_OUT, SMS_IN = usage_pb2.SMS_DIRECTION_OUTBOUND, usage_pb2.SMS_DIRECTION_INBOUND
+
 KINDS = [
     usage_pb2.Usage(email=usage_pb2.EmailUsage(count=10)),
-    usage_pb2.Usage(call=usage_pb2.CallUsage(direction=1, number_type=1, duration_seconds=61)),
-    usage_pb2.Usage(call=usage_pb2.CallUsage(direction=1, number_type=2, duration_seconds=5)),
-    usage_pb2.Usage(call=usage_pb2.CallUsage(direction=2, number_type=1, duration_seconds=120)),
-    usage_pb2.Usage(call=usage_pb2.CallUsage(direction=2, number_type=2, duration_seconds=59)),
-    usage_pb2.Usage(sms=usage_pb2.SmsUsage(direction=1, body="hello")),
-    usage_pb2.Usage(sms=usage_pb2.SmsUsage(direction=2, segments=2)),
+    usage_pb2.Usage(call=usage_pb2.CallUsage(direction=CALL_OUT, number_type=LOCAL, duration_seconds=61)),
+    usage_pb2.Usage(call=usage_pb2.CallUsage(direction=CALL_OUT, number_type=TOLL_FREE, duration_seconds=5)),
+    usage_pb2.Usage(call=usage_pb2.CallUsage(direction=CALL_IN, number_type=LOCAL, duration_seconds=120)),
+    usage_pb2.Usage(call=usage_pb2.CallUsage(direction=CALL_IN, number_type=TOLL_FREE, duration_seconds=59)),
+    usage_pb2.Usage(sms=usage_pb2.SmsUsage(direction=SMS_OUT, body="hello")),
+    usage_pb2.Usage(sms=usage_pb2.SmsUsage(direction=SMS_IN, segments=2)),
 ]
 
 
@@ -72,7 +76,9 @@ async def test_records_carry_everything_and_filters_select_by_category_and_time(
 
     async def ids(*categories: usage_pb2.UsageCategory, **bounds: datetime) -> set[str]:
         request = reporting_pb2.ListUsageRecordsRequest(
-            company_id=company, categories=categories, **{k: timestamp(v) for k, v in bounds.items()}
+            company_id=company,
+            categories=categories,
+            **{k: timestamp(v) for k, v in bounds.items()},  # type: ignore[arg-type]
         )
         return {r.id for r in await list_all(stubs, request)}
 
@@ -122,16 +128,16 @@ async def test_pages_stay_stable_while_usage_is_recorded_concurrently(stubs: Stu
     seen: list[str] = []
     writers: list[asyncio.Task[int]] = []
     while True:
-        reply = await stubs.usage.ListUsageRecords(request)
-        seen.extend(r.id for r in reply.usage_records)
+        page = await stubs.usage.ListUsageRecords(request)
+        seen.extend(r.id for r in page.usage_records)
         if not writers:
             # Started only once the first page fixed the listing's snapshot: a record written before that
             # page belongs in the listing, and the test could not tell which ones those were.
             writers = [asyncio.create_task(writer(n)) for n in range(4)]
         await asyncio.sleep(0.01)  # let the writers get records in between the pages
-        if not reply.next_page_token:
+        if not page.next_page_token:
             break
-        request.page_token = reply.next_page_token
+        request.page_token = page.next_page_token
     stop.set()
     written = sum(await asyncio.gather(*writers))
     assert written > 10, "the writers did not overlap the paging"
@@ -159,7 +165,8 @@ async def test_a_token_only_works_with_its_own_filters(stubs: Stubs) -> None:
         reporting_pb2.ListUsageRecordsRequest(company_id=company, page_token="not-a-token"),
         reporting_pb2.ListUsageRecordsRequest(company_id=company, page_size=-1),
         reporting_pb2.ListUsageRecordsRequest(
-            company_id=company, categories=[usage_pb2.UsageCategory(usage_type=EMAIL, sms_direction=1)]
+            company_id=company,
+            categories=[usage_pb2.UsageCategory(usage_type=EMAIL, sms_direction=SMS_OUT)],
         ),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as raised:

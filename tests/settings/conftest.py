@@ -21,7 +21,7 @@ from tests.support.fake_stripe import DEFAULT_WEBHOOK_SECRET, FakeStripe
 
 
 @pytest.fixture
-def settings(stubs: Stubs) -> settings_service_pb2_grpc.SettingsServiceStub:
+def settings(stubs: Stubs) -> settings_service_pb2_grpc.SettingsServiceAsyncStub:
     return settings_service_pb2_grpc.SettingsServiceStub(stubs.channel)
 
 
@@ -31,8 +31,8 @@ class StripeWorld:
 
     app: BillingServer
     fake: FakeStripe
-    settings: settings_service_pb2_grpc.SettingsServiceStub
-    wallet: wallet_service_pb2_grpc.WalletServiceStub
+    settings: settings_service_pb2_grpc.SettingsServiceAsyncStub
+    wallet: wallet_service_pb2_grpc.WalletServiceAsyncStub
 
     async def new_company(self, company_id: str) -> str:
         await self.wallet.CreateWallet(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from typing import TypeAlias
 
 import asyncpg
 import grpc
@@ -19,7 +20,8 @@ from service.server import start_server
 from tests.conftest import Stubs
 from tests.support.rpc import rich_error
 
-SettingsStub = settings_service_pb2_grpc.SettingsServiceStub
+# A string: the async stub type exists only in the generated .pyi.
+SettingsStub: TypeAlias = "settings_service_pb2_grpc.SettingsServiceAsyncStub"
 
 
 def usd(units: int, nanos: int = 0, currency: str = "USD") -> Money:
@@ -184,13 +186,13 @@ async def test_each_invalid_value_names_its_field_and_says_why(
     stubs: Stubs, settings: SettingsStub, pool: asyncpg.Pool, field: str, value: Money, says: str
 ) -> None:
     company = await stubs.new_company()
-    fields = await violations(update(settings, company, [field], "r1", **{field: value}))
+    fields = await violations(update(settings, company, [field], "r1", **{field: value}))  # type: ignore[arg-type]
     assert list(fields) == [f"settings.{field}"]
     assert says in fields[f"settings.{field}"]
     # Nothing changed, nothing was audited, and the request id is still free for a corrected request.
     assert await pool.fetchval("select count(*) from settings_changes where company_id = $1", company) == 0
     ok_value = {"monthly_recharge_cap": usd(500)}.get(field, usd(20))
-    await update(settings, company, [field], "r1", **{field: ok_value})
+    await update(settings, company, [field], "r1", **{field: ok_value})  # type: ignore[arg-type]
 
 
 async def test_recharge_amount_above_an_existing_cap_is_refused_even_when_only_it_changes(
@@ -314,7 +316,7 @@ async def test_recharge_bounds_come_from_the_deployment_config(db_url: str) -> N
                     company_id="bounded", display_name="B", request_id="c1"
                 )
             )
-            settings, company = SettingsStub(channel), "bounded"
+            settings, company = settings_service_pb2_grpc.SettingsServiceStub(channel), "bounded"
             low = await violations(
                 update(settings, company, ["recharge_amount"], "r1", recharge_amount=usd(19))
             )

@@ -22,12 +22,13 @@ def rich_error(error: grpc.aio.AioRpcError) -> RichError:
     reason, metadata, fields = "", {}, {}
     if raw is not None:
         status = status_pb2.Status.FromString(raw if isinstance(raw, bytes) else raw.encode())
+        # types-protobuf types DESCRIPTOR as the upb or the pure-Python descriptor; Is() takes either.
         for detail in status.details:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):  # type: ignore[arg-type]
                 info = error_details_pb2.ErrorInfo()
                 detail.Unpack(info)
                 reason, metadata = info.reason, dict(info.metadata)
-            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):  # type: ignore[arg-type]
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
                 fields = {v.field: v.description for v in bad.field_violations}

@@ -82,7 +82,7 @@ class EventReader:
 
     def __init__(
         self,
-        stub: wallet_service_pb2_grpc.WalletServiceStub,
+        stub: wallet_service_pb2_grpc.WalletServiceAsyncStub,
         request: wallet_service_pb2.WatchWalletEventsRequest,
     ) -> None:
         self.call = stub.WatchWalletEvents(request)
@@ -90,7 +90,7 @@ class EventReader:
 
     async def take(self, count: int) -> list[wallet_events_pb2.WalletEvent]:
         async def read() -> list[wallet_events_pb2.WalletEvent]:
-            out = []
+            out: list[wallet_events_pb2.WalletEvent] = []
             while len(out) < count:
                 reply = await self._iter.__anext__()
                 out.append(reply.event)
@@ -103,7 +103,7 @@ class EventReader:
 
 
 def watch(
-    stub: wallet_service_pb2_grpc.WalletServiceStub,
+    stub: wallet_service_pb2_grpc.WalletServiceAsyncStub,
     company: str = "",
     cursor: str = "",
     *,

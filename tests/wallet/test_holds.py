@@ -8,7 +8,7 @@ from datetime import UTC
 import asyncpg
 import grpc
 import pytest
-from consofta.billing.v1 import wallet_service_pb2
+from consofta.billing.v1 import usage_pb2, wallet_service_pb2
 from google.protobuf.duration_pb2 import Duration
 
 from service.api.wire.money import nanos_of
@@ -31,7 +31,7 @@ MINUTE_OUTBOUND_NANOS = usd(0, 14_000_000)
 
 
 def authorize(
-    company: str, request_id: str, usage: object, duration_s: int | None = None
+    company: str, request_id: str, usage: usage_pb2.Usage, duration_s: int | None = None
 ) -> wallet_service_pb2.AuthorizeUsageRequest:
     request = wallet_service_pb2.AuthorizeUsageRequest(company_id=company, request_id=request_id, usage=usage)
     if duration_s is not None:

@@ -30,7 +30,10 @@ async def list_all(
     while True:
         page = await stubs.wallet.ListWalletTransactions(
             T.ListWalletTransactionsRequest(
-                company_id=company, page_size=page_size, page_token=token, **filters
+                company_id=company,
+                page_size=page_size,
+                page_token=token,
+                **filters,  # type: ignore[arg-type]
             )
         )
         seen.extend(page.transactions)

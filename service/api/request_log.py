@@ -1,0 +1,53 @@
+"""Request ids and the canonical log line: one line per RPC, written here and nowhere else.
+
+The request id comes from the caller's `x-request-id` metadata or is generated, is bound into
+structlog's context for every line logged while the RPC runs, and goes back in trailing metadata.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import grpc
+import structlog
+from grpc.aio import ServicerContext
+
+log = structlog.get_logger("rpc")
+
+REQUEST_ID_KEY = "x-request-id"
+_MAX_REQUEST_ID_CHARS = 128
+# A server fault is an error line, so that alerts on error lines see it; every other code is info.
+_ERROR_CODES = frozenset((grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN))
+
+
+def request_id_of(context: ServicerContext[Any, Any]) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and 0 < len(value) <= _MAX_REQUEST_ID_CHARS:
+            return value
+    return uuid.uuid4().hex
+
+
+def bind_request_id(context: ServicerContext[Any, Any], request_id: str) -> None:
+    """Bind `request_id` to every line logged during the RPC, and send it back to the caller."""
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+
+
+def write_line(
+    method: str, code: grpc.StatusCode, duration_s: float, request_id: str, company_id: str | None
+) -> None:
+    """Write the RPC's canonical line and unbind its request id."""
+    fields: dict[str, Any] = {
+        "method": method,
+        "code": code.name,
+        "duration_ms": round(duration_s * 1000, 3),
+        "request_id": request_id,
+    }
+    if company_id:
+        fields["company_id"] = company_id
+    if code in _ERROR_CODES:
+        log.error("rpc", **fields)
+    else:
+        log.info("rpc", **fields)
+    structlog.contextvars.unbind_contextvars("request_id")
