@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import tarfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,7 +29,21 @@ from tests.support.database import TestPostgres
 pytestmark = pytest.mark.usefixtures("info_logs")  # what is applied is logged at info
 
 # The first history, squashed into 0001_baseline.sql; kept as the test's fixture, not as code.
-LEGACY_DIR = Path(__file__).resolve().parent / "legacy_migrations"
+# The released migrations 0001-0008 as they were, compressed: they are history, and their old function
+# definitions must not read as live ones in the tree.
+LEGACY_ARCHIVE = Path(__file__).resolve().parent / "legacy_migrations.tar.gz"
+
+
+def legacy_migrations() -> list[tuple[str, str]]:
+    """(file name, SQL) of each released migration, in order."""
+    with tarfile.open(LEGACY_ARCHIVE) as archive:
+        members = sorted((m for m in archive.getmembers() if m.name.endswith(".sql")), key=lambda m: m.name)
+        found = []
+        for member in members:
+            data = archive.extractfile(member)
+            assert data is not None
+            found.append((Path(member.name).name, data.read().decode("utf-8")))
+    return found
 
 
 @pytest.fixture
@@ -134,13 +149,12 @@ async def _apply_legacy_history(url: str, upto: int = 8) -> None:
                 )
                 """
             )
-            for path in sorted(LEGACY_DIR.glob("*.sql"))[:upto]:
-                sql = path.read_text(encoding="utf-8")
+            for name, sql in legacy_migrations()[:upto]:
                 await conn.execute(sql)
                 await conn.execute(
                     "insert into schema_migrations (version, name, checksum) values ($1, $2, $3)",
-                    int(path.name[:4]),
-                    path.name,
+                    int(name[:4]),
+                    name,
                     hashlib.sha256(sql.encode()).hexdigest(),
                 )
     finally:
