@@ -38,7 +38,7 @@ class CommandError(Exception):
 def _company_id(value: str) -> str:
     from service.api.validation import COMPANY_ID
 
-    if not COMPANY_ID.match(value):
+    if not COMPANY_ID.fullmatch(value):
         raise argparse.ArgumentTypeError(
             f"{value!r} is not a company id (1-64 letters, digits, '.', '_' or '-', starting with a letter "
             "or digit)"

@@ -12,9 +12,9 @@ from service.api.wire.timestamps import datetime_of
 from service.domain.errors import FieldViolation, InvalidArgument
 from service.domain.periods import time_zone
 
-COMPANY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+COMPANY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # Printable ASCII: space (0x20) to tilde (0x7e).
-IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
+IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 MAX_DISPLAY_NAME_CHARS = 200
 MAX_FUTURE_SKEW = timedelta(minutes=5)
 MAX_USAGE_AGE = timedelta(days=366)
@@ -37,7 +37,7 @@ class Violations:
 def check_company_id(v: Violations, value: str, field: str = "company_id") -> None:
     if not value:
         v.add(field, "is required")
-    elif not COMPANY_ID.match(value):
+    elif not COMPANY_ID.fullmatch(value):
         v.add(field, "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
 
 
@@ -46,7 +46,7 @@ def check_request_key(v: Violations, value: str, field: str) -> None:
         v.add(field, "is required: choose a key that is unique for this request and reuse it on retries")
     elif len(value) > 255:
         v.add(field, f"is {len(value)} characters long; the limit is 255")
-    elif not IDEMPOTENCY_KEY.match(value):
+    elif not IDEMPOTENCY_KEY.fullmatch(value):
         v.add(field, "must be printable ASCII characters only")
 
 

@@ -42,7 +42,7 @@ log = structlog.get_logger(__name__)
 
 # An arbitrary constant that names "the schema migration lock" for pg_advisory_xact_lock.
 MIGRATION_LOCK_KEY = 0x0C0_B111
-_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")
 
 # The first history, squashed into 0001_baseline.sql: (version, name, sha256 of the file).
 LEGACY_MIGRATIONS: tuple[tuple[int, str, str], ...] = (
@@ -95,7 +95,7 @@ class MigrationError(RuntimeError):
 def available_migrations() -> list[Migration]:
     found = []
     for entry in resources.files("service.migrations").iterdir():
-        match = _NAME.match(entry.name)
+        match = _NAME.fullmatch(entry.name)
         if match:
             found.append(Migration(int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
     found.sort(key=lambda m: m.version)
