@@ -353,11 +353,11 @@ CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, ev
 -- note_recharge_outcome() returns trigger language plpgsql
 --     note_recharge_outcome.sql, body md5 f1a5479257da66c1f0e64439f4a41986
 -- record_usage(p_usage_record_id uuid, p_company_id text, p_idempotency_key text, p_request_hash bytea, p_usage_type text, p_rate_key text, p_direction text, p_number_type text, p_quantity bigint, p_sms_encoding text, p_billable_units bigint, p_occurred_at timestamp with time zone, p_hold_id uuid DEFAULT NULL::uuid, p_posted_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns usage_records language plpgsql
---     record_usage.sql, body md5 837a71487e26a2d81f3f8fc16aaa42b3
+--     record_usage.sql, body md5 4023cb62a7e36fcf25abae94f799284d
 -- reject_ledger_mutation() returns trigger language plpgsql
 --     append_only.sql, body md5 73b183062f5452967ef36668a2036a60
 -- release_hold(p_company_id text, p_hold_id uuid) returns holds language plpgsql
---     release_hold.sql, body md5 a2b1ef378a16c89e60b8c4315b82af07
+--     release_hold.sql, body md5 d86d3cf620d011e639a3b7bac7c9488f
 -- usage_rollup_bucket(p_at timestamp with time zone) returns timestamp with time zone language sql
 --     usage_rollup_bucket.sql, body md5 8c049c7027427a63d4bcfb67c55baac1
 -- usage_rollups_apply() returns trigger language plpgsql
