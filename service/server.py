@@ -169,7 +169,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
     if config.metrics_port is not None:
         metrics = MetricsServer(ServerGauges(pool, lambda: pool.waiting, database_url))
         try:
-            await metrics.start(config.grpc_host, config.metrics_port)
+            await metrics.start(config.metrics_host, config.metrics_port)
         except BaseException:  # e.g. the port is taken: leave nothing running behind us
             await provider.aclose()
             await events.close()
@@ -185,7 +185,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         port=port,
         metrics_port=None if metrics is None else metrics.port,
         embedded_postgres=embedded is not None,
-        stripe="configured" if config.stripe_secret_key else "sandbox",
+        payment_provider=config.payment_provider,
     )
     running = BillingServer(
         config,
@@ -207,7 +207,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
             running.webhooks = WebhookServer(
                 pool, provider, settings.backoff, on_settled=running.recharge.wake
             )
-            await running.webhooks.start(config.grpc_host, config.webhook_port)
+            await running.webhooks.start(config.webhook_host, config.webhook_port)
             # Webhooks stop first, then the loop: no new charge starts while the process is going away,
             # and both need the pool, which closes last.
             webhooks = running.webhooks

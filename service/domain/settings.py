@@ -45,6 +45,7 @@ PAUSED_REASONS = (
     "soft_decline_retries_exhausted",
     "monthly_cap_reached",
     "provider_refused",
+    "velocity_limit",
 )
 
 

@@ -68,6 +68,14 @@ class ChargeResult:
     decline_code: str | None = None
     # The provider's human-readable reason, fit to show to the customer.
     message: str | None = None
+    # Who was charged, in what currency, in which mode, and the metadata we set: what a webhook is
+    # checked against before it may credit anything (None when the provider did not say).
+    customer_id: str | None = None
+    currency: str | None = None
+    livemode: bool | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    # The sandbox provider's answers: no money moved, and the ledger says so.
+    sandbox: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +83,8 @@ class WebhookEvent:
     id: str
     type: str
     created_at_s: int
+    # The event's own mode (None when it did not say); it must match our key's.
+    livemode: bool | None = None
     # The fields below are filled when the event's object is a PaymentIntent, else None / empty.
     payment_intent_id: str | None = None
     status: ChargeStatus | None = None
@@ -182,6 +192,12 @@ class PaymentProvider(Protocol):
 
     def parse_webhook(self, payload: bytes, signature_header: str) -> WebhookEvent:
         """Verify the signature (and its age) and parse the event, or raise InvalidWebhook."""
+        ...
+
+    @property
+    def livemode(self) -> bool:
+        """Whether our credentials move real money (a live key); an event or PaymentIntent of the
+        other mode is never ours to act on."""
         ...
 
     async def aclose(self) -> None:

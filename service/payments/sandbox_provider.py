@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import itertools
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -122,6 +123,7 @@ class SandboxProvider:
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
+        self._run = secrets.token_hex(4)
         self._customers: dict[str, str] = {}  # id -> company_id
         self._methods: dict[str, _PaymentMethod] = {}
         self._intents: dict[str, _PaymentIntent] = {}  # insertion order = creation order
@@ -202,11 +204,22 @@ class SandboxProvider:
             intent_id = self._new_id("pi")
             decline = TEST_CARDS[method.token].decline
             if decline is None:
-                result = ChargeResult(intent_id, ChargeStatus.SUCCEEDED, amount_cents)
+                status, decline_code, message = ChargeStatus.SUCCEEDED, None, None
             else:
                 code, decline_code, message = decline
                 status = classify_decline(code=code, decline_code=decline_code)
-                result = ChargeResult(intent_id, status, amount_cents, decline_code, message)
+            result = ChargeResult(
+                intent_id,
+                status,
+                amount_cents,
+                decline_code,
+                message,
+                customer_id=customer_id,
+                currency="usd",
+                livemode=False,
+                metadata=dict(metadata),
+                sandbox=True,
+            )
             self._intents[intent_id] = _PaymentIntent(customer_id, dict(metadata), result)
             return result
 
@@ -239,11 +252,16 @@ class SandboxProvider:
     def parse_webhook(self, payload: bytes, signature_header: str) -> WebhookEvent:
         raise InvalidWebhook("the sandbox payment provider sends no webhooks")
 
+    @property
+    def livemode(self) -> bool:
+        return False
+
     async def aclose(self) -> None:
         return None
 
     def _new_id(self, prefix: str) -> str:
-        return f"{prefix}_sandbox_{next(self._ids)}"
+        # Unique across restarts too: a PaymentIntent id is a ledger reference, unique per credit.
+        return f"{prefix}_sandbox_{next(self._ids)}_{self._run}"
 
     def _require_customer(self, customer_id: str) -> None:
         if customer_id not in self._customers:

@@ -7,12 +7,13 @@ create table billing_settings (
     recharge_amount_nanos bigint default '50000000000'::bigint not null,
     auto_recharge_enabled boolean default false not null,
     preload_amount_nanos bigint default '50000000000'::bigint not null,
-    monthly_recharge_cap_nanos bigint,
+    monthly_recharge_cap_nanos bigint default '5000000000000'::bigint,
     auto_recharge_paused_reason text,
     first_card_set_at timestamp with time zone,
     updated_at timestamp with time zone default now() not null,
     recharge_blocked_by_cap_at timestamp with time zone,
     auto_recharge_paused_at timestamp with time zone,
+    recharge_limited_at timestamp with time zone,
     constraint billing_settings_company_id_fkey FOREIGN KEY (company_id) REFERENCES companies(company_id),
     constraint billing_settings_monthly_recharge_cap_nanos_check CHECK (((monthly_recharge_cap_nanos IS NULL) OR ((monthly_recharge_cap_nanos > 0) AND ((monthly_recharge_cap_nanos % (10000000)::bigint) = 0)))),
     constraint billing_settings_pkey PRIMARY KEY (company_id),
@@ -117,6 +118,7 @@ create table payment_customers (
     company_id text not null,
     provider_customer_id text not null,
     created_at timestamp with time zone default now() not null,
+    open_setup_intent_id text,
     constraint payment_customers_company_id_fkey FOREIGN KEY (company_id) REFERENCES companies(company_id),
     constraint payment_customers_pkey PRIMARY KEY (company_id),
     constraint payment_customers_provider_customer_id_key UNIQUE (provider_customer_id)
@@ -213,6 +215,24 @@ create table stripe_webhook_events (
     outcome text not null,
     received_at timestamp with time zone default now() not null,
     constraint stripe_webhook_events_pkey PRIMARY KEY (event_id)
+);
+
+create table stripe_webhook_reviews (
+    event_id text not null,
+    event_type text not null,
+    payment_intent_id text,
+    attempt_id uuid not null,
+    company_id text not null,
+    reasons text[] not null,
+    details jsonb not null,
+    received_at timestamp with time zone default now() not null,
+    resolved_at timestamp with time zone,
+    resolution text,
+    constraint stripe_webhook_reviews_attempt_id_fkey FOREIGN KEY (attempt_id) REFERENCES recharge_attempts(attempt_id),
+    constraint stripe_webhook_reviews_company_id_fkey FOREIGN KEY (company_id) REFERENCES companies(company_id),
+    constraint stripe_webhook_reviews_event_id_fkey FOREIGN KEY (event_id) REFERENCES stripe_webhook_events(event_id),
+    constraint stripe_webhook_reviews_pkey PRIMARY KEY (event_id),
+    constraint stripe_webhook_reviews_reasons_check CHECK ((cardinality(reasons) > 0))
 );
 
 create table usage_records (
@@ -326,6 +346,7 @@ CREATE INDEX recharge_attempts_by_company ON public.recharge_attempts USING btre
 CREATE INDEX recharge_attempts_due ON public.recharge_attempts USING btree (next_attempt_at) WHERE (status = ANY (ARRAY['pending'::text, 'processing'::text]));
 CREATE UNIQUE INDEX recharge_attempts_one_in_flight ON public.recharge_attempts USING btree (company_id) WHERE (status = ANY (ARRAY['pending'::text, 'processing'::text]));
 CREATE INDEX settings_changes_by_company ON public.settings_changes USING btree (company_id, change_id DESC);
+CREATE INDEX stripe_webhook_reviews_open ON public.stripe_webhook_reviews USING btree (received_at) WHERE (resolved_at IS NULL);
 CREATE INDEX usage_records_by_occurrence ON public.usage_records USING btree (company_id, occurred_at, usage_record_id);
 CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, event_id);
 

@@ -30,6 +30,9 @@ async def run(*args: str, database_url: str | None = None, **env: str) -> Result
     full_env.update(env, BILLING_LOG_FORMAT="json")
     if database_url is not None:
         full_env["DATABASE_URL"] = database_url
+        # A test database: the sandbox is allowed on it (the provider must be chosen with DATABASE_URL).
+        full_env.setdefault("BILLING_PAYMENT_PROVIDER", "sandbox")
+        full_env.setdefault("BILLING_ALLOW_SANDBOX", "1")
     proc = await asyncio.create_subprocess_exec(
         ENTRY_POINT, *args, env=full_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )

@@ -36,6 +36,7 @@ def test_every_setting_is_read_from_its_variable() -> None:
             "BILLING_GRPC_PORT": "6000",
             "BILLING_METRICS_PORT": "6001",
             "BILLING_WEBHOOK_PORT": "6002",
+            "BILLING_PAYMENT_PROVIDER": "stripe",
             "BILLING_STRIPE_SECRET_KEY": KEY,
             "BILLING_STRIPE_WEBHOOK_SECRET": HOOK_SECRET,
             "BILLING_STRIPE_API_BASE": "http://127.0.0.1:12111/",
@@ -71,13 +72,16 @@ def test_amount_bounds_are_exact_decimals_not_floats() -> None:
 def test_secrets_never_appear_in_the_config_repr() -> None:
     config = load_config(
         {
+            "BILLING_PAYMENT_PROVIDER": "stripe",
             "BILLING_STRIPE_SECRET_KEY": KEY,
             "BILLING_STRIPE_WEBHOOK_SECRET": HOOK_SECRET,
+            "BILLING_STRIPE_WEBHOOK_SECRET_PREVIOUS": HOOK_SECRET + "old",
             "DATABASE_URL": "postgresql://u:hunter2@db/billing",
         }
     )
     shown = repr(config)
     assert KEY not in shown and HOOK_SECRET not in shown and "hunter2" not in shown
+    assert config.stripe_webhook_secret_previous == HOOK_SECRET + "old"
 
 
 def test_metrics_can_be_switched_off_and_empty_values_mean_unset() -> None:

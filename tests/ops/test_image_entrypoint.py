@@ -90,6 +90,8 @@ async def test_the_image_command_serves_passes_its_healthcheck_and_stops_on_sigt
     # What `docker run` would add: the database, and PATH resolved to where the package is installed.
     env["PATH"] = image_env["PATH"].replace("/opt/venv/bin", venv_bin).replace("$PATH", os.environ["PATH"])
     env["DATABASE_URL"] = db_url
+    # The provider is the operator's choice, never the image's: a test database may use the sandbox.
+    env.update(BILLING_PAYMENT_PROVIDER="sandbox", BILLING_ALLOW_SANDBOX="1")
     # The one change: free ports instead of the fixed ones, as other tests share this machine.
     for name in ("BILLING_GRPC_PORT", "BILLING_METRICS_PORT", "BILLING_WEBHOOK_PORT"):
         env[name] = str(free_port())

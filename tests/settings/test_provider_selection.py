@@ -64,7 +64,12 @@ async def test_without_a_key_the_server_uses_the_sandbox_and_warns_once(db_url: 
 
 async def test_with_a_key_the_stripe_provider_is_used_and_the_key_is_never_logged() -> None:
     async with FakeStripe() as fake:
-        config = replace(load_config({}), stripe_secret_key=fake.api_key, stripe_api_base=fake.url)
+        config = replace(
+            load_config({}),
+            payment_provider="stripe",
+            stripe_secret_key=fake.api_key,
+            stripe_api_base=fake.url,
+        )
         with every_log_line() as captured:
             provider = make_provider(config)
         try:
@@ -82,6 +87,7 @@ async def test_with_a_key_the_stripe_provider_is_used_and_the_key_is_never_logge
 def test_the_key_comes_from_the_environment() -> None:
     config = load_config(
         {
+            "BILLING_PAYMENT_PROVIDER": "stripe",
             "BILLING_STRIPE_SECRET_KEY": " sk_test_abc ",
             # Required with a key: the service could not verify a webhook without it.
             "BILLING_STRIPE_WEBHOOK_SECRET": "whsec_abc",

@@ -98,7 +98,9 @@ async def test_a_release_racing_a_capture_waits_and_gets_hold_already_captured(
 ) -> None:
     company, hold_id = await _held_call(stubs, pool)
     await pool.execute(_PAUSE_CAPTURE)
-    capture = asyncio.ensure_future(stubs.usage.RecordUsage(record(company, "end", outbound_call(60), hold_id)))
+    capture = asyncio.ensure_future(
+        stubs.usage.RecordUsage(record(company, "end", outbound_call(60), hold_id))
+    )
     await _until(lambda: _waiting(pool, "advisory"), "the capture to pause after checking the hold")
     release = asyncio.ensure_future(
         stubs.wallet.ReleaseHold(wallet_service_pb2.ReleaseHoldRequest(company_id=company, hold_id=hold_id))
@@ -130,7 +132,9 @@ async def test_a_capture_racing_a_release_waits_and_gets_hold_released(
         stubs.wallet.ReleaseHold(wallet_service_pb2.ReleaseHoldRequest(company_id=company, hold_id=hold_id))
     )
     await _until(lambda: _waiting(pool, "advisory"), "the release to pause while marking the hold")
-    capture = asyncio.ensure_future(stubs.usage.RecordUsage(record(company, "end", outbound_call(60), hold_id)))
+    capture = asyncio.ensure_future(
+        stubs.usage.RecordUsage(record(company, "end", outbound_call(60), hold_id))
+    )
 
     async def capture_blocked_or_done() -> bool:
         return capture.done() or await _waiting(pool) >= 2
