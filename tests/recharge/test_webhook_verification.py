@@ -115,7 +115,7 @@ async def test_the_payload_is_not_trusted_only_the_payment_intent_fetched_with_o
     company, pi_id = await processing_company(wallets, fake, start_loop)
     lie = copy.deepcopy(fake.payment_intents[pi_id])
     lie.update(status="succeeded", amount=1_000_000, currency="jpy")
-    status, answer = await send(fake, webhook_url, fake.make_event("payment_intent.succeeded", lie))
+    status, _answer = await send(fake, webhook_url, fake.make_event("payment_intent.succeeded", lie))
     assert status == 200
     assert await wallets.credits(company.company_id) == []
     assert await _attempt_status(wallets, company.company_id) == ["processing"]
