@@ -69,6 +69,10 @@ def test_the_image_exposes_every_port_it_configures() -> None:
     assert sorted(exposed) == sorted(
         env[name] for name in ("BILLING_GRPC_PORT", "BILLING_METRICS_PORT", "BILLING_WEBHOOK_PORT")
     )
+    # Outside the image every listener defaults to loopback; the image opens each one explicitly.
+    assert all(env[f"BILLING_{name}_HOST"] == "0.0.0.0" for name in ("GRPC", "METRICS", "WEBHOOK"))
+    # The payment provider is never the image's choice.
+    assert "BILLING_PAYMENT_PROVIDER" not in env and "BILLING_ALLOW_SANDBOX" not in env
 
 
 async def _run(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
