@@ -25,5 +25,7 @@ alter table billing_settings alter column monthly_recharge_cap_nanos set default
 alter table billing_settings add column recharge_limited_at timestamptz;
 
 -- The company's SetupIntent that is still waiting for a card: StartCardSetup hands it out again rather
--- than making a new one per request.
+-- than making a new one per request. The generation is part of the idempotency key of the next one made,
+-- so concurrent first requests make one; it moves on when a card is set (that SetupIntent is spent).
 alter table payment_customers add column open_setup_intent_id text;
+alter table payment_customers add column setup_generation integer not null default 0;

@@ -52,11 +52,23 @@ class CardDetails:
     fingerprint: str | None
 
 
+# SetupIntent states in which it still waits for the customer's card: it may be handed out again.
+OPEN_SETUP_INTENT_STATUSES = frozenset(
+    {"requires_payment_method", "requires_confirmation", "requires_action"}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class SetupIntent:
     setup_intent_id: str
     # The browser needs it to confirm the card; it must never reach a log, hence repr=False.
     client_secret: str = field(repr=False)
+    status: str = "requires_payment_method"
+    customer_id: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_SETUP_INTENT_STATUSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +163,10 @@ class PaymentProvider(Protocol):
 
     async def create_setup_intent(self, customer_id: str, idempotency_key: str) -> SetupIntent:
         """Start saving a card for later off-session charges (usage=off_session)."""
+        ...
+
+    async def retrieve_setup_intent(self, setup_intent_id: str) -> SetupIntent:
+        """A SetupIntent made before, with its status (and its client secret, for handing it out again)."""
         ...
 
     async def attach_payment_method(

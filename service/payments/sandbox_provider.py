@@ -126,6 +126,7 @@ class SandboxProvider:
         self._run = secrets.token_hex(4)
         self._customers: dict[str, str] = {}  # id -> company_id
         self._methods: dict[str, _PaymentMethod] = {}
+        self._setup_intents: dict[str, SetupIntent] = {}
         self._intents: dict[str, _PaymentIntent] = {}  # insertion order = creation order
         self._saved: OrderedDict[str, _Saved] = OrderedDict()  # idempotency key -> first outcome
 
@@ -141,9 +142,19 @@ class SandboxProvider:
         def run() -> SetupIntent:
             self._require_customer(customer_id)
             setup_id = self._new_id("seti")
-            return SetupIntent(setup_intent_id=setup_id, client_secret=f"{setup_id}_secret_sandbox")
+            intent = SetupIntent(
+                setup_intent_id=setup_id, client_secret=f"{setup_id}_secret_sandbox", customer_id=customer_id
+            )
+            self._setup_intents[setup_id] = intent
+            return intent
 
         return self._idempotent(idempotency_key, ("setup_intent", customer_id), run)
+
+    async def retrieve_setup_intent(self, setup_intent_id: str) -> SetupIntent:
+        intent = self._setup_intents.get(setup_intent_id)
+        if intent is None:
+            raise PaymentProviderError(f"No such SetupIntent: '{setup_intent_id}'", code="resource_missing")
+        return intent
 
     async def attach_payment_method(
         self, customer_id: str, payment_method_id: str, idempotency_key: str

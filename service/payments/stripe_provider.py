@@ -103,9 +103,14 @@ class StripeProvider:
             )
         except stripe.StripeError as e:
             raise _translate(e) from None
-        if not intent.client_secret:
-            raise PaymentProviderError(f"SetupIntent {intent.id} came back without a client secret")
-        return SetupIntent(setup_intent_id=intent.id, client_secret=intent.client_secret)
+        return _setup_intent(intent)
+
+    async def retrieve_setup_intent(self, setup_intent_id: str) -> SetupIntent:
+        try:
+            intent = await self._client.v1.setup_intents.retrieve_async(setup_intent_id)
+        except stripe.StripeError as e:
+            raise _translate(e) from None
+        return _setup_intent(intent)
 
     async def attach_payment_method(
         self, customer_id: str, payment_method_id: str, idempotency_key: str
@@ -313,6 +318,18 @@ def charge_result_from_intent(intent: Mapping[str, Any]) -> ChargeResult:
         currency=_str(intent, "currency"),
         livemode=livemode if isinstance(livemode, bool) else None,
         metadata={str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {},
+    )
+
+
+def _setup_intent(intent: stripe.SetupIntent) -> SetupIntent:
+    if not intent.client_secret:
+        raise PaymentProviderError(f"SetupIntent {intent.id} came back without a client secret")
+    customer = intent.customer
+    return SetupIntent(
+        setup_intent_id=intent.id,
+        client_secret=intent.client_secret,
+        status=intent.status,
+        customer_id=customer if isinstance(customer, str) else getattr(customer, "id", None),
     )
 
 

@@ -119,6 +119,7 @@ create table payment_customers (
     provider_customer_id text not null,
     created_at timestamp with time zone default now() not null,
     open_setup_intent_id text,
+    setup_generation integer default 0 not null,
     constraint payment_customers_company_id_fkey FOREIGN KEY (company_id) REFERENCES companies(company_id),
     constraint payment_customers_pkey PRIMARY KEY (company_id),
     constraint payment_customers_provider_customer_id_key UNIQUE (provider_customer_id)
