@@ -29,7 +29,7 @@ from service.config import Config
 from service.db.embedded import EmbeddedPostgres
 from service.db.pool import CountingPool, create_pool
 from service.db.startup import apply_migrations, open_database
-from service.domain.settings import RechargeBounds
+from service.domain.settings import ApprovalLevels, RechargeBounds
 from service.health import DatabaseHealth
 from service.metrics import MetricsServer, ServerGauges
 from service.payments.factory import make_provider
@@ -158,8 +158,12 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
     wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool, events), server)
     provider = make_provider(config)
     bounds = RechargeBounds(config.recharge_amount_min_nanos, config.recharge_amount_max_nanos)
+    approval = ApprovalLevels(
+        config.recharge_ceilings.approval_minimum_balance_nanos,
+        config.recharge_ceilings.approval_monthly_cap_nanos,
+    )
     settings_service_pb2_grpc.add_SettingsServiceServicer_to_server(
-        SettingsServicer(pool, provider, bounds), server
+        SettingsServicer(pool, provider, bounds, approval), server
     )
     health = DatabaseHealth(pool, SERVICE_NAMES, config.health_probe_interval_s)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
