@@ -32,7 +32,7 @@ from service.db.startup import apply_migrations, open_database
 from service.domain.settings import ApprovalLevels, RechargeBounds
 from service.health import DatabaseHealth
 from service.metrics import MetricsServer, ServerGauges
-from service.payments.factory import make_provider
+from service.payments.factory import check_provider_choice, make_provider
 from service.payments.provider import PaymentProvider
 from service.recharge.loop import LoopSettings, RechargeLoop
 from service.recharge.webhooks import WebhookServer
@@ -133,6 +133,7 @@ class BillingServer:
 
 async def start_server(config: Config, database_url: str | None = None) -> BillingServer:
     """Start everything; `database_url` overrides the config (tests pass their own database)."""
+    check_provider_choice(config)  # before anything is opened that a refusal would leave behind
     embedded = None
     if database_url is None:
         database_url, embedded = await open_database(config)

@@ -20,14 +20,31 @@ SANDBOX_WARNING = (
 
 
 def stripe_mode(secret_key: str) -> str:
-    """ "live" or "test", from the key's prefix; the rest of the key is never logged."""
+    """The key's mode, "live" or "test", from its prefix; the rest of the key is never logged."""
     return "live" if "_live_" in secret_key else "test"
 
 
-def make_provider(config: Config) -> PaymentProvider:
+def check_provider_choice(config: Config) -> None:
+    """Raise ConfigError unless the configured provider was chosen and is allowed here."""
     if config.payment_provider == "stripe":
         if not config.stripe_secret_key:
             raise ConfigError("BILLING_PAYMENT_PROVIDER=stripe needs BILLING_STRIPE_SECRET_KEY")
+        return
+    if config.payment_provider != "sandbox":
+        raise ConfigError(
+            f"BILLING_PAYMENT_PROVIDER={config.payment_provider[:20]!r} must be stripe or sandbox"
+        )
+    if config.stripe_secret_key:
+        raise ConfigError(
+            "BILLING_STRIPE_SECRET_KEY is set but BILLING_PAYMENT_PROVIDER=sandbox: unset one of them"
+        )
+    if config.database_url is not None and not config.allow_sandbox:
+        raise ConfigError("BILLING_PAYMENT_PROVIDER=sandbox with DATABASE_URL needs BILLING_ALLOW_SANDBOX=1")
+
+
+def make_provider(config: Config) -> PaymentProvider:
+    check_provider_choice(config)
+    if config.payment_provider == "stripe":
         # Imported here so that a sandbox service never loads the stripe library at all.
         from service.payments.stripe_provider import STRIPE_API_VERSION, StripeProvider
 
@@ -45,16 +62,6 @@ def make_provider(config: Config) -> PaymentProvider:
             webhook_secrets=1 + bool(config.stripe_webhook_secret_previous),
         )
         return provider
-    if config.payment_provider != "sandbox":
-        raise ConfigError(
-            f"BILLING_PAYMENT_PROVIDER={config.payment_provider[:20]!r} must be stripe or sandbox"
-        )
-    if config.stripe_secret_key:
-        raise ConfigError(
-            "BILLING_STRIPE_SECRET_KEY is set but BILLING_PAYMENT_PROVIDER=sandbox: unset one of them"
-        )
-    if config.database_url is not None and not config.allow_sandbox:
-        raise ConfigError("BILLING_PAYMENT_PROVIDER=sandbox with DATABASE_URL needs BILLING_ALLOW_SANDBOX=1")
     from service.payments.sandbox_provider import SandboxProvider
 
     log.warning(SANDBOX_WARNING, hint="set BILLING_PAYMENT_PROVIDER=stripe and a key to charge real cards")
