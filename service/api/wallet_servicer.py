@@ -27,6 +27,7 @@ from service.api.wire.wallets import (
     TRANSACTION_TYPES,
     authorization_response,
     event_message,
+    extension_response,
     hold_message,
     transaction_message,
     wallet_message,
@@ -36,14 +37,31 @@ from service.app.events import EventNotifier, watch_events
 from service.app.holds import (
     DEFAULT_HOLD_DURATION,
     MAX_HOLD_DURATION,
+    MAX_HOLD_EXTENSION_QUANTITY,
     MIN_HOLD_DURATION,
     authorize_usage,
+    extend_hold,
     release_hold,
 )
 from service.app.transactions import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, TransactionQuery, list_transactions
 from service.app.wallets import create_wallet, get_wallet
 
 DEFAULT_ACTOR = "api"
+
+
+def _hold_duration(
+    v: Violations, request: wallet_service_pb2.AuthorizeUsageRequest | wallet_service_pb2.ExtendHoldRequest
+) -> timedelta:
+    if not request.HasField("hold_duration"):
+        return DEFAULT_HOLD_DURATION
+    given = request.hold_duration
+    if given.nanos != 0:
+        v.add("hold_duration", "must be whole seconds")
+    elif not MIN_HOLD_DURATION.total_seconds() <= given.seconds <= MAX_HOLD_DURATION.total_seconds():
+        v.add("hold_duration", f"must be between {MIN_HOLD_DURATION} and {MAX_HOLD_DURATION}")
+    else:
+        return timedelta(seconds=given.seconds)
+    return DEFAULT_HOLD_DURATION
 
 
 def parse_uuid(v: Violations, value: str, field: str) -> uuid.UUID | None:
@@ -157,19 +175,36 @@ class WalletServicer(WalletReporting, wallet_service_pb2_grpc.WalletServiceServi
         check_company_id(v, request.company_id)
         check_request_key(v, request.request_id, "request_id")
         usage = parse_usage(v, request.usage)
-        duration = DEFAULT_HOLD_DURATION
-        if request.HasField("hold_duration"):
-            given = request.hold_duration
-            if given.nanos != 0:
-                v.add("hold_duration", "must be whole seconds")
-            elif not MIN_HOLD_DURATION.total_seconds() <= given.seconds <= MAX_HOLD_DURATION.total_seconds():
-                v.add("hold_duration", f"must be between {MIN_HOLD_DURATION} and {MAX_HOLD_DURATION}")
-            else:
-                duration = timedelta(seconds=given.seconds)
+        duration = _hold_duration(v, request)
         v.raise_if_any()
         assert usage is not None
-        result = await authorize_usage(self._pool, request.company_id, usage, request.request_id, duration)
+        result = await authorize_usage(
+            self._pool, request.company_id, usage, request.request_id, duration, request.allow_partial
+        )
         return authorization_response(result)
+
+    async def ExtendHold(
+        self, request: wallet_service_pb2.ExtendHoldRequest, context: ServicerContext[Any, Any]
+    ) -> wallet_service_pb2.ExtendHoldResponse:
+        v = Violations()
+        check_company_id(v, request.company_id)
+        hold_id = parse_uuid(v, request.hold_id, "hold_id")
+        check_request_key(v, request.request_id, "request_id")
+        if not 1 <= request.additional_quantity <= MAX_HOLD_EXTENSION_QUANTITY:
+            v.add("additional_quantity", f"must be between 1 and {MAX_HOLD_EXTENSION_QUANTITY:,}")
+        duration = _hold_duration(v, request)
+        v.raise_if_any()
+        assert hold_id is not None
+        result = await extend_hold(
+            self._pool,
+            request.company_id,
+            hold_id,
+            request.request_id,
+            request.additional_quantity,
+            duration,
+            request.allow_partial,
+        )
+        return extension_response(result)
 
     async def ReleaseHold(
         self, request: wallet_service_pb2.ReleaseHoldRequest, context: ServicerContext[Any, Any]

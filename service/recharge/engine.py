@@ -101,6 +101,13 @@ class WalletSnapshot:
     cap_block_notified: bool
     last_auto: LastAttempt | None
     last_preload: LastAttempt | None
+    # What the active holds reserve: the recharge follows the available balance (balance - held), so a
+    # long call's hold starts it before the call has used the money.
+    held_nanos: int = 0
+
+    @property
+    def available_nanos(self) -> int:
+        return self.balance_nanos - self.held_nanos
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,13 +190,13 @@ def decide(snapshot: WalletSnapshot, now: dt.datetime) -> Decision:
 
     if not s.auto_recharge_enabled:
         return Decision(None, None, "auto_recharge_off")
-    if s.balance_nanos >= s.minimum_balance_nanos:
+    if s.available_nanos >= s.minimum_balance_nanos:
         return Decision(None, None, "above_minimum")
     retry_number, wait_until = _backoff(s.last_auto, s.payment_method_id, now)
     if wait_until is not None:
         return Decision(None, None, "soft_decline_backoff", wait_until=wait_until)
 
-    multiple = recharge_multiple(s.balance_nanos, s.minimum_balance_nanos, s.recharge_amount_nanos)
+    multiple = recharge_multiple(s.available_nanos, s.minimum_balance_nanos, s.recharge_amount_nanos)
     wanted_nanos = multiple * s.recharge_amount_nanos
     if s.monthly_cap_nanos is None or s.charged_this_month_nanos + wanted_nanos <= s.monthly_cap_nanos:
         charge = Charge(Kind.AUTO, wanted_nanos, retry_number, multiple)

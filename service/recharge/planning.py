@@ -29,7 +29,7 @@ class Planned:
 
 
 _SNAPSHOT_SQL = """
-    select w.balance_nanos, w.minimum_balance_nanos, now() as now,
+    select w.balance_nanos, w.minimum_balance_nanos, now() as now, held_nanos(w.company_id) as held_nanos,
            coalesce(s.auto_recharge_enabled, false) as auto_recharge_enabled,
            s.recharge_amount_nanos, coalesce(s.preload_amount_nanos, 0) as preload_amount_nanos,
            s.monthly_recharge_cap_nanos, s.auto_recharge_paused_reason, s.first_card_set_at,
@@ -103,6 +103,7 @@ async def plan_recharge(conn: Conn, company_id: str) -> Planned:
             cap_block_notified=wallet["recharge_blocked_by_cap_at"] is not None,
             last_auto=last.get(Kind.AUTO),
             last_preload=last.get(Kind.PRELOAD),
+            held_nanos=wallet["held_nanos"],
         )
         decision = engine.decide(snapshot, now)
 
@@ -163,6 +164,7 @@ async def plan_recharge(conn: Conn, company_id: str) -> Planned:
                 "multiple": charge.multiple,
                 "retry_number": charge.retry_number,
                 "balance_nanos": snapshot.balance_nanos,
+                "held_nanos": snapshot.held_nanos,
                 "minimum_balance_nanos": snapshot.minimum_balance_nanos,
                 "card": card_label(wallet["brand"], wallet["last4"]),
             },
@@ -184,7 +186,8 @@ _CANDIDATES_SQL = """
       join payment_cards c using (company_id)
       join payment_customers pc using (company_id)
      where s.auto_recharge_paused_reason is null
-       and ((s.auto_recharge_enabled and w.balance_nanos < w.minimum_balance_nanos)
+       and ((s.auto_recharge_enabled
+             and w.balance_nanos - held_nanos(w.company_id) < w.minimum_balance_nanos)
             or (s.first_card_set_at is not null and s.preload_amount_nanos > 0
                 and not exists (select 1 from recharge_attempts a
                                  where a.company_id = w.company_id and a.kind = 'preload'

@@ -31,6 +31,27 @@ create table companies (
     constraint companies_pkey PRIMARY KEY (company_id)
 );
 
+create table hold_extensions (
+    company_id text not null,
+    request_id text not null,
+    hold_id uuid not null,
+    requested_quantity bigint not null,
+    added_quantity bigint not null,
+    added_units bigint not null,
+    added_amount_nanos bigint not null,
+    affordable_quantity bigint not null,
+    expires_at timestamp with time zone not null,
+    created_at timestamp with time zone default now() not null,
+    constraint hold_extensions_added_amount_nanos_check CHECK ((added_amount_nanos >= 0)),
+    constraint hold_extensions_added_quantity_check CHECK ((added_quantity > 0)),
+    constraint hold_extensions_added_units_check CHECK ((added_units >= 0)),
+    constraint hold_extensions_affordable_quantity_check CHECK ((affordable_quantity >= 0)),
+    constraint hold_extensions_company_id_hold_id_fkey FOREIGN KEY (company_id, hold_id) REFERENCES holds(company_id, hold_id),
+    constraint hold_extensions_pkey PRIMARY KEY (company_id, request_id),
+    constraint hold_extensions_request_id_check CHECK (((length(request_id) >= 1) AND (length(request_id) <= 255))),
+    constraint hold_extensions_requested_quantity_check CHECK ((requested_quantity > 0))
+);
+
 create table holds (
     hold_id uuid not null,
     company_id text not null,
@@ -48,6 +69,9 @@ create table holds (
     released_at timestamp with time zone,
     captured_at timestamp with time zone,
     usage_record_id uuid,
+    authorized_quantity bigint not null,
+    quantity_per_unit integer default 1 not null,
+    constraint holds_authorized_quantity_check CHECK ((authorized_quantity >= 0)),
     constraint holds_billable_units_check CHECK ((billable_units >= 0)),
     constraint holds_check CHECK ((amount_nanos = (billable_units * unit_price_nanos))),
     constraint holds_check1 CHECK (((state = 'captured'::text) = ((captured_at IS NOT NULL) AND (usage_record_id IS NOT NULL)))),
@@ -55,6 +79,7 @@ create table holds (
     constraint holds_company_id_fkey FOREIGN KEY (company_id) REFERENCES wallets(company_id),
     constraint holds_company_id_request_id_key UNIQUE (company_id, request_id),
     constraint holds_pkey PRIMARY KEY (hold_id),
+    constraint holds_quantity_per_unit_check CHECK ((quantity_per_unit > 0)),
     constraint holds_request_id_check CHECK (((length(request_id) >= 1) AND (length(request_id) <= 255))),
     constraint holds_state_check CHECK ((state = ANY (ARRAY['active'::text, 'released'::text, 'captured'::text]))),
     constraint holds_unit_price_nanos_check CHECK ((unit_price_nanos >= 0)),
@@ -319,6 +344,7 @@ create table wallets (
 );
 
 CREATE INDEX holds_active ON public.holds USING btree (company_id, expires_at) INCLUDE (amount_nanos) WHERE (state = 'active'::text);
+CREATE UNIQUE INDEX holds_company_hold ON public.holds USING btree (company_id, hold_id);
 CREATE INDEX ledger_entries_by_time ON public.ledger_entries USING btree (company_id, created_at, sequence);
 CREATE UNIQUE INDEX ledger_entries_one_credit_per_attempt ON public.ledger_entries USING btree (recharge_attempt_id) WHERE (recharge_attempt_id IS NOT NULL);
 CREATE UNIQUE INDEX ledger_entries_one_credit_per_payment_intent ON public.ledger_entries USING btree (reference) WHERE (entry_type = ANY (ARRAY['recharge_credit'::text, 'preload_credit'::text]));
@@ -332,8 +358,8 @@ CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, ev
 -- Functions, each defined in the file of service/sql/ named here (md5 of the live body).
 -- append_ledger_entry(p_company_id text, p_entry_type text, p_amount_nanos bigint, p_reference text, p_description text, p_recharge_attempt_id uuid DEFAULT NULL::uuid, p_usage_record_id uuid DEFAULT NULL::uuid, p_posted_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns ledger_entries language plpgsql
 --     append_ledger_entry.sql, body md5 1bbdda48f3243147c2a1dab2b5b1bbcb
--- authorize_usage(p_hold_id uuid, p_company_id text, p_request_id text, p_request_hash bytea, p_usage_type text, p_rate_key text, p_billable_units bigint, p_ttl interval, OUT hold holds, OUT denial text, OUT amount_nanos bigint, OUT unit_price_nanos bigint, OUT rate_card text, OUT rate_card_version integer, OUT available_nanos bigint, OUT floor_nanos bigint, OUT checked_at timestamp with time zone, OUT replayed boolean, OUT claimed_operation text, OUT claimed_hash bytea) returns record language plpgsql
---     authorize_usage.sql, body md5 6d89ee8188bd3c8be60d6ceeb8eab81f
+-- authorize_usage(p_hold_id uuid, p_company_id text, p_request_id text, p_request_hash bytea, p_usage_type text, p_rate_key text, p_billable_units bigint, p_ttl interval, p_quantity bigint, p_quantity_per_unit integer, p_allow_partial boolean, OUT hold holds, OUT denial text, OUT amount_nanos bigint, OUT unit_price_nanos bigint, OUT rate_card text, OUT rate_card_version integer, OUT available_nanos bigint, OUT floor_nanos bigint, OUT checked_at timestamp with time zone, OUT replayed boolean, OUT claimed_operation text, OUT claimed_hash bytea, OUT affordable_quantity bigint) returns record language plpgsql
+--     authorize_usage.sql, body md5 20fee1622c9277d36496a86516120c08
 -- claim_idempotency_key(p_company_id text, p_request_id text, p_operation text, p_request_hash bytea, OUT claimed boolean, OUT operation text, OUT request_hash bytea, OUT result jsonb) returns record language plpgsql
 --     claim_idempotency_key.sql, body md5 996c3c972a4ee66d6173ade88e2c29f3
 -- credit_wallet(p_company_id text, p_request_id text, p_request_hash bytea, p_entry_type text, p_amount_nanos bigint, p_reason text, p_actor text, OUT credit wallet_credits, OUT replayed boolean, OUT claimed_operation text, OUT claimed_hash bytea) returns record language plpgsql
@@ -342,12 +368,16 @@ CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, ev
 --     effective_rate.sql, body md5 91f9204f42361f2fd9f05a99d7c22769
 -- emit_wallet_event(p_company_id text, p_event_type text, p_payload jsonb) returns wallet_events language plpgsql
 --     emit_wallet_event.sql, body md5 9cc07c221da5c5cc85691ed99908c07a
+-- extend_hold(p_company_id text, p_hold_id uuid, p_request_id text, p_request_hash bytea, p_additional_quantity bigint, p_ttl interval, p_allow_partial boolean, OUT hold holds, OUT extension hold_extensions, OUT denial text, OUT affordable_quantity bigint, OUT available_nanos bigint, OUT floor_nanos bigint, OUT checked_at timestamp with time zone, OUT replayed boolean, OUT claimed_operation text, OUT claimed_hash bytea) returns record language plpgsql
+--     extend_hold.sql, body md5 08510590cb4b0ea52cd52c279ea38092
 -- held_nanos(p_company_id text) returns bigint language sql
 --     held_nanos.sql, body md5 d908367ff3ec8af1ee38be1517a5d01e
 -- ledger_entries_monotonic_time() returns trigger language plpgsql
 --     ledger_entries_monotonic_time.sql, body md5 9f98f1f314bd97c0f2c66a7d8c00aadc
 -- note_card_change() returns trigger language plpgsql
 --     note_card_change.sql, body md5 a98f59a0e0f988d9e38e39b921d07228
+-- note_hold_below_minimum(p_company_id text, p_hold_id uuid, p_available_before_nanos bigint, p_available_after_nanos bigint, p_minimum_balance_nanos bigint) returns void language plpgsql
+--     note_hold_below_minimum.sql, body md5 934fc5c5952239dc91551d31283bb1c1
 -- note_recharge_credit() returns trigger language plpgsql
 --     note_recharge_credit.sql, body md5 f3828adb127f862dbe2e1b62e3091ed4
 -- note_recharge_outcome() returns trigger language plpgsql

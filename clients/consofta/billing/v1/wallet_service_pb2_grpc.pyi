@@ -64,6 +64,24 @@ class WalletServiceStub:
 
     Idempotent under (company_id, request_id) for holds that were created: the same request again
     returns the same hold with `replayed` set. Denials are not stored, so a retry decides again.
+
+    Every answer also says how much of the usage the wallet affords right now (`affordable_quantity`:
+    a call's whole seconds, an SMS's segments, an email count), from the balance, the open holds, the
+    credit limit and the rate in effect. With `allow_partial`, a usage the wallet cannot afford in full
+    is held for the affordable part: a telephony service sets the call's maximum duration from it.
+    A hold that takes the available balance below the minimum starts the recharge, as a debit does.
+    """
+    ExtendHold: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.ExtendHoldRequest, _wallet_service_pb2.ExtendHoldResponse]
+    """Extends an active hold (a call that goes on) by more of its usage, priced at the hold's rate, and
+    moves its expiry to `hold_duration` from now. The answer says how much of the extension the wallet
+    affords (`affordable_quantity`); with `allow_partial` the hold grows by that much. A denial is not
+    an error and changes nothing. An expired hold may be extended: it then reserves its whole amount
+    again, which the available balance must cover. A captured hold is FAILED_PRECONDITION
+    (HOLD_ALREADY_CAPTURED), a released one FAILED_PRECONDITION (HOLD_RELEASED), an unknown one
+    NOT_FOUND (HOLD_NOT_FOUND).
+
+    Idempotent under (company_id, request_id) for extensions that were made: the same request again
+    returns the first answer with `replayed` set; denials are not stored.
     """
     ReleaseHold: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.ReleaseHoldRequest, _wallet_service_pb2.ReleaseHoldResponse]
     """Releases an unused hold so it stops counting against the available balance. Releasing a released
@@ -120,6 +138,24 @@ class WalletServiceAsyncStub(WalletServiceStub):
 
     Idempotent under (company_id, request_id) for holds that were created: the same request again
     returns the same hold with `replayed` set. Denials are not stored, so a retry decides again.
+
+    Every answer also says how much of the usage the wallet affords right now (`affordable_quantity`:
+    a call's whole seconds, an SMS's segments, an email count), from the balance, the open holds, the
+    credit limit and the rate in effect. With `allow_partial`, a usage the wallet cannot afford in full
+    is held for the affordable part: a telephony service sets the call's maximum duration from it.
+    A hold that takes the available balance below the minimum starts the recharge, as a debit does.
+    """
+    ExtendHold: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.ExtendHoldRequest, _wallet_service_pb2.ExtendHoldResponse]  # type: ignore[assignment]
+    """Extends an active hold (a call that goes on) by more of its usage, priced at the hold's rate, and
+    moves its expiry to `hold_duration` from now. The answer says how much of the extension the wallet
+    affords (`affordable_quantity`); with `allow_partial` the hold grows by that much. A denial is not
+    an error and changes nothing. An expired hold may be extended: it then reserves its whole amount
+    again, which the available balance must cover. A captured hold is FAILED_PRECONDITION
+    (HOLD_ALREADY_CAPTURED), a released one FAILED_PRECONDITION (HOLD_RELEASED), an unknown one
+    NOT_FOUND (HOLD_NOT_FOUND).
+
+    Idempotent under (company_id, request_id) for extensions that were made: the same request again
+    returns the first answer with `replayed` set; denials are not stored.
     """
     ReleaseHold: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.ReleaseHoldRequest, _wallet_service_pb2.ReleaseHoldResponse]  # type: ignore[assignment]
     """Releases an unused hold so it stops counting against the available balance. Releasing a released
@@ -203,6 +239,30 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Idempotent under (company_id, request_id) for holds that were created: the same request again
         returns the same hold with `replayed` set. Denials are not stored, so a retry decides again.
+
+        Every answer also says how much of the usage the wallet affords right now (`affordable_quantity`:
+        a call's whole seconds, an SMS's segments, an email count), from the balance, the open holds, the
+        credit limit and the rate in effect. With `allow_partial`, a usage the wallet cannot afford in full
+        is held for the affordable part: a telephony service sets the call's maximum duration from it.
+        A hold that takes the available balance below the minimum starts the recharge, as a debit does.
+        """
+
+    @_abc_1.abstractmethod
+    def ExtendHold(
+        self,
+        request: _wallet_service_pb2.ExtendHoldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.ExtendHoldResponse, _abc.Awaitable[_wallet_service_pb2.ExtendHoldResponse]]:
+        """Extends an active hold (a call that goes on) by more of its usage, priced at the hold's rate, and
+        moves its expiry to `hold_duration` from now. The answer says how much of the extension the wallet
+        affords (`affordable_quantity`); with `allow_partial` the hold grows by that much. A denial is not
+        an error and changes nothing. An expired hold may be extended: it then reserves its whole amount
+        again, which the available balance must cover. A captured hold is FAILED_PRECONDITION
+        (HOLD_ALREADY_CAPTURED), a released one FAILED_PRECONDITION (HOLD_RELEASED), an unknown one
+        NOT_FOUND (HOLD_NOT_FOUND).
+
+        Idempotent under (company_id, request_id) for extensions that were made: the same request again
+        returns the first answer with `replayed` set; denials are not stored.
         """
 
     @_abc_1.abstractmethod
