@@ -20,7 +20,7 @@ from service.api.validation import (
     parse_moment,
 )
 from service.api.wallet_reporting import WalletReporting
-from service.api.wire.money import MoneyError, nanos_of
+from service.api.wire.money import MoneyError, money, nanos_of
 from service.api.wire.usage import parse_usage
 from service.api.wire.wallets import (
     CREDIT_KINDS,
@@ -32,7 +32,8 @@ from service.api.wire.wallets import (
     transaction_message,
     wallet_message,
 )
-from service.app.credits import CreditKind, credit_violations, credit_wallet
+from service.app.corrections import void_usage_record
+from service.app.credits import CreditKind, credit_violations, credit_wallet, debit_wallet
 from service.app.events import EventNotifier, watch_events
 from service.app.holds import (
     DEFAULT_HOLD_DURATION,
@@ -47,6 +48,23 @@ from service.app.transactions import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Transacti
 from service.app.wallets import create_wallet, get_wallet
 
 DEFAULT_ACTOR = "api"
+
+
+def _amount(
+    v: Violations,
+    request: wallet_service_pb2.DebitWalletRequest | wallet_service_pb2.VoidUsageRecordRequest,
+    *,
+    required: bool,
+) -> int | None:
+    if not request.HasField("amount"):
+        if required:
+            v.add("amount", "is required")
+        return None
+    try:
+        return nanos_of(request.amount)
+    except MoneyError as exc:
+        v.add("amount", str(exc))
+        return None
 
 
 def _hold_duration(
@@ -166,6 +184,50 @@ class WalletServicer(WalletReporting, wallet_service_pb2_grpc.WalletServiceServi
         )
         return wallet_service_pb2.CreditWalletResponse(
             transaction=transaction_message(credit.entry), replayed=credit.replayed
+        )
+
+    async def DebitWallet(
+        self, request: wallet_service_pb2.DebitWalletRequest, context: ServicerContext[Any, Any]
+    ) -> wallet_service_pb2.DebitWalletResponse:
+        v = Violations()
+        check_company_id(v, request.company_id)
+        check_request_key(v, request.request_id, "request_id")
+        amount_nanos = _amount(v, request, required=True) or 0
+        actor = request.actor or DEFAULT_ACTOR
+        if not v.items:
+            for violation in credit_violations(amount_nanos, request.reason, actor):
+                v.add(violation.field, violation.description)
+        v.raise_if_any()
+        debit = await debit_wallet(
+            self._pool, request.company_id, amount_nanos, request.reason, request.request_id, actor
+        )
+        return wallet_service_pb2.DebitWalletResponse(
+            transaction=transaction_message(debit.entry), replayed=debit.replayed
+        )
+
+    async def VoidUsageRecord(
+        self, request: wallet_service_pb2.VoidUsageRecordRequest, context: ServicerContext[Any, Any]
+    ) -> wallet_service_pb2.VoidUsageRecordResponse:
+        v = Violations()
+        check_company_id(v, request.company_id)
+        check_request_key(v, request.request_id, "request_id")
+        record_id = parse_uuid(v, request.usage_record_id, "usage_record_id")
+        amount_nanos = _amount(v, request, required=False)
+        actor = request.actor or DEFAULT_ACTOR
+        if not v.items:
+            checked = 1 if amount_nanos is None else amount_nanos
+            for violation in credit_violations(checked, request.reason, actor):
+                v.add(violation.field, violation.description)
+        v.raise_if_any()
+        assert record_id is not None
+        void = await void_usage_record(
+            self._pool, request.company_id, record_id, request.reason, request.request_id, actor, amount_nanos
+        )
+        return wallet_service_pb2.VoidUsageRecordResponse(
+            transaction=transaction_message(void.entry),
+            record_amount=money(void.record_amount_nanos),
+            voided_amount=money(void.voided_nanos),
+            replayed=void.replayed,
         )
 
     async def AuthorizeUsage(

@@ -17,6 +17,7 @@ APPLY_ORDER: tuple[str, ...] = (
     "record_usage.sql",
     "claim_idempotency_key.sql",
     "credit_wallet.sql",
+    "void_usage_record.sql",
     "note_hold_below_minimum.sql",
     "authorize_usage.sql",
     "extend_hold.sql",

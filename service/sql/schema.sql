@@ -114,11 +114,13 @@ create table ledger_entries (
     constraint ledger_entries_check1 CHECK (((entry_type <> 'usage_debit'::text) OR ((amount_nanos <= 0) AND (usage_record_id IS NOT NULL)))),
     constraint ledger_entries_check2 CHECK (((entry_type <> ALL (ARRAY['recharge_credit'::text, 'preload_credit'::text, 'manual_credit'::text])) OR (amount_nanos > 0))),
     constraint ledger_entries_company_id_fkey FOREIGN KEY (company_id) REFERENCES wallets(company_id),
-    constraint ledger_entries_entry_type_check CHECK ((entry_type = ANY (ARRAY['usage_debit'::text, 'recharge_credit'::text, 'preload_credit'::text, 'manual_credit'::text, 'adjustment'::text]))),
+    constraint ledger_entries_entry_type_check CHECK ((entry_type = ANY (ARRAY['usage_debit'::text, 'recharge_credit'::text, 'preload_credit'::text, 'manual_credit'::text, 'adjustment'::text, 'usage_void'::text, 'manual_debit'::text]))),
+    constraint ledger_entries_manual_debit_is_negative CHECK (((entry_type <> 'manual_debit'::text) OR (amount_nanos < 0))),
     constraint ledger_entries_pkey PRIMARY KEY (company_id, sequence),
     constraint ledger_entries_recharge_attempt_id_fkey FOREIGN KEY (recharge_attempt_id) REFERENCES recharge_attempts(attempt_id),
     constraint ledger_entries_recharge_has_reference CHECK (((entry_type <> ALL (ARRAY['recharge_credit'::text, 'preload_credit'::text])) OR (reference IS NOT NULL))),
-    constraint ledger_entries_sequence_check CHECK ((sequence > 0))
+    constraint ledger_entries_sequence_check CHECK ((sequence > 0)),
+    constraint ledger_entries_usage_void_names_its_record CHECK (((entry_type <> 'usage_void'::text) OR ((amount_nanos > 0) AND (usage_record_id IS NOT NULL))))
 );
 
 create table payment_cards (
@@ -288,6 +290,23 @@ create table usage_rollups (
 );
 comment on table usage_rollups is 'Sums of usage_records per company, 15-minute UTC bucket of occurred_at and rate key; maintained by triggers.';
 
+create table usage_voids (
+    company_id text not null,
+    request_id text not null,
+    usage_record_id uuid not null,
+    amount_nanos bigint not null,
+    reason text not null,
+    actor text not null,
+    ledger_sequence bigint not null,
+    balance_after_nanos bigint not null,
+    created_at timestamp with time zone default now() not null,
+    constraint usage_voids_amount_nanos_check CHECK ((amount_nanos > 0)),
+    constraint usage_voids_company_id_ledger_sequence_fkey FOREIGN KEY (company_id, ledger_sequence) REFERENCES ledger_entries(company_id, sequence),
+    constraint usage_voids_company_id_usage_record_id_fkey FOREIGN KEY (company_id, usage_record_id) REFERENCES usage_records(company_id, usage_record_id),
+    constraint usage_voids_pkey PRIMARY KEY (company_id, request_id),
+    constraint usage_voids_request_id_check CHECK (((length(request_id) >= 1) AND (length(request_id) <= 255)))
+);
+
 create table wallet_credits (
     company_id text not null,
     request_id text not null,
@@ -298,10 +317,10 @@ create table wallet_credits (
     ledger_sequence bigint not null,
     balance_after_nanos bigint not null,
     created_at timestamp with time zone default now() not null,
-    constraint wallet_credits_amount_nanos_check CHECK ((amount_nanos > 0)),
+    constraint wallet_credits_amount_sign CHECK (((amount_nanos <> 0) AND ((entry_type = 'manual_debit'::text) = (amount_nanos < 0)))),
     constraint wallet_credits_company_id_fkey FOREIGN KEY (company_id) REFERENCES wallets(company_id),
     constraint wallet_credits_company_id_ledger_sequence_fkey FOREIGN KEY (company_id, ledger_sequence) REFERENCES ledger_entries(company_id, sequence),
-    constraint wallet_credits_entry_type_check CHECK ((entry_type = ANY (ARRAY['manual_credit'::text, 'adjustment'::text]))),
+    constraint wallet_credits_entry_type_check CHECK ((entry_type = ANY (ARRAY['manual_credit'::text, 'adjustment'::text, 'manual_debit'::text]))),
     constraint wallet_credits_pkey PRIMARY KEY (company_id, request_id),
     constraint wallet_credits_request_id_check CHECK (((length(request_id) >= 1) AND (length(request_id) <= 255)))
 );
@@ -353,6 +372,8 @@ CREATE INDEX recharge_attempts_due ON public.recharge_attempts USING btree (next
 CREATE UNIQUE INDEX recharge_attempts_one_in_flight ON public.recharge_attempts USING btree (company_id) WHERE (status = ANY (ARRAY['pending'::text, 'processing'::text]));
 CREATE INDEX settings_changes_by_company ON public.settings_changes USING btree (company_id, change_id DESC);
 CREATE INDEX usage_records_by_occurrence ON public.usage_records USING btree (company_id, occurred_at, usage_record_id);
+CREATE UNIQUE INDEX usage_records_company_record ON public.usage_records USING btree (company_id, usage_record_id);
+CREATE INDEX usage_voids_by_record ON public.usage_voids USING btree (company_id, usage_record_id);
 CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, event_id);
 
 -- Functions, each defined in the file of service/sql/ named here (md5 of the live body).
@@ -363,7 +384,7 @@ CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, ev
 -- claim_idempotency_key(p_company_id text, p_request_id text, p_operation text, p_request_hash bytea, OUT claimed boolean, OUT operation text, OUT request_hash bytea, OUT result jsonb) returns record language plpgsql
 --     claim_idempotency_key.sql, body md5 996c3c972a4ee66d6173ade88e2c29f3
 -- credit_wallet(p_company_id text, p_request_id text, p_request_hash bytea, p_entry_type text, p_amount_nanos bigint, p_reason text, p_actor text, OUT credit wallet_credits, OUT replayed boolean, OUT claimed_operation text, OUT claimed_hash bytea) returns record language plpgsql
---     credit_wallet.sql, body md5 209977f0b85a79ab187c22e73c143ab4
+--     credit_wallet.sql, body md5 0a26b0ef492a8d6891fe5a565f22cf41
 -- effective_rate(p_company_id text, p_rate_key text, p_at timestamp with time zone, OUT unit_price_nanos bigint, OUT rate_card text, OUT rate_card_version integer) returns record language sql
 --     effective_rate.sql, body md5 91f9204f42361f2fd9f05a99d7c22769
 -- emit_wallet_event(p_company_id text, p_event_type text, p_payload jsonb) returns wallet_events language plpgsql
@@ -394,6 +415,8 @@ CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, ev
 --     usage_rollups_apply.sql, body md5 f29bea63f4d0d7dadd8e6834c60e5ebb
 -- usage_rollups_apply_delete() returns trigger language plpgsql
 --     usage_rollups_apply_delete.sql, body md5 ee6fec10c4bc3cdd064b482d128cdd1e
+-- void_usage_record(p_company_id text, p_request_id text, p_request_hash bytea, p_usage_record_id uuid, p_amount_nanos bigint, p_reason text, p_actor text, OUT void usage_voids, OUT record_amount_nanos bigint, OUT voided_before_nanos bigint, OUT replayed boolean, OUT claimed_operation text, OUT claimed_hash bytea) returns record language plpgsql
+--     void_usage_record.sql, body md5 b27f278d4beb763fd1edc82384c93bab
 -- wallet_suspension_changed() returns trigger language plpgsql
 --     wallet_suspension_changed.sql, body md5 ef7ce11e669d85052d7f1c5781306637
 

@@ -74,6 +74,10 @@ class _TransactionTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Trans
     """A goodwill credit added by support."""
     TRANSACTION_TYPE_ADJUSTMENT: _TransactionType.ValueType  # 5
     """A correction by support."""
+    TRANSACTION_TYPE_USAGE_VOID: _TransactionType.ValueType  # 6
+    """A usage record voided in full or in part (a positive amount; usage_record_id names the record)."""
+    TRANSACTION_TYPE_MANUAL_DEBIT: _TransactionType.ValueType  # 7
+    """Money taken by hand (DebitWallet; a negative amount)."""
 
 class TransactionType(_TransactionType, metaclass=_TransactionTypeEnumTypeWrapper):
     """The kind of a ledger entry."""
@@ -90,6 +94,10 @@ TRANSACTION_TYPE_MANUAL_CREDIT: TransactionType.ValueType  # 4
 """A goodwill credit added by support."""
 TRANSACTION_TYPE_ADJUSTMENT: TransactionType.ValueType  # 5
 """A correction by support."""
+TRANSACTION_TYPE_USAGE_VOID: TransactionType.ValueType  # 6
+"""A usage record voided in full or in part (a positive amount; usage_record_id names the record)."""
+TRANSACTION_TYPE_MANUAL_DEBIT: TransactionType.ValueType  # 7
+"""Money taken by hand (DebitWallet; a negative amount)."""
 Global___TransactionType: _TypeAlias = TransactionType  # noqa: Y015
 
 class _CreditKind:
@@ -475,6 +483,158 @@ class CreditWalletResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreditWalletResponse: _TypeAlias = CreditWalletResponse  # noqa: Y015
+
+@_typing.final
+class DebitWalletRequest(_message.Message):
+    """Request for WalletService.DebitWallet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPANY_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    company_id: _builtins.str
+    """The company whose wallet to debit."""
+    reason: _builtins.str
+    """Why the money is taken, for the company and for audit: 1 to 500 characters."""
+    request_id: _builtins.str
+    """A key chosen by the caller (1 to 255 printable ASCII characters); a retry never debits twice."""
+    actor: _builtins.str
+    """Who asked for the debit, for audit; "api" when empty. At most 200 characters."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """The amount to take, in USD: more than zero and at most 100,000 USD."""
+
+    def __init__(
+        self,
+        *,
+        company_id: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "amount", b"amount", "company_id", b"company_id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DebitWalletRequest: _TypeAlias = DebitWalletRequest  # noqa: Y015
+
+@_typing.final
+class DebitWalletResponse(_message.Message):
+    """Response for WalletService.DebitWallet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    replayed: _builtins.bool
+    """True when this response is a replay of an earlier request with the same request id."""
+    @_builtins.property
+    def transaction(self) -> Global___WalletTransaction:
+        """The ledger entry the debit appended (a negative amount)."""
+
+    def __init__(
+        self,
+        *,
+        transaction: Global___WalletTransaction | None = ...,
+        replayed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transaction", b"transaction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replayed", b"replayed", "transaction", b"transaction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DebitWalletResponse: _TypeAlias = DebitWalletResponse  # noqa: Y015
+
+@_typing.final
+class VoidUsageRecordRequest(_message.Message):
+    """Request for WalletService.VoidUsageRecord."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPANY_ID_FIELD_NUMBER: _builtins.int
+    USAGE_RECORD_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    company_id: _builtins.str
+    """The company that owns the usage record."""
+    usage_record_id: _builtins.str
+    """The usage record to void (its id, a UUID)."""
+    reason: _builtins.str
+    """Why the record is voided: 1 to 500 characters."""
+    request_id: _builtins.str
+    """A key chosen by the caller (1 to 255 printable ASCII characters); a retry never voids twice."""
+    actor: _builtins.str
+    """Who voided it, for audit; "api" when empty. At most 200 characters."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """How much to give back, in USD, at most what is not voided yet; unset voids all of that."""
+
+    def __init__(
+        self,
+        *,
+        company_id: _builtins.str = ...,
+        usage_record_id: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "amount", b"amount", "company_id", b"company_id", "reason", b"reason", "request_id", b"request_id", "usage_record_id", b"usage_record_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidUsageRecordRequest: _TypeAlias = VoidUsageRecordRequest  # noqa: Y015
+
+@_typing.final
+class VoidUsageRecordResponse(_message.Message):
+    """Response for WalletService.VoidUsageRecord."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_FIELD_NUMBER: _builtins.int
+    RECORD_AMOUNT_FIELD_NUMBER: _builtins.int
+    VOIDED_AMOUNT_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    replayed: _builtins.bool
+    """True when this response is a replay of an earlier request with the same request id."""
+    @_builtins.property
+    def transaction(self) -> Global___WalletTransaction:
+        """The ledger entry the void appended (a positive amount naming the record)."""
+
+    @_builtins.property
+    def record_amount(self) -> _money_pb2.Money:
+        """The usage record's amount."""
+
+    @_builtins.property
+    def voided_amount(self) -> _money_pb2.Money:
+        """How much of the record is voided now, this void included."""
+
+    def __init__(
+        self,
+        *,
+        transaction: Global___WalletTransaction | None = ...,
+        record_amount: _money_pb2.Money | None = ...,
+        voided_amount: _money_pb2.Money | None = ...,
+        replayed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["record_amount", b"record_amount", "transaction", b"transaction", "voided_amount", b"voided_amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["record_amount", b"record_amount", "replayed", b"replayed", "transaction", b"transaction", "voided_amount", b"voided_amount"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidUsageRecordResponse: _TypeAlias = VoidUsageRecordResponse  # noqa: Y015
 
 @_typing.final
 class Hold(_message.Message):

@@ -56,6 +56,16 @@ class WalletServiceStub:
                 request_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.CreditWalletRequest.SerializeToString,
                 response_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.CreditWalletResponse.FromString,
                 _registered_method=True)
+        self.DebitWallet = channel.unary_unary(
+                '/consofta.billing.v1.WalletService/DebitWallet',
+                request_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.DebitWalletRequest.SerializeToString,
+                response_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.DebitWalletResponse.FromString,
+                _registered_method=True)
+        self.VoidUsageRecord = channel.unary_unary(
+                '/consofta.billing.v1.WalletService/VoidUsageRecord',
+                request_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.VoidUsageRecordRequest.SerializeToString,
+                response_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.VoidUsageRecordResponse.FromString,
+                _registered_method=True)
         self.AuthorizeUsage = channel.unary_unary(
                 '/consofta.billing.v1.WalletService/AuthorizeUsage',
                 request_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.AuthorizeUsageRequest.SerializeToString,
@@ -127,6 +137,28 @@ class WalletServiceServicer:
         `replayed` set; the same request id with a different request is ALREADY_EXISTS with ErrorInfo reason
         IDEMPOTENCY_KEY_REUSED. An amount that is not positive, above the per-credit limit, or not in USD is
         INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DebitWallet(self, request, context):
+        """Takes money from a wallet by hand, with a reason: the pair of CreditWallet, under the same rules
+        (more than zero, at most 100,000 USD, a reason, idempotent under (company_id, request_id)). Appends a
+        `manual_debit` ledger entry and emits a `manual_debit` wallet event in the same transaction. The
+        balance may go below zero. Authorization: the finance role once roles exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VoidUsageRecord(self, request, context):
+        """Reverses a usage record, in full or in part, with a reason and the actor: appends a `usage_void`
+        ledger entry (a credit) that names the record, leaving the original debit as it was, and emits a
+        `usage_voided` wallet event. A record is never voided for more than its amount, counting its earlier
+        voids: a void past it is FAILED_PRECONDITION (VOID_EXCEEDS_RECORD). An unknown record is NOT_FOUND
+        (USAGE_RECORD_NOT_FOUND). Idempotent under (company_id, request_id), like CreditWallet.
+        Authorization: the finance role once roles exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -224,6 +256,16 @@ def add_WalletServiceServicer_to_server(servicer, server):
                     servicer.CreditWallet,
                     request_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.CreditWalletRequest.FromString,
                     response_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.CreditWalletResponse.SerializeToString,
+            ),
+            'DebitWallet': grpc.unary_unary_rpc_method_handler(
+                    servicer.DebitWallet,
+                    request_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.DebitWalletRequest.FromString,
+                    response_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.DebitWalletResponse.SerializeToString,
+            ),
+            'VoidUsageRecord': grpc.unary_unary_rpc_method_handler(
+                    servicer.VoidUsageRecord,
+                    request_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.VoidUsageRecordRequest.FromString,
+                    response_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.VoidUsageRecordResponse.SerializeToString,
             ),
             'AuthorizeUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.AuthorizeUsage,
@@ -365,6 +407,60 @@ class WalletService:
             '/consofta.billing.v1.WalletService/CreditWallet',
             consofta_dot_billing_dot_v1_dot_wallet__service__pb2.CreditWalletRequest.SerializeToString,
             consofta_dot_billing_dot_v1_dot_wallet__service__pb2.CreditWalletResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DebitWallet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/consofta.billing.v1.WalletService/DebitWallet',
+            consofta_dot_billing_dot_v1_dot_wallet__service__pb2.DebitWalletRequest.SerializeToString,
+            consofta_dot_billing_dot_v1_dot_wallet__service__pb2.DebitWalletResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VoidUsageRecord(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/consofta.billing.v1.WalletService/VoidUsageRecord',
+            consofta_dot_billing_dot_v1_dot_wallet__service__pb2.VoidUsageRecordRequest.SerializeToString,
+            consofta_dot_billing_dot_v1_dot_wallet__service__pb2.VoidUsageRecordResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,20 @@ class WalletServiceStub:
     IDEMPOTENCY_KEY_REUSED. An amount that is not positive, above the per-credit limit, or not in USD is
     INVALID_ARGUMENT.
     """
+    DebitWallet: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.DebitWalletRequest, _wallet_service_pb2.DebitWalletResponse]
+    """Takes money from a wallet by hand, with a reason: the pair of CreditWallet, under the same rules
+    (more than zero, at most 100,000 USD, a reason, idempotent under (company_id, request_id)). Appends a
+    `manual_debit` ledger entry and emits a `manual_debit` wallet event in the same transaction. The
+    balance may go below zero. Authorization: the finance role once roles exist.
+    """
+    VoidUsageRecord: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.VoidUsageRecordRequest, _wallet_service_pb2.VoidUsageRecordResponse]
+    """Reverses a usage record, in full or in part, with a reason and the actor: appends a `usage_void`
+    ledger entry (a credit) that names the record, leaving the original debit as it was, and emits a
+    `usage_voided` wallet event. A record is never voided for more than its amount, counting its earlier
+    voids: a void past it is FAILED_PRECONDITION (VOID_EXCEEDS_RECORD). An unknown record is NOT_FOUND
+    (USAGE_RECORD_NOT_FOUND). Idempotent under (company_id, request_id), like CreditWallet.
+    Authorization: the finance role once roles exist.
+    """
     AuthorizeUsage: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.AuthorizeUsageRequest, _wallet_service_pb2.AuthorizeUsageResponse]
     """Prices a usage about to happen and, when the available balance stays at or above the company's
     floor, reserves that amount in a hold that expires on its own. A denial is not an error: the
@@ -130,6 +144,20 @@ class WalletServiceAsyncStub(WalletServiceStub):
     `replayed` set; the same request id with a different request is ALREADY_EXISTS with ErrorInfo reason
     IDEMPOTENCY_KEY_REUSED. An amount that is not positive, above the per-credit limit, or not in USD is
     INVALID_ARGUMENT.
+    """
+    DebitWallet: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.DebitWalletRequest, _wallet_service_pb2.DebitWalletResponse]  # type: ignore[assignment]
+    """Takes money from a wallet by hand, with a reason: the pair of CreditWallet, under the same rules
+    (more than zero, at most 100,000 USD, a reason, idempotent under (company_id, request_id)). Appends a
+    `manual_debit` ledger entry and emits a `manual_debit` wallet event in the same transaction. The
+    balance may go below zero. Authorization: the finance role once roles exist.
+    """
+    VoidUsageRecord: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.VoidUsageRecordRequest, _wallet_service_pb2.VoidUsageRecordResponse]  # type: ignore[assignment]
+    """Reverses a usage record, in full or in part, with a reason and the actor: appends a `usage_void`
+    ledger entry (a credit) that names the record, leaving the original debit as it was, and emits a
+    `usage_voided` wallet event. A record is never voided for more than its amount, counting its earlier
+    voids: a void past it is FAILED_PRECONDITION (VOID_EXCEEDS_RECORD). An unknown record is NOT_FOUND
+    (USAGE_RECORD_NOT_FOUND). Idempotent under (company_id, request_id), like CreditWallet.
+    Authorization: the finance role once roles exist.
     """
     AuthorizeUsage: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.AuthorizeUsageRequest, _wallet_service_pb2.AuthorizeUsageResponse]  # type: ignore[assignment]
     """Prices a usage about to happen and, when the available balance stays at or above the company's
@@ -225,6 +253,32 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         `replayed` set; the same request id with a different request is ALREADY_EXISTS with ErrorInfo reason
         IDEMPOTENCY_KEY_REUSED. An amount that is not positive, above the per-credit limit, or not in USD is
         INVALID_ARGUMENT.
+        """
+
+    @_abc_1.abstractmethod
+    def DebitWallet(
+        self,
+        request: _wallet_service_pb2.DebitWalletRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.DebitWalletResponse, _abc.Awaitable[_wallet_service_pb2.DebitWalletResponse]]:
+        """Takes money from a wallet by hand, with a reason: the pair of CreditWallet, under the same rules
+        (more than zero, at most 100,000 USD, a reason, idempotent under (company_id, request_id)). Appends a
+        `manual_debit` ledger entry and emits a `manual_debit` wallet event in the same transaction. The
+        balance may go below zero. Authorization: the finance role once roles exist.
+        """
+
+    @_abc_1.abstractmethod
+    def VoidUsageRecord(
+        self,
+        request: _wallet_service_pb2.VoidUsageRecordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.VoidUsageRecordResponse, _abc.Awaitable[_wallet_service_pb2.VoidUsageRecordResponse]]:
+        """Reverses a usage record, in full or in part, with a reason and the actor: appends a `usage_void`
+        ledger entry (a credit) that names the record, leaving the original debit as it was, and emits a
+        `usage_voided` wallet event. A record is never voided for more than its amount, counting its earlier
+        voids: a void past it is FAILED_PRECONDITION (VOID_EXCEEDS_RECORD). An unknown record is NOT_FOUND
+        (USAGE_RECORD_NOT_FOUND). Idempotent under (company_id, request_id), like CreditWallet.
+        Authorization: the finance role once roles exist.
         """
 
     @_abc_1.abstractmethod
