@@ -25,10 +25,12 @@ from service.app.settings import (
 )
 from service.domain.settings import (
     AUTO_RECHARGE_ENABLED,
+    BALANCE_ALERT_THRESHOLDS,
     MONEY_FIELDS,
     MONTHLY_RECHARGE_CAP,
     WRITABLE_FIELDS,
     RechargeBounds,
+    SettingValue,
 )
 from service.payments.provider import PaymentProvider
 
@@ -98,16 +100,23 @@ def _mask_fields(v: Violations, request: pb.UpdateBillingSettingsRequest) -> lis
     return list(dict.fromkeys(fields))
 
 
-def parse_update(v: Violations, request: pb.UpdateBillingSettingsRequest) -> dict[str, int | bool | None]:
+def parse_update(v: Violations, request: pb.UpdateBillingSettingsRequest) -> dict[str, SettingValue]:
     """The requested changes (field name -> new value), adding violations for what is malformed."""
     settings = request.settings
     if settings.company_id and settings.company_id != request.company_id:
         v.add("settings.company_id", "must be empty or equal to company_id")
-    changes: dict[str, int | bool | None] = {}
+    changes: dict[str, SettingValue] = {}
     for name in _mask_fields(v, request):
         field = f"settings.{name}"
         if name == AUTO_RECHARGE_ENABLED:
             changes[name] = settings.auto_recharge_enabled
+        elif name == BALANCE_ALERT_THRESHOLDS:
+            amounts = [
+                _parse_amount(v, f"{field}[{index}]", given)
+                for index, given in enumerate(settings.balance_alert_thresholds)
+            ]
+            if all(amount is not None for amount in amounts):
+                changes[name] = tuple(amount for amount in amounts if amount is not None)
         elif name in MONEY_FIELDS:
             if not settings.HasField(name):  # type: ignore[arg-type]
                 if name == MONTHLY_RECHARGE_CAP:

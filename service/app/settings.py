@@ -19,11 +19,13 @@ from service.app import idempotency, page_tokens
 from service.app.rows import Row
 from service.domain.errors import CompanyNotFound, FieldViolation, InvalidArgument
 from service.domain.settings import (
+    BALANCE_ALERT_THRESHOLDS,
     MONEY_FIELDS,
     PAUSED_NO_CARD,
     WRITABLE_FIELDS,
     RechargeBounds,
     SettingsValues,
+    SettingValue,
     audit_text,
     check_settings,
 )
@@ -38,7 +40,10 @@ SETTINGS_SQL = """
            b.preload_amount_nanos, b.monthly_recharge_cap_nanos, b.auto_recharge_paused_reason,
            b.first_card_set_at, b.updated_at,
            c.payment_method_id, c.brand, c.last4, c.exp_month, c.exp_year, c.fingerprint,
-           c.updated_at as card_updated_at
+           c.updated_at as card_updated_at,
+           array(select t.threshold_nanos from balance_alert_thresholds t
+                  where t.company_id = b.company_id order by t.threshold_nanos)
+               as balance_alert_thresholds_nanos
       from billing_settings b
       join wallets w using (company_id)
       left join payment_cards c using (company_id)
@@ -80,6 +85,8 @@ class BillingSettings:
     first_card_set_at: datetime | None
     updated_at: datetime
     card: Card | None
+    # Ascending.
+    balance_alert_thresholds_nanos: tuple[int, ...] = ()
 
     @property
     def values(self) -> SettingsValues:
@@ -89,6 +96,7 @@ class BillingSettings:
             auto_recharge_enabled=self.auto_recharge_enabled,
             preload_amount_nanos=self.preload_amount_nanos,
             monthly_recharge_cap_nanos=self.monthly_recharge_cap_nanos,
+            balance_alert_thresholds_nanos=self.balance_alert_thresholds_nanos,
         )
 
 
@@ -126,6 +134,7 @@ def settings_of(row: Row) -> BillingSettings:
         first_card_set_at=row["first_card_set_at"],
         updated_at=row["updated_at"],
         card=card_of(row),
+        balance_alert_thresholds_nanos=tuple(row["balance_alert_thresholds_nanos"]),
     )
 
 
@@ -188,7 +197,7 @@ async def replay_of(conn: Any, seen: idempotency.Seen, kind: type[T], current: A
 async def update_settings(
     pool: asyncpg.Pool,
     company_id: str,
-    changes: Mapping[str, int | bool | None],
+    changes: Mapping[str, SettingValue],
     request_id: str,
     actor: str,
     bounds: RechargeBounds,
@@ -200,7 +209,9 @@ async def update_settings(
         company_id,
         request_id,
         idempotency.fingerprint(
-            UPDATE_OPERATION, company_id, *(p for name in sorted(changes) for p in (name, changes[name]))
+            UPDATE_OPERATION,
+            company_id,
+            *(p for name in sorted(changes) for p in (name, _part(changes[name]))),
         ),
     )
     async with pool.acquire() as conn, conn.transaction():
@@ -241,6 +252,8 @@ async def update_settings(
             new.monthly_recharge_cap_nanos,
             paused_reason,
         )
+        if BALANCE_ALERT_THRESHOLDS in changes:
+            await _replace_thresholds(conn, company_id, new.balance_alert_thresholds_nanos)
         after = await get_settings(conn, company_id)
         await record_changes(conn, company_id, actor, request_id, audit_view(before), audit_view(after))
         if after.values != before.values:
@@ -249,6 +262,32 @@ async def update_settings(
             await conn.execute("select pg_notify($1, $2)", RECHARGE_WANTED_CHANNEL, company_id)
         await idempotency.save_result(conn, request, after)
         return Applied(after, replayed=False)
+
+
+def _part(value: SettingValue) -> int | bool | str | None:
+    """A change as a fingerprint part: the thresholds as their sorted amounts, joined."""
+    if isinstance(value, tuple):
+        return ",".join(str(amount) for amount in sorted(value))
+    return value
+
+
+async def _replace_thresholds(conn: Any, company_id: str, thresholds_nanos: tuple[int, ...]) -> None:
+    """Under the wallet lock: each threshold starts below when the balance is below it now, so it alerts
+    on a debit only once the balance has been at or above it (see note_balance_alerts.sql)."""
+    await conn.execute(
+        "delete from balance_alert_thresholds where company_id = $1 and threshold_nanos <> all($2::bigint[])",
+        company_id,
+        list(thresholds_nanos),
+    )
+    await conn.execute(
+        """
+        insert into balance_alert_thresholds (company_id, threshold_nanos, below)
+        select $1, t, w.balance_nanos < t from unnest($2::bigint[]) t, wallets w where w.company_id = $1
+        on conflict (company_id, threshold_nanos) do nothing
+        """,
+        company_id,
+        list(thresholds_nanos),
+    )
 
 
 # ---- the audit trail, paginated (AIP-158) -------------------------------------------------------

@@ -9,6 +9,7 @@ block changing something else.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from service.domain.errors import FieldViolation
@@ -19,6 +20,7 @@ RECHARGE_AMOUNT = "recharge_amount"
 AUTO_RECHARGE_ENABLED = "auto_recharge_enabled"
 PRELOAD_AMOUNT = "preload_amount"
 MONTHLY_RECHARGE_CAP = "monthly_recharge_cap"
+BALANCE_ALERT_THRESHOLDS = "balance_alert_thresholds"
 # The fields UpdateBillingSettings may change, in the order the audit trail lists them.
 WRITABLE_FIELDS = (
     MINIMUM_BALANCE,
@@ -26,12 +28,18 @@ WRITABLE_FIELDS = (
     AUTO_RECHARGE_ENABLED,
     PRELOAD_AMOUNT,
     MONTHLY_RECHARGE_CAP,
+    BALANCE_ALERT_THRESHOLDS,
 )
 MONEY_FIELDS = frozenset({MINIMUM_BALANCE, RECHARGE_AMOUNT, PRELOAD_AMOUNT, MONTHLY_RECHARGE_CAP})
 
 MAX_MINIMUM_BALANCE_NANOS = usd(100_000)
 # Far above any sensible cap; it keeps every amount well inside a bigint.
 MAX_MONTHLY_RECHARGE_CAP_NANOS = usd(10_000_000)
+MAX_BALANCE_ALERT_THRESHOLDS = 5
+MAX_BALANCE_ALERT_THRESHOLD_NANOS = usd(10_000_000)
+
+# A setting's value: an amount in nanos, a flag, none (no cap), or the balance alert thresholds.
+SettingValue = int | bool | None | tuple[int, ...]
 
 # Why auto-recharge is paused, as stored in billing_settings.auto_recharge_paused_reason.
 PAUSED_NO_CARD = "no_card"
@@ -64,25 +72,37 @@ class SettingsValues:
     preload_amount_nanos: int
     # None: no cap.
     monthly_recharge_cap_nanos: int | None
+    # Ascending, distinct.
+    balance_alert_thresholds_nanos: tuple[int, ...] = ()
 
-    def value_of(self, name: str) -> int | bool | None:
+    def value_of(self, name: str) -> SettingValue:
         return {
             MINIMUM_BALANCE: self.minimum_balance_nanos,
             RECHARGE_AMOUNT: self.recharge_amount_nanos,
             AUTO_RECHARGE_ENABLED: self.auto_recharge_enabled,
             PRELOAD_AMOUNT: self.preload_amount_nanos,
             MONTHLY_RECHARGE_CAP: self.monthly_recharge_cap_nanos,
+            BALANCE_ALERT_THRESHOLDS: self.balance_alert_thresholds_nanos,
         }[name]
 
-    def with_changes(self, changes: dict[str, int | bool | None]) -> SettingsValues:
-        merged = {name: self.value_of(name) for name in WRITABLE_FIELDS} | changes
-        cap = merged[MONTHLY_RECHARGE_CAP]
+    def with_changes(self, changes: Mapping[str, SettingValue]) -> SettingsValues:
+        merged: dict[str, SettingValue] = {name: self.value_of(name) for name in WRITABLE_FIELDS}
+        merged.update(changes)
+        thresholds = merged.pop(BALANCE_ALERT_THRESHOLDS)
+        assert isinstance(thresholds, tuple)
+        scalars: dict[str, int | bool | None] = {}
+        for name, value in merged.items():
+            assert not isinstance(value, tuple), name
+            scalars[name] = value
+        cap = scalars[MONTHLY_RECHARGE_CAP]
         return SettingsValues(
-            minimum_balance_nanos=int(merged[MINIMUM_BALANCE] or 0),
-            recharge_amount_nanos=int(merged[RECHARGE_AMOUNT] or 0),
-            auto_recharge_enabled=bool(merged[AUTO_RECHARGE_ENABLED]),
-            preload_amount_nanos=int(merged[PRELOAD_AMOUNT] or 0),
+            minimum_balance_nanos=int(scalars[MINIMUM_BALANCE] or 0),
+            recharge_amount_nanos=int(scalars[RECHARGE_AMOUNT] or 0),
+            auto_recharge_enabled=bool(scalars[AUTO_RECHARGE_ENABLED]),
+            preload_amount_nanos=int(scalars[PRELOAD_AMOUNT] or 0),
             monthly_recharge_cap_nanos=None if cap is None else int(cap),
+            # Kept as given until checked (check_settings refuses duplicates), then stored ascending.
+            balance_alert_thresholds_nanos=thresholds,
         )
 
 
@@ -94,11 +114,13 @@ def dollars(amount_nanos: int) -> str:
     return f"{sign}${whole:,}.{digits}"
 
 
-def audit_text(value: int | bool | str | None, *, is_money: bool) -> str | None:
+def audit_text(value: SettingValue | str, *, is_money: bool) -> str | None:
     """How a value reads in settings_changes: amounts as plain dollars ("50.00"), booleans as
-    "true"/"false", no value as NULL."""
+    "true"/"false", no value as NULL, the alert thresholds as dollars joined by commas ("" for none)."""
     if value is None:
         return None
+    if isinstance(value, tuple):
+        return ",".join(audit_text(amount, is_money=True) or "" for amount in value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if is_money and isinstance(value, int):
@@ -207,4 +229,25 @@ def check_settings(
                     f"{dollars(new.recharge_amount_nanos)}; raise or clear the cap in the same request",
                 )
             )
+    if BALANCE_ALERT_THRESHOLDS in changed:
+        _check_thresholds(out, field_prefix + BALANCE_ALERT_THRESHOLDS, new.balance_alert_thresholds_nanos)
     return out
+
+
+def _check_thresholds(out: list[FieldViolation], field: str, thresholds: tuple[int, ...]) -> None:
+    if len(thresholds) > MAX_BALANCE_ALERT_THRESHOLDS:
+        out.append(
+            FieldViolation(field, f"at most {MAX_BALANCE_ALERT_THRESHOLDS} thresholds, got {len(thresholds)}")
+        )
+        return
+    for index, amount in enumerate(thresholds):
+        _check_amount(
+            out,
+            f"{field}[{index}]",
+            amount,
+            0,
+            MAX_BALANCE_ALERT_THRESHOLD_NANOS,
+            "a balance alert threshold",
+        )
+    if len(set(thresholds)) != len(thresholds):
+        out.append(FieldViolation(field, "must not name the same amount twice"))

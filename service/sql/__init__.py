@@ -13,6 +13,7 @@ APPLY_ORDER: tuple[str, ...] = (
     "effective_rate.sql",
     "emit_wallet_event.sql",
     "append_ledger_entry.sql",
+    "note_balance_alerts.sql",
     "held_nanos.sql",
     "record_usage.sql",
     "claim_idempotency_key.sql",

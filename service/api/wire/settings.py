@@ -51,6 +51,7 @@ def settings_message(settings: BillingSettings) -> pb.BillingSettings:
         message.card.CopyFrom(card_message(settings.card))
     if settings.first_card_set_at is not None:
         message.first_card_set_at.CopyFrom(timestamp(settings.first_card_set_at))
+    message.balance_alert_thresholds.extend(money(t) for t in settings.balance_alert_thresholds_nanos)
     return message
 
 

@@ -94,6 +94,7 @@ class BillingSettings(_message.Message):
     CARD_FIELD_NUMBER: _builtins.int
     FIRST_CARD_SET_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    BALANCE_ALERT_THRESHOLDS_FIELD_NUMBER: _builtins.int
     company_id: _builtins.str
     """The company the settings belong to. Output only."""
     auto_recharge_enabled: _builtins.bool
@@ -138,6 +139,16 @@ class BillingSettings(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the settings last changed. Output only."""
 
+    @_builtins.property
+    def balance_alert_thresholds(self) -> _containers.RepeatedCompositeFieldContainer[_money_pb2.Money]:
+        """Balance alerts: up to 5 absolute balances, each $0 to $10,000,000 in whole cents, all different.
+        A debit that takes the balance from at or above one to below it emits `balance_alert` in its own
+        transaction, once per crossing; rising back to it or above (a recharge, a credit, a correction)
+        emits `balance_alert_resolved`. A threshold set above the balance counts as already crossed: it
+        alerts on no debit until the balance has risen above it. Returned in ascending order; naming the
+        field in update_mask with no values removes them all.
+        """
+
     def __init__(
         self,
         *,
@@ -152,10 +163,11 @@ class BillingSettings(_message.Message):
         card: Global___Card | None = ...,
         first_card_set_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        balance_alert_thresholds: _abc.Iterable[_money_pb2.Money] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "first_card_set_at", b"first_card_set_at", "minimum_balance", b"minimum_balance", "monthly_recharge_cap", b"monthly_recharge_cap", "preload_amount", b"preload_amount", "recharge_amount", b"recharge_amount", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_recharge_enabled", b"auto_recharge_enabled", "auto_recharge_paused_detail", b"auto_recharge_paused_detail", "auto_recharge_paused_reason", b"auto_recharge_paused_reason", "card", b"card", "company_id", b"company_id", "first_card_set_at", b"first_card_set_at", "minimum_balance", b"minimum_balance", "monthly_recharge_cap", b"monthly_recharge_cap", "preload_amount", b"preload_amount", "recharge_amount", b"recharge_amount", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_recharge_enabled", b"auto_recharge_enabled", "auto_recharge_paused_detail", b"auto_recharge_paused_detail", "auto_recharge_paused_reason", b"auto_recharge_paused_reason", "balance_alert_thresholds", b"balance_alert_thresholds", "card", b"card", "company_id", b"company_id", "first_card_set_at", b"first_card_set_at", "minimum_balance", b"minimum_balance", "monthly_recharge_cap", b"monthly_recharge_cap", "preload_amount", b"preload_amount", "recharge_amount", b"recharge_amount", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
