@@ -13,7 +13,7 @@ from grpc.aio import ServicerContext
 
 from service.api.validation import Violations, check_company_id, check_request_key
 from service.api.wire.money import MoneyError, nanos_of
-from service.api.wire.settings import card_message, change_message, settings_message
+from service.api.wire.settings import RECHARGE_MODE_TABLE, card_message, change_message, settings_message
 from service.app import cards
 from service.app.settings import (
     DEFAULT_PAGE_SIZE,
@@ -26,8 +26,11 @@ from service.app.settings import (
 from service.domain.settings import (
     AUTO_RECHARGE_ENABLED,
     BALANCE_ALERT_THRESHOLDS,
+    FIXED_AMOUNT,
     MONEY_FIELDS,
     MONTHLY_RECHARGE_CAP,
+    RECHARGE_MODE,
+    TARGET_BALANCE,
     WRITABLE_FIELDS,
     RechargeBounds,
     SettingValue,
@@ -110,6 +113,9 @@ def parse_update(v: Violations, request: pb.UpdateBillingSettingsRequest) -> dic
         field = f"settings.{name}"
         if name == AUTO_RECHARGE_ENABLED:
             changes[name] = settings.auto_recharge_enabled
+        elif name == RECHARGE_MODE:
+            mode = RECHARGE_MODE_TABLE.domain(settings.recharge_mode)
+            changes[name] = FIXED_AMOUNT if mode is None else mode
         elif name == BALANCE_ALERT_THRESHOLDS:
             amounts = [
                 _parse_amount(v, f"{field}[{index}]", given)
@@ -119,8 +125,8 @@ def parse_update(v: Violations, request: pb.UpdateBillingSettingsRequest) -> dic
                 changes[name] = tuple(amount for amount in amounts if amount is not None)
         elif name in MONEY_FIELDS:
             if not settings.HasField(name):  # type: ignore[arg-type]
-                if name == MONTHLY_RECHARGE_CAP:
-                    changes[name] = None  # named but unset: clear the cap
+                if name in (MONTHLY_RECHARGE_CAP, TARGET_BALANCE):
+                    changes[name] = None  # named but unset: clear it
                 else:
                     v.add(field, "is named in update_mask but not set; give an amount in USD")
                 continue

@@ -20,6 +20,7 @@ from service.app.rows import Row
 from service.domain.errors import CompanyNotFound, FieldViolation, InvalidArgument
 from service.domain.settings import (
     BALANCE_ALERT_THRESHOLDS,
+    FIXED_AMOUNT,
     MONEY_FIELDS,
     PAUSED_NO_CARD,
     WRITABLE_FIELDS,
@@ -38,7 +39,7 @@ RECHARGE_WANTED_CHANNEL = "recharge_wanted"
 SETTINGS_SQL = """
     select b.company_id, w.minimum_balance_nanos, b.recharge_amount_nanos, b.auto_recharge_enabled,
            b.preload_amount_nanos, b.monthly_recharge_cap_nanos, b.auto_recharge_paused_reason,
-           b.first_card_set_at, b.updated_at,
+           b.first_card_set_at, b.updated_at, b.recharge_mode, b.target_balance_nanos,
            c.payment_method_id, c.brand, c.last4, c.exp_month, c.exp_year, c.fingerprint,
            c.updated_at as card_updated_at,
            array(select t.threshold_nanos from balance_alert_thresholds t
@@ -87,6 +88,8 @@ class BillingSettings:
     card: Card | None
     # Ascending.
     balance_alert_thresholds_nanos: tuple[int, ...] = ()
+    recharge_mode: str = FIXED_AMOUNT
+    target_balance_nanos: int | None = None
 
     @property
     def values(self) -> SettingsValues:
@@ -97,6 +100,8 @@ class BillingSettings:
             preload_amount_nanos=self.preload_amount_nanos,
             monthly_recharge_cap_nanos=self.monthly_recharge_cap_nanos,
             balance_alert_thresholds_nanos=self.balance_alert_thresholds_nanos,
+            recharge_mode=self.recharge_mode,
+            target_balance_nanos=self.target_balance_nanos,
         )
 
 
@@ -135,6 +140,8 @@ def settings_of(row: Row) -> BillingSettings:
         updated_at=row["updated_at"],
         card=card_of(row),
         balance_alert_thresholds_nanos=tuple(row["balance_alert_thresholds_nanos"]),
+        recharge_mode=row["recharge_mode"],
+        target_balance_nanos=row["target_balance_nanos"],
     )
 
 
@@ -242,7 +249,8 @@ async def update_settings(
             """
             update billing_settings
                set recharge_amount_nanos = $2, auto_recharge_enabled = $3, preload_amount_nanos = $4,
-                   monthly_recharge_cap_nanos = $5, auto_recharge_paused_reason = $6, updated_at = now()
+                   monthly_recharge_cap_nanos = $5, auto_recharge_paused_reason = $6, recharge_mode = $7,
+                   target_balance_nanos = $8, updated_at = now()
              where company_id = $1
             """,
             company_id,
@@ -251,6 +259,8 @@ async def update_settings(
             new.preload_amount_nanos,
             new.monthly_recharge_cap_nanos,
             paused_reason,
+            new.recharge_mode,
+            new.target_balance_nanos,
         )
         if BALANCE_ALERT_THRESHOLDS in changes:
             await _replace_thresholds(conn, company_id, new.balance_alert_thresholds_nanos)

@@ -21,6 +21,13 @@ AUTO_RECHARGE_ENABLED = "auto_recharge_enabled"
 PRELOAD_AMOUNT = "preload_amount"
 MONTHLY_RECHARGE_CAP = "monthly_recharge_cap"
 BALANCE_ALERT_THRESHOLDS = "balance_alert_thresholds"
+RECHARGE_MODE = "recharge_mode"
+TARGET_BALANCE = "target_balance"
+# recharge_mode values.
+FIXED_AMOUNT = "fixed_amount"
+TOP_UP_TO_TARGET = "top_up_to_target"
+RECHARGE_MODES = (FIXED_AMOUNT, TOP_UP_TO_TARGET)
+MAX_TARGET_BALANCE_NANOS = usd(1_000_000)
 # The fields UpdateBillingSettings may change, in the order the audit trail lists them.
 WRITABLE_FIELDS = (
     MINIMUM_BALANCE,
@@ -29,8 +36,12 @@ WRITABLE_FIELDS = (
     PRELOAD_AMOUNT,
     MONTHLY_RECHARGE_CAP,
     BALANCE_ALERT_THRESHOLDS,
+    RECHARGE_MODE,
+    TARGET_BALANCE,
 )
-MONEY_FIELDS = frozenset({MINIMUM_BALANCE, RECHARGE_AMOUNT, PRELOAD_AMOUNT, MONTHLY_RECHARGE_CAP})
+MONEY_FIELDS = frozenset(
+    {MINIMUM_BALANCE, RECHARGE_AMOUNT, PRELOAD_AMOUNT, MONTHLY_RECHARGE_CAP, TARGET_BALANCE}
+)
 
 MAX_MINIMUM_BALANCE_NANOS = usd(100_000)
 # Far above any sensible cap; it keeps every amount well inside a bigint.
@@ -39,7 +50,7 @@ MAX_BALANCE_ALERT_THRESHOLDS = 5
 MAX_BALANCE_ALERT_THRESHOLD_NANOS = usd(10_000_000)
 
 # A setting's value: an amount in nanos, a flag, none (no cap), or the balance alert thresholds.
-SettingValue = int | bool | None | tuple[int, ...]
+SettingValue = int | bool | str | None | tuple[int, ...]
 
 # Why auto-recharge is paused, as stored in billing_settings.auto_recharge_paused_reason.
 PAUSED_NO_CARD = "no_card"
@@ -74,6 +85,9 @@ class SettingsValues:
     monthly_recharge_cap_nanos: int | None
     # Ascending, distinct.
     balance_alert_thresholds_nanos: tuple[int, ...] = ()
+    recharge_mode: str = FIXED_AMOUNT
+    # None: never set.
+    target_balance_nanos: int | None = None
 
     def value_of(self, name: str) -> SettingValue:
         return {
@@ -83,6 +97,8 @@ class SettingsValues:
             PRELOAD_AMOUNT: self.preload_amount_nanos,
             MONTHLY_RECHARGE_CAP: self.monthly_recharge_cap_nanos,
             BALANCE_ALERT_THRESHOLDS: self.balance_alert_thresholds_nanos,
+            RECHARGE_MODE: self.recharge_mode,
+            TARGET_BALANCE: self.target_balance_nanos,
         }[name]
 
     def with_changes(self, changes: Mapping[str, SettingValue]) -> SettingsValues:
@@ -90,9 +106,11 @@ class SettingsValues:
         merged.update(changes)
         thresholds = merged.pop(BALANCE_ALERT_THRESHOLDS)
         assert isinstance(thresholds, tuple)
+        mode = merged.pop(RECHARGE_MODE)
+        assert isinstance(mode, str)
         scalars: dict[str, int | bool | None] = {}
         for name, value in merged.items():
-            assert not isinstance(value, tuple), name
+            assert not isinstance(value, (tuple, str)), name
             scalars[name] = value
         cap = scalars[MONTHLY_RECHARGE_CAP]
         return SettingsValues(
@@ -103,6 +121,10 @@ class SettingsValues:
             monthly_recharge_cap_nanos=None if cap is None else int(cap),
             # Kept as given until checked (check_settings refuses duplicates), then stored ascending.
             balance_alert_thresholds_nanos=thresholds,
+            recharge_mode=mode,
+            target_balance_nanos=None
+            if scalars[TARGET_BALANCE] is None
+            else int(scalars[TARGET_BALANCE] or 0),
         )
 
 
@@ -229,6 +251,8 @@ def check_settings(
                     f"{dollars(new.recharge_amount_nanos)}; raise or clear the cap in the same request",
                 )
             )
+    if RECHARGE_MODE in changed or TARGET_BALANCE in changed or MINIMUM_BALANCE in changed:
+        _check_target(out, field_prefix, new, changed, bounds)
     if BALANCE_ALERT_THRESHOLDS in changed:
         _check_thresholds(out, field_prefix + BALANCE_ALERT_THRESHOLDS, new.balance_alert_thresholds_nanos)
     return out
@@ -251,3 +275,38 @@ def _check_thresholds(out: list[FieldViolation], field: str, thresholds: tuple[i
         )
     if len(set(thresholds)) != len(thresholds):
         out.append(FieldViolation(field, "must not name the same amount twice"))
+
+
+def _check_target(
+    out: list[FieldViolation],
+    prefix: str,
+    new: SettingsValues,
+    changed: frozenset[str],
+    bounds: RechargeBounds,
+) -> None:
+    """A top-up needs a target far enough above the minimum that each top-up charges at least the
+    smallest recharge amount; checked on the resulting settings, reported on a field the request named."""
+    target = new.target_balance_nanos
+    if new.recharge_mode not in RECHARGE_MODES:
+        out.append(FieldViolation(prefix + RECHARGE_MODE, f"must be one of {', '.join(RECHARGE_MODES)}"))
+        return
+    if TARGET_BALANCE in changed and target is not None:
+        if not _check_amount(
+            out, prefix + TARGET_BALANCE, target, 0, MAX_TARGET_BALANCE_NANOS, "the target balance"
+        ):
+            return
+    if new.recharge_mode != TOP_UP_TO_TARGET:
+        return
+    field = prefix + (TARGET_BALANCE if TARGET_BALANCE in changed else RECHARGE_MODE)
+    if target is None:
+        out.append(
+            FieldViolation(field, "a top-up to a target needs target_balance; set it in the same request")
+        )
+    elif target < new.minimum_balance_nanos + bounds.min_nanos:
+        out.append(
+            FieldViolation(
+                field,
+                f"the target balance must be at least the minimum balance plus the smallest recharge "
+                f"({dollars(new.minimum_balance_nanos + bounds.min_nanos)}), got {dollars(target)}",
+            )
+        )

@@ -104,6 +104,8 @@ class WalletSnapshot:
     # What the active holds reserve: the recharge follows the available balance (balance - held), so a
     # long call's hold starts it before the call has used the money.
     held_nanos: int = 0
+    # None: add the recharge amount (a multiple of it); else bring the available balance up to this.
+    top_up_target_nanos: int | None = None
 
     @property
     def available_nanos(self) -> int:
@@ -196,6 +198,8 @@ def decide(snapshot: WalletSnapshot, now: dt.datetime) -> Decision:
     if wait_until is not None:
         return Decision(None, None, "soft_decline_backoff", wait_until=wait_until)
 
+    if s.top_up_target_nanos is not None:
+        return _top_up(s, retry_number)
     multiple = recharge_multiple(s.available_nanos, s.minimum_balance_nanos, s.recharge_amount_nanos)
     wanted_nanos = multiple * s.recharge_amount_nanos
     if s.monthly_cap_nanos is None or s.charged_this_month_nanos + wanted_nanos <= s.monthly_cap_nanos:
@@ -216,6 +220,34 @@ def decide(snapshot: WalletSnapshot, now: dt.datetime) -> Decision:
     if allowed_multiple == 0:
         return Decision(None, block, "monthly_cap_reached")
     return Decision(Charge(Kind.AUTO, allowed_nanos, retry_number, allowed_multiple), block, "")
+
+
+def top_up_amount(available_nanos: int, target_nanos: int) -> int:
+    """What brings `available_nanos` up to `target_nanos`, rounded up to a whole cent (cards charge cents)."""
+    shortfall = max(0, target_nanos - available_nanos)
+    return -(-shortfall // NANOS_PER_CENT) * NANOS_PER_CENT
+
+
+def _top_up(s: WalletSnapshot, retry_number: int) -> Decision:
+    """A top-up to the target: one charge of the shortfall, cut to the monthly cap in whole cents."""
+    assert s.top_up_target_nanos is not None
+    wanted_nanos = top_up_amount(s.available_nanos, s.top_up_target_nanos)
+    if s.monthly_cap_nanos is None or s.charged_this_month_nanos + wanted_nanos <= s.monthly_cap_nanos:
+        return Decision(
+            Charge(Kind.AUTO, wanted_nanos, retry_number, 1), None, "", clear_cap_block=s.cap_block_notified
+        )
+    room_nanos = max(0, s.monthly_cap_nanos - s.charged_this_month_nanos)
+    allowed_nanos = room_nanos // NANOS_PER_CENT * NANOS_PER_CENT
+    block = CapBlock(
+        wanted_nanos=wanted_nanos,
+        allowed_nanos=allowed_nanos,
+        cap_nanos=s.monthly_cap_nanos,
+        charged_this_month_nanos=s.charged_this_month_nanos,
+        notify=not s.cap_block_notified,
+    )
+    if allowed_nanos == 0:
+        return Decision(None, block, "monthly_cap_reached")
+    return Decision(Charge(Kind.AUTO, allowed_nanos, retry_number, 1), block, "")
 
 
 @dataclass(frozen=True, slots=True)

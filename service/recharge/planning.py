@@ -34,6 +34,8 @@ _SNAPSHOT_SQL = """
            s.recharge_amount_nanos, coalesce(s.preload_amount_nanos, 0) as preload_amount_nanos,
            s.monthly_recharge_cap_nanos, s.auto_recharge_paused_reason, s.first_card_set_at,
            s.recharge_blocked_by_cap_at,
+           case when s.recharge_mode = 'top_up_to_target' then s.target_balance_nanos end
+               as top_up_target_nanos,
            c.payment_method_id, c.brand, c.last4, pc.provider_customer_id
       from wallets w
       left join billing_settings s using (company_id)
@@ -104,6 +106,7 @@ async def plan_recharge(conn: Conn, company_id: str) -> Planned:
             last_auto=last.get(Kind.AUTO),
             last_preload=last.get(Kind.PRELOAD),
             held_nanos=wallet["held_nanos"],
+            top_up_target_nanos=wallet["top_up_target_nanos"],
         )
         decision = engine.decide(snapshot, now)
 

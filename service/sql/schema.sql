@@ -23,11 +23,16 @@ create table billing_settings (
     updated_at timestamp with time zone default now() not null,
     recharge_blocked_by_cap_at timestamp with time zone,
     auto_recharge_paused_at timestamp with time zone,
+    recharge_mode text default 'fixed_amount'::text not null,
+    target_balance_nanos bigint,
     constraint billing_settings_company_id_fkey FOREIGN KEY (company_id) REFERENCES companies(company_id),
     constraint billing_settings_monthly_recharge_cap_nanos_check CHECK (((monthly_recharge_cap_nanos IS NULL) OR ((monthly_recharge_cap_nanos > 0) AND ((monthly_recharge_cap_nanos % (10000000)::bigint) = 0)))),
     constraint billing_settings_pkey PRIMARY KEY (company_id),
     constraint billing_settings_preload_amount_nanos_check CHECK (((preload_amount_nanos >= 0) AND ((preload_amount_nanos % (10000000)::bigint) = 0))),
-    constraint billing_settings_recharge_amount_nanos_check CHECK (((recharge_amount_nanos > 0) AND ((recharge_amount_nanos % (10000000)::bigint) = 0)))
+    constraint billing_settings_recharge_amount_nanos_check CHECK (((recharge_amount_nanos > 0) AND ((recharge_amount_nanos % (10000000)::bigint) = 0))),
+    constraint billing_settings_recharge_mode_check CHECK ((recharge_mode = ANY (ARRAY['fixed_amount'::text, 'top_up_to_target'::text]))),
+    constraint billing_settings_target_balance_nanos_check CHECK (((target_balance_nanos IS NULL) OR ((target_balance_nanos > 0) AND ((target_balance_nanos % (10000000)::bigint) = 0)))),
+    constraint billing_settings_top_up_has_target CHECK (((recharge_mode <> 'top_up_to_target'::text) OR (target_balance_nanos IS NOT NULL)))
 );
 
 create table companies (
