@@ -29,6 +29,11 @@ def is_unreachable(error: BaseException) -> bool:
         return state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES
     if isinstance(error, asyncpg.InterfaceError):
         return any(text in str(error) for text in _GONE_MESSAGES)
+    if isinstance(error, asyncpg.exceptions.InternalClientError):
+        # The server ended the connection (pg_terminate_backend, a shutdown) while it sat idle in the
+        # pool: its "terminating connection" message left the protocol mid-state, and the next statement
+        # on it fails here, before anything is sent.
+        return "cannot switch to state" in str(error)
     # OSError: refused, reset, or no socket file (FileNotFoundError on a Unix socket); TimeoutError: no
     # connection within the pool's acquire or connect timeout.
     return isinstance(error, ConnectionError | FileNotFoundError | TimeoutError) or (
