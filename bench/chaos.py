@@ -425,6 +425,7 @@ async def run(options: Options) -> Report:
         proxy = LossyProxy("127.0.0.1", primary.port)
         topology = Topology(pg, fake, primary, proxy, replica)
         journal = Journal(work / "journal.jsonl")
+        journal.open()
         faults: Counter[str] = Counter()
         try:
             await proxy.start()
@@ -480,8 +481,8 @@ async def run(options: Options) -> Report:
                         verdict = await check(journal, conn, direct, fake, replay_limit=options.replay_limit)
                 finally:
                     await conn.close()
-            journal.write()
         finally:
+            journal.close()
             for server in (replica, primary):
                 if server.proc is not None and server.proc.poll() is None:
                     server.signal(signal.SIGTERM)

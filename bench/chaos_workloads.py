@@ -4,20 +4,22 @@ A workload's `step()` sends one request (or one small sequence, such as a hold a
 the real client library, with its retries, and writes every response and every error to the journal.
 The checker (bench/chaos_checker.py) reads only the journal and the database.
 
-To add a workload (a batch RPC, say), write a class with a `name` and a `step(ctx)` that journals each
-event it sends with `ctx.journal.sent(...)` and each answer with `Event.acked(...)` / `Event.failed(...)`,
-and add it to WORKLOADS. The checker needs nothing new as long as every event is one usage record under
-one idempotency key.
+To add a workload (a batch RPC, say), write a class with a `name` and a `step(ctx)` that registers each
+event it sends with `ctx.journal.sent(...)`, records each answer with `Event.acked(...)` /
+`Event.failed(...)` and writes it with `ctx.journal.answered(...)` (the journal file gets one line per
+answer as it arrives), and add it to WORKLOADS. The checker needs nothing new as long as every event is
+one usage record under one idempotency key.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import grpc
 from consofta.billing.client import AsyncBillingClient, BillingError, nanos_of, usage
@@ -93,24 +95,36 @@ class Journal:
     recaptures: list[Event] = field(default_factory=list)
     anomalies: list[str] = field(default_factory=list)
     requests: int = 0
+    _out: IO[str] | None = field(default=None, repr=False)
+
+    def open(self) -> None:
+        """Start the file: from now on every answer is a line, written as it arrives."""
+        if self.path is not None:
+            self._out = self.path.open("w", buffering=1)
+
+    def note(self, kind: str, **fields: object) -> None:
+        if self._out is not None:
+            self._out.write(json.dumps({"kind": kind, "at": round(time.time(), 3), **fields}) + "\n")
+
+    def answered(self, kind: str, event: Event) -> None:
+        self.note(kind, **event.as_json())
+
+    def anomaly(self, detail: str) -> None:
+        self.anomalies.append(detail)
+        self.note("anomaly", detail=detail)
 
     def sent(self, event: Event) -> Event:
         self.events.append(event)
         self.requests += 1
         return event
 
-    def write(self) -> None:
-        if self.path is None:
-            return
-        with self.path.open("w") as out:
-            for event in self.events:
-                out.write(json.dumps({"kind": "event", **event.as_json()}) + "\n")
-            for original, again in self.duplicates:
-                out.write(json.dumps({"kind": "duplicate", "of": original.key, **again.as_json()}) + "\n")
-            for event in self.recaptures:
-                out.write(json.dumps({"kind": "recapture", **event.as_json()}) + "\n")
-            for line in self.anomalies:
-                out.write(json.dumps({"kind": "anomaly", "detail": line}) + "\n")
+    def close(self) -> None:
+        """After the checker: each event's final outcome (unknown ones resolved), then the file ends."""
+        for event in self.events:
+            self.answered("final", event)
+        if self._out is not None:
+            self._out.close()
+            self._out = None
 
 
 @dataclass
@@ -137,17 +151,16 @@ class Workload(Protocol):
     async def step(self, ctx: ClientContext) -> None: ...
 
 
-async def _send(ctx: ClientContext, event: Event) -> Event:
+async def _send(ctx: ClientContext, event: Event, kind: str = "event") -> Event:
     try:
         reply = await ctx.client().record_usage(event.request)
     except BillingError as error:
         event.failed(error)
         if error.code in SERVER_FAULTS:
-            ctx.journal.anomalies.append(
-                f"{event.key}: the server answered {error.code.name}: {error.message}"
-            )
+            ctx.journal.anomaly(f"{event.key}: the server answered {error.code.name}: {error.message}")
     else:
         event.acked(reply)
+    ctx.journal.answered(kind, event)
     return event
 
 
@@ -194,7 +207,9 @@ class UnaryRecordUsage:
 
     async def _duplicate(self, ctx: ClientContext) -> None:
         original = ctx.rng.choice(ctx.acked)
-        again = await _send(ctx, Event(self.name, original.company_id, original.key, original.request))
+        again = await _send(
+            ctx, Event(self.name, original.company_id, original.key, original.request), "duplicate"
+        )
         ctx.journal.requests += 1
         ctx.journal.duplicates.append((original, again))
 
@@ -207,10 +222,12 @@ class UnaryRecordUsage:
             )
         except BillingError as error:
             if error.code in SERVER_FAULTS:
-                ctx.journal.anomalies.append(f"{hold_key}: AuthorizeUsage answered {error.code.name}")
+                ctx.journal.anomaly(f"{hold_key}: AuthorizeUsage answered {error.code.name}")
+            ctx.journal.note("hold", key=hold_key, company_id=company, code=error.code.name)
             return
         finally:
             ctx.journal.requests += 1
+        ctx.journal.note("hold", key=hold_key, company_id=company, hold_id=hold.hold.id, allowed=hold.allowed)
         if not hold.allowed:
             return
         key = ctx.key(self.name)
@@ -229,7 +246,9 @@ class UnaryRecordUsage:
                     ctx, company, second_key, "call", hold.hold.id, direction="outbound",
                     number_type="local", duration_seconds=seconds,
                 )  # fmt: skip
-                recapture = await _send(ctx, Event("recapture", company, second_key, second, hold.hold.id))
+                recapture = await _send(
+                    ctx, Event("recapture", company, second_key, second, hold.hold.id), "recapture"
+                )
                 ctx.journal.requests += 1
                 ctx.journal.recaptures.append(recapture)
 
