@@ -100,3 +100,20 @@ async def test_a_taken_port_fails_at_once_naming_its_setting_and_starts_nothing(
     assert line.startswith(f"consofta-billing: {setting}: cannot listen on 127.0.0.1:{port}"), line
     # Checked before anything was started: no embedded Postgres, not even a data folder.
     assert not pgdata.exists()
+
+
+async def test_a_database_that_cannot_be_reached_at_start_names_database_url(home: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        service = ServiceProcess(
+            {"DATABASE_URL": f"postgresql://billing:s3cret@127.0.0.1:{port}/billing"}, home / "service.log"
+        )
+        try:
+            service.start()
+            assert await service.wait_exit() == 2
+        finally:
+            service.kill_quietly()
+    line = _last_line(home / "service.log")
+    assert line.startswith("consofta-billing: DATABASE_URL: cannot reach the database"), line
+    assert "s3cret" not in (home / "service.log").read_text()
