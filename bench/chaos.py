@@ -80,7 +80,8 @@ class Options:
     faults: tuple[str, ...] = FAULT_KINDS
     # Each kind at least once; then more at random until about one fault every `fault_every_s`.
     fault_every_s: float = 6.0
-    workloads: tuple[str, ...] = ("unary",)
+    # Every workload the contract supports (the batch RPC joins once it exists).
+    workloads: tuple[str, ...] = tuple(WORKLOADS)
     seed: int | None = None
     replay_limit: int = 100_000
     work_dir: Path | None = None
@@ -505,9 +506,7 @@ def _parse(argv: list[str] | None) -> tuple[Options, Path | None]:
         "--faults", help=f"comma-separated fault kinds (default all: {','.join(FAULT_KINDS)})"
     )
     parser.add_argument("--fault-every-s", type=float, help="about one fault every this many seconds")
-    parser.add_argument(
-        "--workloads", help=f"comma-separated workloads (default unary; known: {','.join(WORKLOADS)})"
-    )
+    parser.add_argument("--workloads", help=f"comma-separated workloads (default all: {','.join(WORKLOADS)})")
     parser.add_argument("--seed", type=int, help="random seed, to replay a run's choices")
     parser.add_argument("--json", type=Path, help="write the report as JSON to this file")
     parser.add_argument("--work-dir", type=Path, help="keep the servers' logs and the journal here")

@@ -64,8 +64,11 @@ class Event:
         self.replayed = reply.replayed
 
     def failed(self, error: BillingError) -> None:
-        self.code, self.reason = error.code.name, error.reason
-        self.outcome = "unknown" if error.code in UNKNOWN_OUTCOME else "refused"
+        self.failed_with(error.code, error.reason)
+
+    def failed_with(self, code: grpc.StatusCode, reason: str = "") -> None:
+        self.code, self.reason = code.name, reason
+        self.outcome = "unknown" if code in UNKNOWN_OUTCOME else "refused"
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -253,7 +256,70 @@ class UnaryRecordUsage:
                 ctx.journal.recaptures.append(recapture)
 
 
+# The batch RPC, where the contract has it: up to 1,000 RecordUsage requests in one call, one result each.
+_BATCH_REQUEST: Any = getattr(usage_service_pb2, "RecordUsageBatchRequest", None)
+_CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+class BatchRecordUsage:
+    """RecordUsageBatch: 2 to `max_items` events per call with fresh keys, about 5% of items repeating an
+    acknowledged event. Each item is an event of its own for the checker, acknowledged by its result."""
+
+    name = "batch"
+
+    def __init__(self, max_items: int = 20, duplicate_share: float = 0.05) -> None:
+        self.max_items = max_items
+        self.duplicate_share = duplicate_share
+        self._single = UnaryRecordUsage()
+
+    async def step(self, ctx: ClientContext) -> None:
+        fresh: list[Event] = []
+        repeats: list[tuple[Event, Event]] = []
+        for _ in range(ctx.rng.randint(2, self.max_items)):
+            if ctx.acked and ctx.rng.random() < self.duplicate_share:
+                original = ctx.rng.choice(ctx.acked)
+                again = Event(self.name, original.company_id, original.key, original.request)
+                repeats.append((original, again))
+                continue
+            company, key = ctx.wallet(), ctx.key(self.name)
+            request = self._single._request(ctx, company, key, "email", count=ctx.rng.randint(1, 1_000))
+            fresh.append(ctx.journal.sent(Event(self.name, company, key, request)))
+        items = fresh + [again for _, again in repeats]
+        client = ctx.client()
+        try:
+            reply = await client.call(
+                client.usage.RecordUsageBatch,  # type: ignore[attr-defined]
+                _BATCH_REQUEST(items=[event.request for event in items]),
+            )
+        except BillingError as error:
+            if error.code in SERVER_FAULTS:
+                ctx.journal.anomaly(f"batch of {len(items)}: answered {error.code.name}: {error.message}")
+            for event in items:
+                event.failed(error)
+        else:
+            if len(reply.results) != len(items):
+                ctx.journal.anomaly(f"batch of {len(items)} answered {len(reply.results)} results")
+            for event, result in zip(items, reply.results, strict=False):
+                if result.HasField("recorded"):
+                    event.acked(result.recorded)
+                else:
+                    code = _CODES_BY_NUMBER.get(result.error.code, grpc.StatusCode.UNKNOWN)
+                    event.failed_with(code, result.error.message[:80])
+                    if code in SERVER_FAULTS:
+                        ctx.journal.anomaly(f"{event.key}: batch item answered {code.name}")
+        for event in fresh:
+            ctx.journal.answered("event", event)
+            if event.outcome == "ok":
+                ctx.acked.append(event)
+        for original, again in repeats:
+            ctx.journal.requests += 1
+            ctx.journal.answered("duplicate", again)
+            ctx.journal.duplicates.append((original, again))
+
+
 WorkloadFactory = Callable[[], Workload]
 WORKLOADS: dict[str, WorkloadFactory] = {"unary": UnaryRecordUsage}
+if _BATCH_REQUEST is not None:
+    WORKLOADS["batch"] = BatchRecordUsage
 
 RunStep = Callable[[ClientContext], Awaitable[None]]
