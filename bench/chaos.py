@@ -31,6 +31,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -196,8 +197,18 @@ class ChaosPostgres:
         raise RuntimeError(f"postmaster {pid} did not stop after SIGQUIT")
 
     async def start_again(self) -> None:
-        # The same options as the first start (socket folder, no TCP): the servers' URL stays valid.
-        await asyncio.to_thread(self.embedded._server.ensure_postgres_running)
+        """Start it with the same options as the first start (socket folder, no TCP), so the servers' URL
+        stays valid. The package gives pg_ctl 10 s, which crash recovery under load can outlast: then the
+        postmaster is usually up moments later, so a few tries are made before giving up."""
+        for attempt in range(1, 6):
+            try:
+                await asyncio.to_thread(self.embedded._server.ensure_postgres_running)
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+                if attempt == 5:
+                    raise
+                await asyncio.sleep(2.0)
+            else:
+                return
 
     async def terminate_backends(self) -> int:
         conn = await asyncpg.connect(self.url)
@@ -492,7 +503,10 @@ async def run(options: Options) -> Report:
                 server.kill_quietly()
             await proxy.stop()
             await fake.stop()
-            await asyncio.to_thread(pg.stop)
+            try:
+                await asyncio.to_thread(pg.stop)
+            except Exception as error:  # never hide the run's own error behind the clean-up's
+                print(f"chaos: could not stop the harness's Postgres: {error!r}", file=sys.stderr)
     return Report(faults, verdict, journal.requests, time.monotonic() - started, seed, load_s)
 
 

@@ -288,7 +288,7 @@ class BatchRecordUsage:
         client = ctx.client()
         try:
             reply = await client.call(
-                client.usage.RecordUsageBatch,  # type: ignore[attr-defined]
+                getattr(client.usage, "RecordUsageBatch"),  # noqa: B009 - not in every contract version
                 _BATCH_REQUEST(items=[event.request for event in items]),
             )
         except BillingError as error:
