@@ -245,6 +245,7 @@ def _server_env(db_url: str, fake: FakeStripe) -> dict[str, str]:
         "BILLING_DB_POOL_MAX_SIZE": "8",
         "BILLING_SHUTDOWN_GRACE_S": "2",
         "BILLING_HEALTH_PROBE_INTERVAL_S": "0.5",
+        "BILLING_PAYMENT_PROVIDER": "stripe",
         "BILLING_STRIPE_SECRET_KEY": fake.api_key,
         "BILLING_STRIPE_WEBHOOK_SECRET": DEFAULT_WEBHOOK_SECRET,
         "BILLING_STRIPE_API_BASE": fake.url,

@@ -8,14 +8,14 @@ import socket
 from service.config import Config, StartupError
 
 
-def listeners(config: Config) -> list[tuple[str, int]]:
-    """(setting, port) of every fixed port `serve` will listen on (0 picks a free one: no check)."""
-    wanted = [("BILLING_GRPC_PORT", config.grpc_port)]
+def listeners(config: Config) -> list[tuple[str, str, int]]:
+    """(setting, host, port) of every fixed port `serve` will listen on (0 picks a free one: no check)."""
+    wanted = [("BILLING_GRPC_PORT", config.grpc_host, config.grpc_port)]
     if config.metrics_port is not None:
-        wanted.append(("BILLING_METRICS_PORT", config.metrics_port))
+        wanted.append(("BILLING_METRICS_PORT", config.metrics_host, config.metrics_port))
     if config.stripe_webhook_secret:
-        wanted.append(("BILLING_WEBHOOK_PORT", config.webhook_port))
-    return [(name, port) for name, port in wanted if port]
+        wanted.append(("BILLING_WEBHOOK_PORT", config.webhook_host, config.webhook_port))
+    return [(name, host, port) for name, host, port in wanted if port]
 
 
 def port_taken(host: str, port: int) -> OSError | None:
@@ -41,7 +41,7 @@ def in_use_error(setting: str, host: str, port: int, error: OSError | str) -> St
 
 def check_ports(config: Config) -> None:
     """StartupError naming the first setting whose port cannot be bound."""
-    for setting, port in listeners(config):
-        error = port_taken(config.grpc_host, port)
+    for setting, host, port in listeners(config):
+        error = port_taken(host, port)
         if error is not None:
-            raise in_use_error(setting, config.grpc_host, port, error)
+            raise in_use_error(setting, host, port, error)

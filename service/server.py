@@ -31,10 +31,10 @@ from service.db.connectivity import is_unreachable
 from service.db.embedded import EmbeddedPostgres
 from service.db.pool import CountingPool, create_pool
 from service.db.startup import apply_migrations, open_database
-from service.domain.settings import RechargeBounds
+from service.domain.settings import ApprovalLevels, RechargeBounds
 from service.health import DatabaseHealth
 from service.metrics import MetricsServer, ServerGauges
-from service.payments.factory import make_provider
+from service.payments.factory import check_provider_choice, make_provider
 from service.payments.provider import PaymentProvider
 from service.preflight import check_ports, in_use_error
 from service.recharge.loop import LoopSettings, RechargeLoop
@@ -140,6 +140,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
     A taken port fails before anything is started; any later failure stops, in reverse order, what this
     call started (and only that), then raises.
     """
+    check_provider_choice(config)  # before anything is opened that a refusal would leave behind
     check_ports(config)
     undo: list[Callable[[], Awaitable[object]]] = []
     try:
@@ -174,8 +175,12 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         provider = make_provider(config)
         undo.append(provider.aclose)
         bounds = RechargeBounds(config.recharge_amount_min_nanos, config.recharge_amount_max_nanos)
+        approval = ApprovalLevels(
+            config.recharge_ceilings.approval_minimum_balance_nanos,
+            config.recharge_ceilings.approval_monthly_cap_nanos,
+        )
         settings_service_pb2_grpc.add_SettingsServiceServicer_to_server(
-            SettingsServicer(pool, provider, bounds), server
+            SettingsServicer(pool, provider, bounds, approval), server
         )
         health = DatabaseHealth(pool, SERVICE_NAMES, config.health_probe_interval_s)
         health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
@@ -190,10 +195,10 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         if config.metrics_port is not None:
             metrics = MetricsServer(ServerGauges(pool, lambda: pool.waiting, database_url))
             try:
-                await metrics.start(config.grpc_host, config.metrics_port)
+                await metrics.start(config.metrics_host, config.metrics_port)
             except OSError as error:
                 raise in_use_error(
-                    "BILLING_METRICS_PORT", config.grpc_host, config.metrics_port, error
+                    "BILLING_METRICS_PORT", config.metrics_host, config.metrics_port, error
                 ) from None
             undo.append(metrics.stop)
     except BaseException:
@@ -211,7 +216,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         port=port,
         metrics_port=None if metrics is None else metrics.port,
         embedded_postgres=embedded is not None,
-        stripe="configured" if config.stripe_secret_key else "sandbox",
+        payment_provider=config.payment_provider,
     )
     running = BillingServer(
         config,
@@ -234,10 +239,10 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
                 pool, provider, settings.backoff, on_settled=running.recharge.wake
             )
             try:
-                await running.webhooks.start(config.grpc_host, config.webhook_port)
+                await running.webhooks.start(config.webhook_host, config.webhook_port)
             except OSError as error:
                 raise in_use_error(
-                    "BILLING_WEBHOOK_PORT", config.grpc_host, config.webhook_port, error
+                    "BILLING_WEBHOOK_PORT", config.webhook_host, config.webhook_port, error
                 ) from None
             # Webhooks stop first, then the loop: no new charge starts while the process is going away,
             # and both need the pool, which closes last.

@@ -19,6 +19,7 @@ from service.db import connectivity
 from service.domain.errors import (
     Aborted,
     AlreadyExists,
+    ApprovalRequired,
     BillingError,
     DatabaseUnavailable,
     FailedPrecondition,
@@ -40,6 +41,7 @@ _CODES: list[tuple[type[BillingError], grpc.StatusCode]] = [
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (Aborted, grpc.StatusCode.ABORTED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (ApprovalRequired, grpc.StatusCode.PERMISSION_DENIED),
 ]
 
 

@@ -107,7 +107,12 @@ async def test_a_database_that_cannot_be_reached_at_start_names_database_url(hom
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]  # bound, never listening: connections are refused
         service = ServiceProcess(
-            {"DATABASE_URL": f"postgresql://billing:s3cret@127.0.0.1:{port}/billing"}, home / "service.log"
+            {
+                "DATABASE_URL": f"postgresql://billing:s3cret@127.0.0.1:{port}/billing",
+                "BILLING_PAYMENT_PROVIDER": "sandbox",
+                "BILLING_ALLOW_SANDBOX": "1",
+            },
+            home / "service.log",
         )
         try:
             service.start()

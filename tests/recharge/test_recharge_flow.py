@@ -37,6 +37,7 @@ async def billing(db_url: str, fake: FakeStripe) -> AsyncIterator[BillingServer]
     """The whole service on port 0, with Stripe pointed at the fake. The sweep is slow on purpose: only
     the NOTIFY from the crossing debit can wake the loop in time."""
     config = server_config(
+        payment_provider="stripe",
         stripe_secret_key=fake.api_key,
         stripe_webhook_secret=DEFAULT_WEBHOOK_SECRET,
         stripe_api_base=fake.url,

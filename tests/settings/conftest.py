@@ -53,6 +53,7 @@ async def fake_stripe() -> AsyncIterator[FakeStripe]:
 async def stripe_world(db_url: str, fake_stripe: FakeStripe) -> AsyncIterator[StripeWorld]:
     config = server_config(
         health_probe_interval_s=0.2,
+        payment_provider="stripe",
         stripe_secret_key=fake_stripe.api_key,
         stripe_webhook_secret=DEFAULT_WEBHOOK_SECRET,
         stripe_api_base=fake_stripe.url,
