@@ -29,16 +29,21 @@ def postmaster_running(pgdata: Path) -> bool:
 @asynccontextmanager
 async def database(config: Config) -> AsyncIterator[str]:
     """The database URL; with no DATABASE_URL, the embedded Postgres, left as it was found."""
+    from service.db.pgdata_lock import PgdataLock
     from service.db.startup import open_database
 
+    # A running `serve` owns an embedded Postgres it started: an admin command uses it, never stops it.
+    in_use = config.database_url is None and PgdataLock(config.pgdata).held_elsewhere()
     was_running = config.database_url is None and postmaster_running(config.pgdata)
-    url, embedded = await open_database(config)
+    url, embedded = await open_database(config, own=not in_use)
     try:
         yield url
     finally:
-        # A running `serve` owns an embedded Postgres it started: an admin command must not stop it.
-        if embedded is not None and not was_running:
-            await asyncio.to_thread(embedded.stop)
+        if embedded is not None:
+            if was_running:
+                embedded.release()
+            else:
+                await asyncio.to_thread(embedded.stop)
 
 
 async def company_create(config: Config, args: argparse.Namespace) -> int:

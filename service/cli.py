@@ -23,7 +23,7 @@ from service.admin_commands import (
     wallet_credit,
     wallet_show,
 )
-from service.config import Config, ConfigError, load_config
+from service.config import Config, ConfigError, StartupError, load_config
 
 PROG = "consofta-billing"
 
@@ -228,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 1
+    except StartupError as error:  # a port taken, a data folder in use: what was started is stopped
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 2
     except Exception as error:
         from service.db.migrate import MigrationError
         from service.domain.errors import BillingError

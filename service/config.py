@@ -21,6 +21,11 @@ class ConfigError(ValueError):
     """One bad setting; str() is the one-line message shown to the operator."""
 
 
+class StartupError(Exception):
+    """A setting that cannot be honoured at start (a port taken, a data folder in use): str() is one line
+    naming the setting; the command exits 2 after stopping whatever it had started."""
+
+
 @dataclass(frozen=True)
 class RechargeCeilings:
     """Limits on automatic charges that no company setting can lift (deployment configuration)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,8 @@ from service.api.settings_servicer import SettingsServicer
 from service.api.usage_servicer import UsageServicer
 from service.api.wallet_servicer import WalletServicer
 from service.app.events import EventNotifier
-from service.config import Config
+from service.config import Config, StartupError
+from service.db.connectivity import is_unreachable
 from service.db.embedded import EmbeddedPostgres
 from service.db.pool import CountingPool, create_pool
 from service.db.startup import apply_migrations, open_database
@@ -34,6 +36,7 @@ from service.health import DatabaseHealth
 from service.metrics import MetricsServer, ServerGauges
 from service.payments.factory import check_provider_choice, make_provider
 from service.payments.provider import PaymentProvider
+from service.preflight import check_ports, in_use_error
 from service.recharge.loop import LoopSettings, RechargeLoop
 from service.recharge.webhooks import WebhookServer
 
@@ -132,56 +135,79 @@ class BillingServer:
 
 
 async def start_server(config: Config, database_url: str | None = None) -> BillingServer:
-    """Start everything; `database_url` overrides the config (tests pass their own database)."""
+    """Start everything; `database_url` overrides the config (tests pass their own database).
+
+    A taken port fails before anything is started; any later failure stops, in reverse order, what this
+    call started (and only that), then raises.
+    """
     check_provider_choice(config)  # before anything is opened that a refusal would leave behind
-    embedded = None
-    if database_url is None:
-        database_url, embedded = await open_database(config)
+    check_ports(config)
+    undo: list[Callable[[], Awaitable[object]]] = []
     try:
-        await apply_migrations(database_url)
+        if database_url is None:
+            database_url, embedded = await open_database(config)
+            if embedded is not None:
+                undo.append(functools.partial(asyncio.to_thread, embedded.stop))
+        else:
+            embedded = None
+        try:
+            await apply_migrations(database_url)
+        except Exception as error:
+            if not is_unreachable(error):
+                raise
+            setting = "DATABASE_URL" if config.database_url or embedded is None else "BILLING_PGDATA"
+            raise StartupError(
+                f"{setting}: cannot reach the database ({type(error).__name__}: {error})"
+            ) from None
         pool = await create_pool(
             database_url, min_size=config.db_pool_min_size, max_size=config.db_pool_max_size
         )
+        undo.append(pool.close)
         events = EventNotifier(database_url)
-        try:
-            await events.start()
-        except BaseException:
-            await pool.close()
-            raise
-    except BaseException:
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
-        raise
+        await events.start()
+        undo.append(events.close)
 
-    edge = EdgeInterceptor()
-    server = grpc.aio.server(interceptors=[edge])
-    usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool), server)
-    wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool, events), server)
-    provider = make_provider(config)
-    bounds = RechargeBounds(config.recharge_amount_min_nanos, config.recharge_amount_max_nanos)
-    approval = ApprovalLevels(
-        config.recharge_ceilings.approval_minimum_balance_nanos,
-        config.recharge_ceilings.approval_monthly_cap_nanos,
-    )
-    settings_service_pb2_grpc.add_SettingsServiceServicer_to_server(
-        SettingsServicer(pool, provider, bounds, approval), server
-    )
-    health = DatabaseHealth(pool, SERVICE_NAMES, config.health_probe_interval_s)
-    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
-    enable_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
-    port = server.add_insecure_port(f"{config.grpc_host}:{config.grpc_port}")
-    metrics = None
-    if config.metrics_port is not None:
-        metrics = MetricsServer(ServerGauges(pool, lambda: pool.waiting, database_url))
+        edge = EdgeInterceptor()
+        # No SO_REUSEPORT: a second server on a taken port must fail, not share it with the first.
+        server = grpc.aio.server(interceptors=[edge], options=[("grpc.so_reuseport", 0)])
+        usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool), server)
+        wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool, events), server)
+        provider = make_provider(config)
+        undo.append(provider.aclose)
+        bounds = RechargeBounds(config.recharge_amount_min_nanos, config.recharge_amount_max_nanos)
+        approval = ApprovalLevels(
+            config.recharge_ceilings.approval_minimum_balance_nanos,
+            config.recharge_ceilings.approval_monthly_cap_nanos,
+        )
+        settings_service_pb2_grpc.add_SettingsServiceServicer_to_server(
+            SettingsServicer(pool, provider, bounds, approval), server
+        )
+        health = DatabaseHealth(pool, SERVICE_NAMES, config.health_probe_interval_s)
+        health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+        enable_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
+        )
         try:
-            await metrics.start(config.metrics_host, config.metrics_port)
-        except BaseException:  # e.g. the port is taken: leave nothing running behind us
-            await provider.aclose()
-            await events.close()
-            await pool.close()
-            if embedded is not None:
-                await asyncio.to_thread(embedded.stop)
-            raise
+            port = server.add_insecure_port(f"{config.grpc_host}:{config.grpc_port}")
+        except RuntimeError as error:  # taken between the pre-check and now
+            raise in_use_error("BILLING_GRPC_PORT", config.grpc_host, config.grpc_port, str(error)) from None
+        metrics = None
+        if config.metrics_port is not None:
+            metrics = MetricsServer(ServerGauges(pool, lambda: pool.waiting, database_url))
+            try:
+                await metrics.start(config.metrics_host, config.metrics_port)
+            except OSError as error:
+                raise in_use_error(
+                    "BILLING_METRICS_PORT", config.metrics_host, config.metrics_port, error
+                ) from None
+            undo.append(metrics.stop)
+    except BaseException:
+        for step in reversed(undo):
+            try:
+                await step()
+            except Exception:
+                log.exception("could not undo a start-up step", step=getattr(step, "__qualname__", "?"))
+        raise
     await health.start()
     await server.start()
     log.info(
@@ -212,7 +238,12 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
             running.webhooks = WebhookServer(
                 pool, provider, settings.backoff, on_settled=running.recharge.wake
             )
-            await running.webhooks.start(config.webhook_host, config.webhook_port)
+            try:
+                await running.webhooks.start(config.webhook_host, config.webhook_port)
+            except OSError as error:
+                raise in_use_error(
+                    "BILLING_WEBHOOK_PORT", config.webhook_host, config.webhook_port, error
+                ) from None
             # Webhooks stop first, then the loop: no new charge starts while the process is going away,
             # and both need the pool, which closes last.
             webhooks = running.webhooks

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import asyncpg
 import grpc
@@ -16,9 +16,9 @@ from consofta.billing.v1 import (
     wallet_service_pb2_grpc,
 )
 
-from service.config import load_config
 from service.logs import configure_logging
 from service.server import BillingServer, start_server
+from tests.support.config import server_config
 from tests.support.database import TestPostgres
 from tests.support.ledger import assert_ledger_invariants
 
@@ -55,13 +55,7 @@ async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture
 async def app(db_url: str) -> AsyncIterator[BillingServer]:
-    config = replace(
-        load_config({}),
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        # Port 0 everywhere: tests of several worktrees run side by side on one machine.
-        metrics_port=0,
-        webhook_port=0,
+    config = server_config(
         db_pool_max_size=20,
         health_probe_interval_s=0.2,
     )

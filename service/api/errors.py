@@ -2,7 +2,9 @@
 
 A BillingError carries a google.rpc.ErrorInfo (reason, domain, metadata); an InvalidArgument also carries a
 google.rpc.BadRequest listing every field violation. Clients decode them from `grpc-status-details-bin`.
-Any other exception is a fault of ours: it is logged once with its traceback, and the caller gets
+A database that cannot be reached is UNAVAILABLE and a serialization failure ABORTED (both retried by
+clients under the same key; `service/db/connectivity.py` tells them apart). Any other exception is a
+fault of ours: it is logged once, as one line with its traceback and the request id, and the caller gets
 INTERNAL with the request id to quote, never the exception's text.
 """
 
@@ -13,14 +15,17 @@ import structlog
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from service.db import connectivity
 from service.domain.errors import (
     Aborted,
     AlreadyExists,
     ApprovalRequired,
     BillingError,
+    DatabaseUnavailable,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    TransactionConflict,
     Unavailable,
 )
 
@@ -80,5 +85,11 @@ def status_of(error: Exception, method: str, request_id: str) -> tuple[grpc.Stat
     """(code, message, serialized google.rpc.Status or None) for an RPC that raised `error`."""
     if isinstance(error, BillingError):
         return rich_status(error)
+    if connectivity.is_unreachable(error):
+        log.warning("database unavailable", method=method, error=f"{type(error).__name__}: {error}")
+        return rich_status(DatabaseUnavailable())
+    if connectivity.is_conflict(error):
+        log.info("transaction conflict", method=method, sqlstate=getattr(error, "sqlstate", None))
+        return rich_status(TransactionConflict())
     log.exception("unhandled error", method=method, exc_info=error)
     return grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})", None

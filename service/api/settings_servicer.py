@@ -37,6 +37,7 @@ from service.domain.settings import (
     RechargeBounds,
     SettingValue,
 )
+from service.domain.text import excerpt
 from service.payments.provider import PaymentProvider
 
 # Who made a change, as the audit trail records it: set by the dashboard's backend (or the gateway in
@@ -95,11 +96,11 @@ def _mask_fields(v: Violations, request: pb.UpdateBillingSettingsRequest) -> lis
         elif path in WRITABLE_FIELDS:
             fields.append(path)
         elif path in _READ_ONLY_FIELDS:
-            v.add("update_mask", f"names {path!r}, which is read-only")
+            v.add("update_mask", f"names {excerpt(path)}, which is read-only")
         else:
             v.add(
                 "update_mask",
-                f"names {path!r}, which is not a field that can be changed; use any of "
+                f"names {excerpt(path)}, which is not a field that can be changed; use any of "
                 f"{', '.join(WRITABLE_FIELDS)}",
             )
     return list(dict.fromkeys(fields))

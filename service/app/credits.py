@@ -21,6 +21,7 @@ from service.app.db_errors import raise_domain_error
 from service.domain.errors import FieldViolation, InvalidArgument
 from service.domain.ledger import LedgerEntry
 from service.domain.money import usd
+from service.domain.text import has_unprintable
 
 CREDIT_WALLET = "credit_wallet"
 CreditKind = Literal["manual_credit", "adjustment", "manual_debit"]
@@ -80,11 +81,12 @@ def credit_violations(amount_nanos: int, reason: str, actor: str) -> list[FieldV
         found.append(
             FieldViolation("reason", f"is {len(reason)} characters long; the limit is {MAX_REASON_CHARS}")
         )
-    elif any(ord(c) < 0x20 and c not in "\n\t" for c in reason):
-        found.append(FieldViolation("reason", "must not contain control characters"))
+    elif has_unprintable(reason):
+        # One line: the reason is shown in statements, exports and the CLI's tables.
+        found.append(FieldViolation("reason", "must be one line without control or format characters"))
     if not actor.strip() or len(actor) > MAX_ACTOR_CHARS:
         found.append(FieldViolation("actor", f"must be 1 to {MAX_ACTOR_CHARS} characters"))
-    elif any(ord(c) < 0x20 or ord(c) == 0x7F for c in actor):
+    elif has_unprintable(actor):
         found.append(FieldViolation("actor", "must not contain control characters"))
     return found
 

@@ -101,6 +101,25 @@ class Unavailable(BillingError):
     reason = "UNAVAILABLE"
 
 
+class DatabaseUnavailable(Unavailable):
+    """The database could not be reached, or the connection went away during the call. Whether a
+    mutation was applied is unknown to the caller: retrying with the same key is safe."""
+
+    reason = "DATABASE_UNAVAILABLE"
+
+    def __init__(self) -> None:
+        super().__init__("the database is unavailable; retry with the same idempotency key")
+
+
+class TransactionConflict(Aborted):
+    """A concurrent transaction got in the way (serialization failure, deadlock); nothing was applied."""
+
+    reason = "TRANSACTION_CONFLICT"
+
+    def __init__(self) -> None:
+        super().__init__("a concurrent change got in the way; nothing was applied, retry the call")
+
+
 class PaymentProviderUnavailable(Unavailable):
     reason = "PAYMENT_PROVIDER_UNAVAILABLE"
 

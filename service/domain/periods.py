@@ -29,9 +29,15 @@ class Period:
     end: datetime
 
 
+# Files of the system's zoneinfo folder that are not zones of the tz database: "localtime" is this
+# host's own zone (an answer that would differ between replicas), "posixrules" and "Factory" are not
+# places.
+_NOT_ZONES = frozenset(("localtime", "posixrules", "Factory"))
+
+
 @functools.cache
 def _known_zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    return frozenset(zoneinfo.available_timezones()) - _NOT_ZONES
 
 
 def time_zone(name: str) -> zoneinfo.ZoneInfo | None:
