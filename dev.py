@@ -104,7 +104,8 @@ class _Step:
     def __init__(self, what: str) -> None:
         self.what = what
 
-    def run(self, command: list[str], *, quiet_failure: bool = False) -> bool:
+    def run(self, command: list[str], *, quiet: bool = False) -> bool:
+        """Run `command`; True when it succeeded. `quiet`: a failure is expected, show no output."""
         print(f"dev.py: {self.what} ...", end="", file=sys.stderr, flush=True)
         started = time.monotonic()
         result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -113,7 +114,7 @@ class _Step:
             print(f" ok ({took_s:.1f}s)", file=sys.stderr, flush=True)
             return True
         print(f" failed ({took_s:.1f}s)", file=sys.stderr, flush=True)
-        if not quiet_failure:
+        if not quiet:
             print(f"$ {' '.join(command)}\n{result.stdout}", end="", file=sys.stderr, flush=True)
         return False
 
@@ -128,12 +129,23 @@ def _uv() -> str | None:
         version = subprocess.run([str(uv), "--version"], stdout=subprocess.PIPE, text=True).stdout.split()
         if len(version) >= 2 and pin == f"uv=={version[1]}":
             return str(uv)
-    pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", pin]
-    # A platform without a uv wheel (or an index without uv) is not a failure: pip does the work then.
-    if _Step(f"installing the installer ({pin})").run(pip, quiet_failure=True):
+    # With the pip of the python3 running dev.py (`--python`, pip >= 22.3), so that .venv/ needs no pip of
+    # its own, which takes seconds to put in. A python3 without pip, or a platform without a uv wheel, is
+    # not a failure: pip inside .venv/ does the work then.
+    pip = [sys.executable, "-m", "pip", "--python", str(BIN / "python"), "install", "--quiet"]
+    if _Step(f"installing the installer ({pin})").run([*pip, "--disable-pip-version-check", pin], quiet=True):
         return str(uv)
     print("dev.py: going on with pip", file=sys.stderr, flush=True)
     return None
+
+
+def _pip() -> list[str]:
+    """pip inside .venv/, added on first use (.venv/ is made without it)."""
+    python = str(BIN / "python")
+    has_pip = subprocess.run([python, "-m", "pip", "--version"], capture_output=True).returncode == 0
+    if not has_pip and not _Step("adding pip to .venv/").run([python, "-m", "ensurepip", "--default-pip"]):
+        sys.exit(1)
+    return [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
 
 
 def ensure_venv(level: str = DEV) -> None:
@@ -148,7 +160,7 @@ def ensure_venv(level: str = DEV) -> None:
     # Whatever was installed before for these inputs stays: ask for the larger of the two levels.
     level = LEVELS[max(have, need)]
     if not (BIN / "python").exists():
-        venv = [sys.executable, "-m", "venv", str(VENV)]
+        venv = [sys.executable, "-m", "venv", "--without-pip", str(VENV)]
         if not _Step("creating .venv/").run(venv):
             sys.exit(1)
     uv = _uv()
@@ -157,8 +169,7 @@ def ensure_venv(level: str = DEV) -> None:
         install = [uv, "pip", "install", "--quiet", "--python", str(BIN / "python"), *targets]
         how = "uv"
     else:
-        pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        install = [*pip, *targets]
+        install = [*_pip(), *targets]
         how = "pip, about a minute"
     if not _Step(f"installing {DESCRIBED[level]} ({how})").run(install):
         sys.exit(1)
