@@ -228,9 +228,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
             changed = True
             done.append(migration)
         if done:
-            log.info(
-                "migrations applied", versions=[m.version for m in done], names=[m.name for m in done]
-            )
+            log.info("migrations applied", versions=[m.version for m in done], names=[m.name for m in done])
         unknown = sorted(set(applied) - {m.version for m in migrations})
         if unknown:
             # A newer replica got there first (rolling deploy); older code keeps running on a schema
