@@ -80,9 +80,8 @@ def _positive_int(value: str) -> int:
 
 
 async def _migrate(config: Config, args: argparse.Namespace) -> int:
-    from service.db.startup import apply_migrations
-
     from service.cli_output import emit
+    from service.db.startup import apply_migrations
 
     async with database(config) as url:
         version = await apply_migrations(url)
