@@ -79,15 +79,14 @@ def _inputs_digest() -> str:
     return digest.hexdigest()
 
 
-def _installed_level(wanted_digest: str) -> int:
-    """Index in LEVELS of what .venv holds for these inputs; -1 when nothing (or stale inputs)."""
+def _installed_level(wanted_digest: str) -> tuple[int, int]:
+    """(level for these inputs, level installed before) as indexes in LEVELS; -1 for none."""
     try:
         stamp = json.loads(STAMP.read_text())
-        if stamp["digest"] == wanted_digest:
-            return LEVELS.index(stamp["level"])
+        before = LEVELS.index(stamp["level"])
     except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return -1
+        return -1, -1
+    return (before if stamp.get("digest") == wanted_digest else -1), before
 
 
 def _pinned(name: str) -> str:
@@ -153,12 +152,12 @@ def ensure_venv(level: str = DEV) -> None:
     if sys.version_info < (3, 11):  # noqa: UP036 - dev.py may be run by an older python3
         sys.exit(f"dev.py: Python >= 3.11 is required, this is {sys.version.split()[0]}")
     wanted = _inputs_digest()
-    have = _installed_level(wanted)
+    have, before = _installed_level(wanted)
     need = LEVELS.index(level)
     if have >= need:
         return
-    # Whatever was installed before for these inputs stays: ask for the larger of the two levels.
-    level = LEVELS[max(have, need)]
+    # What was installed before is kept up to date too (a changed pin reaches the test tools as well).
+    level = LEVELS[max(before, need)]
     if not (BIN / "python").exists():
         venv = [sys.executable, "-m", "venv", "--without-pip", str(VENV)]
         if not _Step("creating .venv/").run(venv):
