@@ -19,6 +19,7 @@ from consofta.billing.v1 import (
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service import tracing
 from service.api.interceptors import EdgeInterceptor
 from service.api.reflection import enable_reflection
 from service.api.settings_servicer import SettingsServicer
@@ -153,7 +154,10 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         raise
 
     edge = EdgeInterceptor()
-    server = grpc.aio.server(interceptors=[edge])
+    traced = tracing.active()
+    # The tracing interceptor goes first, so that its span is current for the whole call, the edge's
+    # canonical log line (which carries the trace id) included.
+    server = grpc.aio.server(interceptors=[edge] if traced is None else [traced.server_interceptor, edge])
     usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool), server)
     wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool, events), server)
     provider = make_provider(config)
@@ -221,6 +225,15 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
 
 async def serve(config: Config) -> None:
     """Run until SIGTERM or Ctrl-C, then shut down gracefully."""
+    traced = tracing.start()
+    try:
+        await _serve_until_stopped(config)
+    finally:
+        if traced is not None:
+            traced.shutdown()
+
+
+async def _serve_until_stopped(config: Config) -> None:
     app = await start_server(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -13,6 +13,8 @@ import grpc
 import structlog
 from grpc.aio import ServicerContext
 
+from service import tracing
+
 log = structlog.get_logger("rpc")
 
 REQUEST_ID_KEY = "x-request-id"
@@ -46,6 +48,9 @@ def write_line(
     }
     if company_id:
         fields["company_id"] = company_id
+    trace_id = tracing.trace_id()
+    if trace_id is not None:
+        fields["trace_id"] = trace_id
     if code in _ERROR_CODES:
         log.error("rpc", **fields)
     else:
