@@ -62,6 +62,14 @@ RECHARGE_ATTEMPTS = Counter(
     registry=REGISTRY,
 )
 
+STRIPE_WEBHOOKS = Counter(
+    "billing_stripe_webhooks",
+    "Stripe webhook deliveries, by result: applied, duplicate, ignored_type, ignored_final, unknown_attempt, "
+    "rejected (HTTP 400: bad signature or payload) or retry_later (HTTP 503: Stripe delivers it again).",
+    ["result"],
+    registry=REGISTRY,
+)
+
 _rpc_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 
 

@@ -20,6 +20,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
+from service.metrics import STRIPE_WEBHOOKS
 from service.payments.provider import ChargeResult, InvalidWebhook, PaymentProvider, WebhookEvent
 
 from .attempts import ATTEMPT_METADATA_KEY
@@ -110,14 +111,17 @@ class WebhookServer:
             event = self._provider.parse_webhook(payload, signature)
         except InvalidWebhook as e:
             log.warning("stripe webhook rejected", reason=str(e))
+            STRIPE_WEBHOOKS.labels(result="rejected").inc()
             return web.json_response({"error": "invalid signature or payload"}, status=400)
         try:
             result, company_id = await apply_event(self._pool, event, self._backoff)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
             # Nothing was recorded; Stripe retries a non-2xx delivery.
             log.error("stripe webhook not applied", event_id=event.id, error=str(e))
+            STRIPE_WEBHOOKS.labels(result="retry_later").inc()
             return web.json_response({"error": "try again"}, status=503)
         log.info("stripe webhook", event_id=event.id, type=event.type, result=result)
+        STRIPE_WEBHOOKS.labels(result=result).inc()
         if company_id is not None and self._on_settled is not None:
             self._on_settled(company_id)
         return web.json_response({"received": True, "result": result})
