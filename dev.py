@@ -14,6 +14,8 @@ or constraints.txt changed. Everything after the sub-command is passed on:
                                           blocking client from the async one (--check: only compare)
   python3 dev.py grpcurl ARGS          -> the pinned grpcurl
   python3 dev.py buf ARGS              -> the pinned buf CLI
+  python3 dev.py audit                 -> pip-audit over constraints.txt (skipped, saying so, when the
+                                          vulnerability database cannot be reached)
   python3 dev.py run CMD [ARGS]        -> any command inside the virtual environment
 """
 
@@ -196,8 +198,77 @@ def check() -> int:
     return 0
 
 
+# What pip-audit's failure looks like when it is the network, not the audit, that failed.
+_OFFLINE = re.compile(
+    r"ConnectionError|Max retries exceeded|NameResolution|Temporary failure in name resolution|"
+    r"Connection refused|timed out|Network is unreachable|failed to fetch|error sending request",
+    re.IGNORECASE,
+)
+
+
+def audit() -> int:
+    """pip-audit over the pinned constraints; a line saying it was skipped when it cannot be done here.
+
+    Only a vulnerability found fails. An index or vulnerability service that cannot be reached, or
+    that knows none of the packages (a mirror without the vulnerability data), skips with one line:
+    an audit that audited nothing must not read as a pass.
+    """
+    uv = _uv()
+    if uv is None:
+        print("skip pip-audit: uv is not available here to run it", flush=True)
+        return 0
+    report = VENV / "pip-audit.json"
+    report.unlink(missing_ok=True)
+    command = [uv, "tool", "run", "--quiet", "--from", _pinned("pip-audit"), "pip-audit"]
+    command += ["-r", str(CONSTRAINTS), "--no-deps", "--disable-pip", "--progress-spinner", "off"]
+    command += ["--format", "json", "--output", str(report)]
+    started = time.monotonic()
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    took_s = time.monotonic() - started
+    if not report.exists():
+        if _OFFLINE.search(result.stdout):
+            print(f"skip pip-audit ({took_s:.1f}s): the vulnerability database cannot be reached", flush=True)
+            return 0
+        print(f"FAIL pip-audit ({took_s:.1f}s): {' '.join(command)}\n{result.stdout}", end="", flush=True)
+        return result.returncode or 1
+    dependencies = json.loads(report.read_text())["dependencies"]
+    audited = [d for d in dependencies if "skip_reason" not in d]
+    if not audited:
+        print(
+            f"skip pip-audit ({took_s:.1f}s): the vulnerability database knows none of the "
+            f"{len(dependencies)} pinned packages (no access to its data from here)",
+            flush=True,
+        )
+        return 0
+    vulnerable = [d for d in audited if d.get("vulns")]
+    for d in vulnerable:
+        ids = ", ".join(
+            f"{v['id']} (fixed in {', '.join(v.get('fix_versions') or ['?'])})" for v in d["vulns"]
+        )
+        print(f"  {d['name']}=={d['version']}: {ids}", flush=True)
+    if vulnerable:
+        print(
+            f"FAIL pip-audit ({took_s:.1f}s): {len(vulnerable)} pinned package(s) have known vulnerabilities"
+        )
+        return 1
+    unaudited = len(dependencies) - len(audited)
+    note = f"; {unaudited} not known to the database" if unaudited else ""
+    print(
+        f"ok   pip-audit ({took_s:.1f}s): {len(audited)} packages, no known vulnerabilities{note}", flush=True
+    )
+    return 0
+
+
 # The level each command needs; `run` needs the runtime, or everything when its command is not there yet.
-NEEDS = {"serve": RUNTIME, "grpcurl": TOOLS, "buf": TOOLS, "test": DEV, "check": DEV, "gen": DEV}
+NEEDS = {
+    "serve": RUNTIME,
+    "audit": RUNTIME,
+    "grpcurl": TOOLS,
+    "buf": TOOLS,
+    "test": DEV,
+    "check": DEV,
+    "gen": DEV,
+}
 
 
 def main(argv: list[str]) -> int:
@@ -206,12 +277,14 @@ def main(argv: list[str]) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command not in NEEDS and command != "run":
-        sys.exit(f"dev.py: unknown command {command!r}; try serve, test, check, gen, grpcurl, buf or run")
+        sys.exit(
+            f"dev.py: unknown command {command!r}; try serve, test, check, gen, grpcurl, buf, audit or run"
+        )
     ensure_venv(NEEDS.get(command, RUNTIME))
-    if command == "check":
+    if command in {"check", "audit"}:
         if rest:
-            sys.exit("dev.py check: takes no arguments")
-        return check()
+            sys.exit(f"dev.py {command}: takes no arguments")
+        return check() if command == "check" else audit()
     if command == "serve":
         args = [str(BIN / "consofta-billing"), "serve", *rest]
     elif command in {"grpcurl", "buf"}:
