@@ -102,7 +102,7 @@ async def test_paused_wallets_and_wallets_awaiting_a_recharge_follow_the_databas
     company = await stubs.new_company()
     await stubs.new_company()  # below its minimum too, but with no card and no auto-recharge
 
-    def gauges(samples: dict) -> tuple[float, float]:
+    def gauges(samples: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> tuple[float, float]:
         return value(samples, "billing_wallets_awaiting_recharge"), value(
             samples, "billing_wallets_recharge_paused"
         )

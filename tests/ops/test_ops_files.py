@@ -51,7 +51,7 @@ async def _exported_names(metrics_port: int) -> set[str]:
         session.get(f"http://127.0.0.1:{metrics_port}/metrics") as response,
     ):
         text = await response.text()
-    names = set()
+    names: set[str] = set()
     for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, flags=re.MULTILINE):
         # The text format declares a counter as `x_total`, whose samples are x_total and x_created.
         base = name.removesuffix("_total") if kind == "counter" else name
