@@ -64,7 +64,8 @@ RECHARGE_ATTEMPTS = Counter(
 
 STRIPE_WEBHOOKS = Counter(
     "billing_stripe_webhooks",
-    "Stripe webhook deliveries, by result: applied, duplicate, ignored_type, ignored_final, unknown_attempt, "
+    "Stripe webhook deliveries, by result: applied, duplicate, held_for_review, ignored_type, ignored_final, "
+    "unknown_attempt, "
     "rejected (HTTP 400: bad signature or payload) or retry_later (HTTP 503: Stripe delivers it again).",
     ["result"],
     registry=REGISTRY,
@@ -101,7 +102,11 @@ class ServerGauges:
     """
 
     def __init__(
-        self, pool: asyncpg.Pool, waiting: Callable[[], int], database_url: str, query_timeout_s: float = 2.0
+        self,
+        pool: asyncpg.Pool,
+        waiting: Callable[[], int],
+        database_url: str,
+        query_timeout_s: float = 2.0,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._pool = pool
@@ -109,6 +114,10 @@ class ServerGauges:
         self._database_url = database_url
         self._conn: asyncpg.Connection | None = None
         self._timeout_s = query_timeout_s
+        # One connection and at most one query at a time, whatever the number of concurrent scrapes:
+        # a scrape that comes while the query runs waits for it and shares its answer.
+        self._in_flight: asyncio.Future[None] | None = None
+        self.queries = 0
         self.pool_size = Gauge(
             "billing_db_pool_connections", "Open database connections in the pool.", registry=self.registry
         )
@@ -143,6 +152,7 @@ class ServerGauges:
         )
 
     async def _count_wallets(self) -> asyncpg.Record:
+        self.queries += 1
         if self._conn is None or self._conn.is_closed():
             self._conn = await asyncpg.connect(
                 self._database_url, server_settings={"application_name": "consofta-billing-metrics"}
@@ -168,6 +178,16 @@ class ServerGauges:
         self.pool_size.set(size)
         self.pool_in_use.set(size - self._pool.get_idle_size())
         self.pool_waiting.set(self._waiting())
+        if self._in_flight is None:
+            self._in_flight = asyncio.ensure_future(self._refresh_below_minimum())
+            self._in_flight.add_done_callback(self._query_done)
+        # Shielded: a scrape that gives up does not cancel the query the others wait for.
+        await asyncio.shield(self._in_flight)
+
+    def _query_done(self, _future: asyncio.Future[None]) -> None:
+        self._in_flight = None
+
+    async def _refresh_below_minimum(self) -> None:
         try:
             counts = await asyncio.wait_for(self._count_wallets(), timeout=self._timeout_s)
             self.wallets_below_minimum.set(counts["below_minimum"])
@@ -181,6 +201,8 @@ class ServerGauges:
                 self._conn = None
 
     async def close(self) -> None:
+        if self._in_flight is not None:
+            await asyncio.gather(self._in_flight, return_exceptions=True)
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
