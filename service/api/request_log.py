@@ -14,7 +14,7 @@ import structlog
 from grpc.aio import ServicerContext
 
 from service import tracing
-from service.api.validation import COMPANY_ID
+from service.domain.ids import COMPANY_ID
 
 log = structlog.get_logger("rpc")
 
