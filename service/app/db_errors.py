@@ -15,6 +15,8 @@ from service.domain.errors import (
     HoldNotFound,
     HoldReleased,
     NoRateCard,
+    UsageRecordNotFound,
+    VoidExceedsRecord,
 )
 
 
@@ -28,6 +30,7 @@ def raise_domain_error(
     *,
     rate_key: str | None = None,
     hold_id: uuid.UUID | None = None,
+    usage_record_id: uuid.UUID | None = None,
 ) -> NoReturn:
     """Raise the domain error a SQLSTATE stands for; re-raise anything else unchanged."""
     state = exc.sqlstate
@@ -37,6 +40,12 @@ def raise_domain_error(
         raise NoRateCard(message_of(exc), metadata={"rate_key": rate_key}) from None
     if state == sqlstate.NUMERIC_VALUE_OUT_OF_RANGE:
         raise AmountOutOfRange() from None
+    if usage_record_id is not None:
+        if state == sqlstate.USAGE_RECORD_NOT_FOUND:
+            raise UsageRecordNotFound(company_id, str(usage_record_id)) from None
+        if state == sqlstate.VOID_EXCEEDS_RECORD:
+            metadata = {"company_id": company_id, "usage_record_id": str(usage_record_id)}
+            raise VoidExceedsRecord(message_of(exc), metadata=metadata) from None
     if hold_id is not None:
         metadata = {"company_id": company_id, "hold_id": str(hold_id)}
         if state == sqlstate.HOLD_NOT_FOUND:

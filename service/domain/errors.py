@@ -125,6 +125,22 @@ class HoldReleased(FailedPrecondition):
     reason = "HOLD_RELEASED"
 
 
+class UsageRecordNotFound(NotFound):
+    reason = "USAGE_RECORD_NOT_FOUND"
+
+    def __init__(self, company_id: str, usage_record_id: str) -> None:
+        super().__init__(
+            f"company {company_id!r} has no usage record {usage_record_id!r}",
+            metadata={"company_id": company_id, "usage_record_id": usage_record_id},
+        )
+
+
+class VoidExceedsRecord(FailedPrecondition):
+    """A void would return more than the usage record debited (counting its earlier voids)."""
+
+    reason = "VOID_EXCEEDS_RECORD"
+
+
 class AmountOutOfRange(InvalidArgument):
     """Quantity x unit price does not fit the 64-bit nano-USD amount (a card price gone wrong, or an
     absurd quantity): refused, nothing recorded."""

@@ -39,6 +39,7 @@ async def billing(db_url: str, fake: FakeStripe) -> AsyncIterator[BillingServer]
         load_config({}),
         grpc_host="127.0.0.1",
         grpc_port=0,
+        metrics_port=0,
         webhook_port=0,
         payment_provider="stripe",
         stripe_secret_key=fake.api_key,

@@ -55,6 +55,7 @@ async def stripe_world(db_url: str, fake_stripe: FakeStripe) -> AsyncIterator[St
         load_config({}),
         grpc_host="127.0.0.1",
         grpc_port=0,
+        metrics_port=0,
         # A webhook secret starts the webhook server: a free port, never a fixed one, in tests.
         webhook_port=0,
         health_probe_interval_s=0.2,

@@ -91,6 +91,8 @@ class UsageKind(Generic[U]):
     dimensions: ClassVar[tuple[str, ...]] = ()
     # The field that holds what was used, as stored (a call's duration_seconds).
     quantity_field: ClassVar[str]
+    # How much quantity one billable unit covers at most (60 seconds in a call's started minute).
+    quantity_per_unit: ClassVar[int] = 1
     # The seed's price per billable unit for each rate key, in nano-USD.
     default_rates_nanos: ClassVar[Mapping[RateKey, int]]
 
