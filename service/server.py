@@ -20,6 +20,7 @@ from consofta.billing.v1 import (
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service import tracing
 from service.api.interceptors import EdgeInterceptor
 from service.api.reflection import enable_reflection
 from service.api.settings_servicer import SettingsServicer
@@ -169,7 +170,12 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
 
         edge = EdgeInterceptor()
         # No SO_REUSEPORT: a second server on a taken port must fail, not share it with the first.
-        server = grpc.aio.server(interceptors=[edge], options=[("grpc.so_reuseport", 0)])
+        traced = tracing.active()
+        # The tracing interceptor goes first, so that its span is current for the whole call, the edge's
+        # canonical log line (which carries the trace id) included.
+        interceptors = [edge] if traced is None else [traced.server_interceptor, edge]
+        # No SO_REUSEPORT: a second server on a taken port must fail, not share it with the first.
+        server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
         usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool), server)
         wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool, events), server)
         provider = make_provider(config)
@@ -257,6 +263,15 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
 
 async def serve(config: Config) -> None:
     """Run until SIGTERM or Ctrl-C, then shut down gracefully."""
+    traced = tracing.start()
+    try:
+        await _serve_until_stopped(config)
+    finally:
+        if traced is not None:
+            traced.shutdown()
+
+
+async def _serve_until_stopped(config: Config) -> None:
     app = await start_server(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

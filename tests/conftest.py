@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -15,7 +15,9 @@ from consofta.billing.v1 import (
     wallet_service_pb2,
     wallet_service_pb2_grpc,
 )
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from service import tracing
 from service.logs import configure_logging
 from service.server import BillingServer, start_server
 from tests.support.config import server_config
@@ -95,3 +97,15 @@ async def billing(app: BillingServer) -> AsyncIterator[AsyncBillingClient]:
     """The client library (clients/), as other services call us."""
     async with AsyncBillingClient(f"127.0.0.1:{app.port}") as client:
         yield client
+
+
+@pytest.fixture
+def traced() -> Iterator[InMemorySpanExporter]:
+    """Tracing on for one test, every span kept in memory; ask for it before the server fixture."""
+    exporter = InMemorySpanExporter()
+    running = tracing.start({}, exporter=exporter)
+    assert running is not None
+    try:
+        yield exporter
+    finally:
+        running.shutdown()

@@ -10,10 +10,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from service.api.wire.timestamps import datetime_of
 from service.domain.errors import FieldViolation, InvalidArgument
+from service.domain.ids import COMPANY_ID
 from service.domain.periods import time_zone
 from service.domain.text import excerpt, has_unprintable
 
-COMPANY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # Printable ASCII: space (0x20) to tilde (0x7e).
 IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 MAX_DISPLAY_NAME_CHARS = 200

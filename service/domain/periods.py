@@ -57,6 +57,12 @@ def _next_month(day: date) -> date:
     return date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
 
+def current_month(now: datetime, zone: zoneinfo.ZoneInfo) -> tuple[int, int]:
+    """(year, month) of the instant `now` in `zone`: what a request that names no period is about."""
+    local = now.astimezone(zone)
+    return local.year, local.month
+
+
 def month_range(year: int, month: int, zone: zoneinfo.ZoneInfo) -> tuple[datetime, datetime]:
     """[first instant of the month, first instant of the next month) in `zone`, in UTC."""
     first = date(year, month, 1)

@@ -146,7 +146,10 @@ class GetUsageSummaryRequest(_message.Message):
     """The IANA time zone whose days or months are used, e.g. "America/New_York" or "UTC"."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
-        """The start of the range, inclusive, compared with each record's occurrence time."""
+        """The start of the range, inclusive, compared with each record's occurrence time. With neither
+        start_time nor end_time, the range is the current month so far: from the first moment of this
+        month in time_zone to now. Giving only one of the two is INVALID_ARGUMENT.
+        """
 
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp:
@@ -506,7 +509,9 @@ class GetStatementRequest(_message.Message):
     company_id: _builtins.str
     """The company whose statement to return."""
     year: _builtins.int
-    """The statement's year, e.g. 2025."""
+    """The statement's year, e.g. 2025. With neither year nor month (both 0), the statement is of the
+    current month in time_zone, so far.
+    """
     month: _builtins.int
     """The statement's month, 1 to 12."""
     time_zone: _builtins.str
