@@ -26,6 +26,7 @@ from service.api.usage_servicer import UsageServicer
 from service.api.wallet_servicer import WalletServicer
 from service.app.events import EventNotifier
 from service.config import Config
+from service.db.budget import check_connection_budget
 from service.db.embedded import EmbeddedPostgres
 from service.db.pool import CountingPool, create_pool
 from service.db.startup import apply_migrations, open_database
@@ -131,13 +132,23 @@ class BillingServer:
         log.info("stopped")
 
 
-async def start_server(config: Config, database_url: str | None = None) -> BillingServer:
-    """Start everything; `database_url` overrides the config (tests pass their own database)."""
+async def start_server(
+    config: Config, database_url: str | None = None, *, reuse_port: bool = False, check_budget: bool = True
+) -> BillingServer:
+    """Start everything; `database_url` overrides the config (tests pass their own database).
+
+    `reuse_port`: share the gRPC and webhook ports with the other workers of `serve --workers N`
+    (SO_REUSEPORT; the kernel spreads connections over them). Off, a port already in use is an error.
+    `check_budget`: check this process's connections against max_connections (the supervisor checks
+    all its workers' at once instead).
+    """
     embedded = None
     if database_url is None:
         database_url, embedded = await open_database(config)
     try:
         await apply_migrations(database_url)
+        if check_budget:
+            await check_connection_budget(database_url, config, processes=1)
         pool = await create_pool(
             database_url, min_size=config.db_pool_min_size, max_size=config.db_pool_max_size
         )
@@ -153,7 +164,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         raise
 
     edge = EdgeInterceptor()
-    server = grpc.aio.server(interceptors=[edge])
+    server = grpc.aio.server(interceptors=[edge], options=[("grpc.so_reuseport", int(reuse_port))])
     usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool), server)
     wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool, events), server)
     provider = make_provider(config)
@@ -207,7 +218,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
             running.webhooks = WebhookServer(
                 pool, provider, settings.backoff, on_settled=running.recharge.wake
             )
-            await running.webhooks.start(config.grpc_host, config.webhook_port)
+            await running.webhooks.start(config.grpc_host, config.webhook_port, reuse_port=reuse_port)
             # Webhooks stop first, then the loop: no new charge starts while the process is going away,
             # and both need the pool, which closes last.
             webhooks = running.webhooks
