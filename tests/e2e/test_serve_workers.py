@@ -11,7 +11,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -38,7 +38,7 @@ def _workers_of(parent: ServiceProcess) -> list[psutil.Process]:
     return sorted(psutil.Process(parent.proc.pid).children(), key=lambda p: p.pid)
 
 
-async def _wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+async def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
