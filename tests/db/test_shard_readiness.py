@@ -6,6 +6,8 @@ catalog for keys and foreign keys, and each statement's generic plan (EXPLAIN) f
 
 from __future__ import annotations
 
+import re
+
 import asyncpg
 
 from tests.db import shard_rules
@@ -193,3 +195,33 @@ async def test_sql_functions_filter_on_company(db_url: str) -> None:
     assert not leaves_company_out(
         "update holds set state = 'captured' where company_id = p_company_id and hold_id = p_hold_id", tables
     )
+
+
+async def test_the_citus_plan_in_docs_distributes_exactly_the_per_company_tables_parents_first(
+    db_url: str,
+) -> None:
+    text = (shard_rules.ROOT / "docs" / "scaling.md").read_text(encoding="utf-8")
+    distributed = re.findall(r"create_distributed_table\('(\w+)'", text)
+    referenced = set(re.findall(r"create_reference_table\('(\w+)'\)", text))
+    conn = await asyncpg.connect(db_url)
+    try:
+        tables = await per_company_tables(conn)
+        parents = await conn.fetch(
+            """
+            select src.relname as child, dst.relname as parent
+              from pg_constraint k
+              join pg_class src on src.oid = k.conrelid
+              join pg_class dst on dst.oid = k.confrelid
+             where k.contype = 'f' and src.relname <> dst.relname
+            """
+        )
+    finally:
+        await conn.close()
+    assert sorted(distributed) == sorted(tables)
+    assert REFERENCE_TABLES <= referenced <= REFERENCE_TABLES | shard_rules.GLOBAL_TABLES
+    order = {table: i for i, table in enumerate(distributed)}
+    for row in parents:
+        if row["child"] in order and row["parent"] in order:
+            assert order[row["parent"]] < order[row["child"]], (
+                f"{row['parent']} must come before {row['child']}"
+            )
