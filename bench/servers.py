@@ -75,6 +75,8 @@ async def served(
     server.start()
     try:
         await server.wait_serving(timeout_s=120)
+        if workers > 1:
+            await server.wait_all_workers(workers, timeout_s=120)
         yield server.target
     finally:
         if server.proc is not None and server.proc.poll() is None:

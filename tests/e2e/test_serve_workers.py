@@ -98,6 +98,7 @@ async def test_two_workers_share_the_port_survive_a_kill_and_stop_cleanly(pg_hom
     try:
         server.start()
         await server.wait_serving()
+        await server.wait_all_workers(2)
         assert server.proc is not None
         parent = psutil.Process(server.proc.pid)
         first = _workers_of(server)
@@ -147,7 +148,7 @@ async def test_two_workers_share_the_port_survive_a_kill_and_stop_cleanly(pg_hom
             )
             replacement = next(w for w in _workers_of(server) if w.pid not in before)
             everything.append(replacement)
-            await server.wait_serving()
+            await server.wait_all_workers(2)
             assert "worker exited; restarting" in log.read_text()
 
             async with grpc.aio.insecure_channel(server.target) as channel:
