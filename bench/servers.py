@@ -64,6 +64,9 @@ async def served(
     server = ServiceProcess(
         {
             "DATABASE_URL": database_url,
+            # The bench's own database: the sandbox moves no money.
+            "BILLING_PAYMENT_PROVIDER": "sandbox",
+            "BILLING_ALLOW_SANDBOX": "1",
             "BILLING_LOG_LEVEL": "warning",
             "BILLING_DB_POOL_MAX_SIZE": str(pool_max_size(workers)),
             **(env or {}),

@@ -44,6 +44,7 @@ import structlog
 from service.config import Config, ConfigError
 from service.db.budget import check_connection_budget
 from service.db.startup import apply_migrations, open_database
+from service.payments.factory import check_provider_choice
 
 log = structlog.get_logger(__name__)
 
@@ -184,6 +185,14 @@ class Supervisor:
             "BILLING_GRPC_PORT": str(grpc_port),
             "BILLING_WEBHOOK_PORT": str(webhook_port),
             "BILLING_METRICS_PORT": "off" if metrics_port is None else str(metrics_port),
+            # The parent's own choice, already checked. The workers get the database's URL even when
+            # it is the parent's embedded one, so the sandbox that implies is allowed explicitly.
+            "BILLING_PAYMENT_PROVIDER": self.config.payment_provider,
+            **(
+                {"BILLING_ALLOW_SANDBOX": "1"}
+                if self.config.database_url is None and self.config.payment_provider == "sandbox"
+                else {}
+            ),
             # gRPC's fork handlers are for os.fork() without exec; the workers are spawned fresh.
             "GRPC_ENABLE_FORK_SUPPORT": "false",
         }
@@ -197,7 +206,7 @@ class Supervisor:
         grpc_port = int(grpc_socket.getsockname()[1])
         webhook_port = config.webhook_port
         if config.stripe_webhook_secret:
-            webhook_socket = reserve_port(config.grpc_host, config.webhook_port)
+            webhook_socket = reserve_port(config.webhook_host, config.webhook_port)
             self._reserved.append(webhook_socket)
             webhook_port = int(webhook_socket.getsockname()[1])
         self.workers = [
@@ -310,6 +319,7 @@ class Supervisor:
 
 async def serve_workers(config: Config, workers: int) -> None:
     """The parent of `serve --workers N`: database, budget check, workers, until SIGTERM or Ctrl-C."""
+    check_provider_choice(config)  # before anything is opened that a refusal would leave behind
     database_url, embedded = await open_database(config)
     try:
         await apply_migrations(database_url)

@@ -1,18 +1,16 @@
 -- 0012: every per-company table is keyed by company_id, so that it can be distributed by company_id
 -- (Citus; docs/scaling.md): primary keys, unique constraints and unique indexes include company_id,
 -- and so does every foreign key between per-company tables. tests/db/test_shard_readiness.py holds
--- the schema to it.
+-- the schema to it. recharge_attempts' own key follows in 0015, after 0014 has made a foreign key onto
+-- its attempt_id.
 
 -- Foreign keys onto the primary keys that change go first, and come back on the new keys.
 alter table holds drop constraint holds_usage_record_id_fkey;
-alter table ledger_entries drop constraint ledger_entries_recharge_attempt_id_fkey;
 
 alter table usage_records drop constraint usage_records_pkey,
     add constraint usage_records_pkey primary key (company_id, usage_record_id);
 alter table holds drop constraint holds_pkey,
     add constraint holds_pkey primary key (company_id, hold_id);
-alter table recharge_attempts drop constraint recharge_attempts_pkey,
-    add constraint recharge_attempts_pkey primary key (company_id, attempt_id);
 alter table settings_changes drop constraint settings_changes_pkey,
     add constraint settings_changes_pkey primary key (company_id, change_id);
 alter table wallet_events drop constraint wallet_events_pkey,
@@ -20,8 +18,6 @@ alter table wallet_events drop constraint wallet_events_pkey,
 
 alter table holds add constraint holds_usage_record_id_fkey
     foreign key (company_id, usage_record_id) references usage_records (company_id, usage_record_id);
-alter table ledger_entries add constraint ledger_entries_recharge_attempt_id_fkey
-    foreign key (company_id, recharge_attempt_id) references recharge_attempts (company_id, attempt_id);
 
 -- A PaymentIntent belongs to one Stripe customer, so to one company: unique within the company is the
 -- same guarantee, and one a shard can enforce alone.
@@ -33,12 +29,6 @@ create unique index ledger_entries_one_credit_per_attempt on ledger_entries (com
 drop index ledger_entries_one_credit_per_payment_intent;
 create unique index ledger_entries_one_credit_per_payment_intent on ledger_entries (company_id, reference)
     where entry_type in ('recharge_credit', 'preload_credit');
-
--- The recharge engine and the webhooks still find an attempt by its id or its PaymentIntent (the id
--- comes back in the PaymentIntent's metadata); these plain indexes keep those look-ups fast.
-create index recharge_attempts_by_attempt_id on recharge_attempts (attempt_id);
-create index recharge_attempts_by_payment_intent on recharge_attempts (payment_intent_id)
-    where payment_intent_id is not null;
 
 -- A create request id is scoped to its company, like every other request id (idempotency_keys is keyed
 -- by company and request id); a uniqueness across companies is not one a shard could check.

@@ -178,7 +178,13 @@ async def test_two_workers_share_the_port_survive_a_kill_and_stop_cleanly(pg_hom
 
 
 async def test_workers_exit_by_themselves_when_the_parent_is_killed(db_url: str, tmp_path: Path) -> None:
-    env = {"DATABASE_URL": db_url, "BILLING_DB_POOL_MIN_SIZE": "1", "BILLING_DB_POOL_MAX_SIZE": "2"}
+    env = {
+        "DATABASE_URL": db_url,
+        "BILLING_PAYMENT_PROVIDER": "sandbox",
+        "BILLING_ALLOW_SANDBOX": "1",
+        "BILLING_DB_POOL_MIN_SIZE": "1",
+        "BILLING_DB_POOL_MAX_SIZE": "2",
+    }
     server = ServiceProcess(env, tmp_path / "service.log", args=("serve", "--workers", "2"))
     server.env["BILLING_METRICS_PORT"] = "off"
     workers: list[psutil.Process] = []
@@ -205,7 +211,13 @@ async def test_workers_exit_by_themselves_when_the_parent_is_killed(db_url: str,
 async def test_pools_that_cannot_fit_max_connections_stop_the_start_with_a_clear_error(
     db_url: str, tmp_path: Path
 ) -> None:
-    env = {"DATABASE_URL": db_url, "BILLING_DB_POOL_MIN_SIZE": "1", "BILLING_DB_POOL_MAX_SIZE": "200"}
+    env = {
+        "DATABASE_URL": db_url,
+        "BILLING_PAYMENT_PROVIDER": "sandbox",
+        "BILLING_ALLOW_SANDBOX": "1",
+        "BILLING_DB_POOL_MIN_SIZE": "1",
+        "BILLING_DB_POOL_MAX_SIZE": "200",
+    }
     log = tmp_path / "service.log"
     server = ServiceProcess(env, log, args=("serve", "--workers", "3"))
     try:

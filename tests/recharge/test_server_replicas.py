@@ -84,6 +84,7 @@ SENDERS: dict[str, Sender] = {"unary": send_unary}
 def _server_env(db_url: str, fake: FakeStripe) -> dict[str, str]:
     return {
         "DATABASE_URL": db_url,
+        "BILLING_PAYMENT_PROVIDER": "stripe",
         "BILLING_STRIPE_SECRET_KEY": fake.api_key,
         "BILLING_STRIPE_WEBHOOK_SECRET": DEFAULT_WEBHOOK_SECRET,
         "BILLING_STRIPE_API_BASE": fake.url,
