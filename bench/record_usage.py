@@ -2,6 +2,7 @@
 
     python3 dev.py run python bench/record_usage.py                    # starts a server (embedded Postgres)
     python3 dev.py run python bench/record_usage.py --target HOST:PORT # against a server you started
+    python3 dev.py run python bench/record_usage.py --workers 1,2,4    # the phases for each server count
 
 It prints, for the same server in the same run:
   * health Check rate: the cost of a unary RPC that does no work (the baseline);
@@ -9,6 +10,9 @@ It prints, for the same server in the same run:
   * RecordUsage spread over 10,000 wallets at 64 calls in flight;
 with events/s, p50 and p99 latency, and each rate as a ratio of the baseline. Every phase is bounded
 in both requests and seconds, and talks only to the target (127.0.0.1 by default).
+
+With --workers, the phases run against `serve --workers N` for each N in turn (bench/servers.py), on one
+database, and a last table gives each phase's rate as a ratio to one process, with the cores available.
 """
 
 from __future__ import annotations
@@ -85,8 +89,15 @@ def report(result: Result, baseline: Result | None) -> None:
     )
 
 
-async def bench(target: str, in_flight: int, seconds: float, wallets: int, channels: int) -> None:
-    chans = [grpc.aio.insecure_channel(target) for _ in range(channels)]
+async def bench(
+    target: str, in_flight: int, seconds: float, wallets: int, channels: int
+) -> dict[str, Result]:
+    # One TCP connection per channel (gRPC shares them between channels by default), so the load
+    # spreads over the workers of `serve --workers N`, which the kernel assigns per connection.
+    chans = [
+        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(channels)
+    ]
     usage = [usage_service_pb2_grpc.UsageServiceStub(c) for c in chans]
     wallet = [wallet_service_pb2_grpc.WalletServiceStub(c) for c in chans]
     health = [health_pb2_grpc.HealthStub(c) for c in chans]
@@ -145,9 +156,32 @@ async def bench(target: str, in_flight: int, seconds: float, wallets: int, chann
             f"{hot.quantile_ms(0.99) / statistics.median(hot.latencies_ms):.1f}",
             flush=True,
         )
+        return {"health Check": baseline, "RecordUsage, 1 hot wallet": hot, "RecordUsage, spread": spread}
     finally:
         for c in chans:
             await c.close()
+
+
+async def bench_workers(counts: list[int], args: argparse.Namespace) -> None:
+    from bench.servers import bench_database, cores_note, served
+
+    print(cores_note(), flush=True)
+    runs: dict[int, dict[str, Result]] = {}
+    with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
+        os.chmod(tmp, 0o755)
+        async with bench_database(Path(tmp)) as url:
+            for n in counts:
+                async with served(url, workers=n, log_dir=Path(tmp)) as target:
+                    print(f"\n== serve --workers {n} at {target}", flush=True)
+                    runs[n] = await bench(target, args.in_flight, args.seconds, args.wallets, args.channels)
+    base = runs[counts[0]]
+    print(f"\nrates by server processes, as a ratio to {counts[0]}; {cores_note()}")
+    for phase in base:
+        cells = "   ".join(
+            f"{n}: {runs[n][phase].rate:7.0f}/s {runs[n][phase].rate / base[phase].rate:5.2f}x"
+            for n in counts
+        )
+        print(f"{phase:<28} {cells}", flush=True)
 
 
 async def main() -> None:
@@ -159,7 +193,15 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured phase")
     parser.add_argument("--wallets", type=int, default=10_000)
     parser.add_argument("--channels", type=int, default=8)
+    parser.add_argument(
+        "--workers",
+        type=lambda v: [int(n) for n in v.split(",")],
+        help="server process counts to compare, e.g. 1,2,4 (serve --workers N each)",
+    )
     args = parser.parse_args()
+    if args.workers:
+        await bench_workers(args.workers, args)
+        return
     if args.target:
         await bench(args.target, args.in_flight, args.seconds, args.wallets, args.channels)
         return

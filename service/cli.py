@@ -120,14 +120,35 @@ def _health(config: Config, args: argparse.Namespace) -> int:
     return 0 if status == "SERVING" else 1
 
 
-def _serve(config: Config, _args: argparse.Namespace) -> int:
-    from service.server import serve
-
+def _serve(config: Config, args: argparse.Namespace) -> int:
+    workers = config.grpc_workers if args.workers is None else args.workers
     try:
-        asyncio.run(serve(config))
+        if workers == 1:
+            from service.server import serve
+
+            asyncio.run(serve(config))
+        else:
+            from service.supervisor import WorkerStartError, serve_workers
+
+            try:
+                asyncio.run(serve_workers(config, workers))
+            except WorkerStartError as error:
+                raise CommandError(str(error)) from None
     except KeyboardInterrupt:
         pass
+    except ConfigError as error:  # found once the database answers: the connection budget, a port
+        print(f"{PROG}: configuration error: {error}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _workers(value: str) -> int:
+    from service.config import grpc_workers
+
+    try:
+        return grpc_workers(value, "--workers")
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _worker(config: Config, _args: argparse.Namespace) -> int:
@@ -170,7 +191,14 @@ def _parser() -> argparse.ArgumentParser:
         cmd.set_defaults(handler=handler)
         return cmd
 
-    command(sub, "serve", _serve, "run the gRPC server (migrates the database first)", prints=False)
+    serve = command(sub, "serve", _serve, "run the gRPC server (migrates the database first)", prints=False)
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N",
+        help="server processes sharing the gRPC port (1-64, or 'auto': one per usable core); "
+        "default BILLING_GRPC_WORKERS, else 1",
+    )
     command(
         sub, "worker", _worker, "run only the auto-recharge loop, without gRPC (migrates first)", prints=False
     )

@@ -76,6 +76,8 @@ class Config:
     recharge_unknown_retry_backoff_s: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0)
     # How long a process owns an attempt it claimed; provider calls are cut off well inside it.
     recharge_lease_s: float = 60.0
+    # Server processes `serve` runs on the gRPC port (service/supervisor.py); 1 serves in this process.
+    grpc_workers: int = 1
     # ---- payments, ceilings and listeners (abuse bounds) ----
     # "stripe" or "sandbox", chosen by BILLING_PAYMENT_PROVIDER; only the embedded database (no
     # DATABASE_URL) implies the sandbox, which is what load_config({}) gives.
@@ -175,6 +177,29 @@ def _usd_nanos(env: Mapping[str, str], name: str, default_nanos: int) -> int:
 def _dollars(amount_nanos: int) -> str:
     cents = amount_nanos // NANOS_PER_CENT
     return f"${cents // 100}.{cents % 100:02d}"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), which may be fewer than the machine has."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def grpc_workers(raw: str | None, name: str = "BILLING_GRPC_WORKERS") -> int:
+    """A number of server processes: 1-64, or `auto` for one per usable core; unset means 1."""
+    if raw is None:
+        return 1
+    if raw.strip().lower() == "auto":
+        return min(usable_cores(), 64)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number or 'auto'") from None
+    if not 1 <= value <= 64:
+        raise ConfigError(f"{name}={value} is out of range (1-64, or 'auto')")
+    return value
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -370,6 +395,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         recharge_lease_s=_seconds(env, "BILLING_RECHARGE_LEASE_S", 60.0, 1.0, 86400.0),
         recharge_amount_min_nanos=amount_min,
         recharge_amount_max_nanos=amount_max,
+        grpc_workers=grpc_workers(_get(env, "BILLING_GRPC_WORKERS")),
         # ---- payments, ceilings and listeners ----
         payment_provider=payment_provider,
         allow_sandbox=_flag(env, "BILLING_ALLOW_SANDBOX"),

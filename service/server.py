@@ -28,6 +28,7 @@ from service.api.usage_servicer import UsageServicer
 from service.api.wallet_servicer import WalletServicer
 from service.app.events import EventNotifier
 from service.config import Config, StartupError
+from service.db.budget import check_connection_budget
 from service.db.connectivity import is_unreachable
 from service.db.embedded import EmbeddedPostgres
 from service.db.pool import CountingPool, create_pool
@@ -135,14 +136,22 @@ class BillingServer:
         log.info("stopped")
 
 
-async def start_server(config: Config, database_url: str | None = None) -> BillingServer:
+async def start_server(
+    config: Config, database_url: str | None = None, *, reuse_port: bool = False, check_budget: bool = True
+) -> BillingServer:
     """Start everything; `database_url` overrides the config (tests pass their own database).
 
     A taken port fails before anything is started; any later failure stops, in reverse order, what this
     call started (and only that), then raises.
+    `reuse_port`: share the gRPC and webhook ports with the other workers of `serve --workers N`
+    (SO_REUSEPORT; the kernel spreads connections over them). Off, a port already in use is an error.
+    `check_budget`: check this process's connections against max_connections (the supervisor checks
+    all its workers' at once instead).
     """
     check_provider_choice(config)  # before anything is opened that a refusal would leave behind
-    check_ports(config)
+    if not reuse_port:
+        # Workers of `serve --workers N` share ports their siblings already hold; the parent checks.
+        check_ports(config)
     undo: list[Callable[[], Awaitable[object]]] = []
     try:
         if database_url is None:
@@ -160,6 +169,8 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
             raise StartupError(
                 f"{setting}: cannot reach the database ({type(error).__name__}: {error})"
             ) from None
+        if check_budget:
+            await check_connection_budget(database_url, config, processes=1)
         pool = await create_pool(
             database_url, min_size=config.db_pool_min_size, max_size=config.db_pool_max_size
         )
@@ -169,13 +180,13 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         undo.append(events.close)
 
         edge = EdgeInterceptor()
-        # No SO_REUSEPORT: a second server on a taken port must fail, not share it with the first.
         traced = tracing.active()
         # The tracing interceptor goes first, so that its span is current for the whole call, the edge's
         # canonical log line (which carries the trace id) included.
         interceptors = [edge] if traced is None else [traced.server_interceptor, edge]
-        # No SO_REUSEPORT: a second server on a taken port must fail, not share it with the first.
-        server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
+        # SO_REUSEPORT only among the workers of one `serve --workers N`: otherwise a second server on a
+        # taken port must fail, not share it with the first.
+        server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", int(reuse_port))])
         usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool), server)
         wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool, events), server)
         provider = make_provider(config)
@@ -245,7 +256,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
                 pool, provider, settings.backoff, on_settled=running.recharge.wake
             )
             try:
-                await running.webhooks.start(config.webhook_host, config.webhook_port)
+                await running.webhooks.start(config.webhook_host, config.webhook_port, reuse_port=reuse_port)
             except OSError as error:
                 raise in_use_error(
                     "BILLING_WEBHOOK_PORT", config.webhook_host, config.webhook_port, error

@@ -204,12 +204,12 @@ class WebhookServer:
         self._runner: web.AppRunner | None = None
         self.port = 0
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post(WEBHOOK_PATH, self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, reuse_port=reuse_port or None)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
         log.info("stripe webhooks listening", host=host, port=self.port, path=WEBHOOK_PATH)

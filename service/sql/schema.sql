@@ -42,7 +42,6 @@ create table companies (
     create_request_id text not null,
     created_at timestamp with time zone default now() not null,
     constraint companies_company_id_check CHECK ((company_id ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'::text)),
-    constraint companies_create_request_id_key UNIQUE (create_request_id),
     constraint companies_display_name_check CHECK ((length(display_name) <= 200)),
     constraint companies_pkey PRIMARY KEY (company_id)
 );
@@ -94,12 +93,12 @@ create table holds (
     constraint holds_check2 CHECK (((state = 'released'::text) = (released_at IS NOT NULL))),
     constraint holds_company_id_fkey FOREIGN KEY (company_id) REFERENCES wallets(company_id),
     constraint holds_company_id_request_id_key UNIQUE (company_id, request_id),
-    constraint holds_pkey PRIMARY KEY (hold_id),
+    constraint holds_pkey PRIMARY KEY (company_id, hold_id),
     constraint holds_quantity_per_unit_check CHECK ((quantity_per_unit > 0)),
     constraint holds_request_id_check CHECK (((length(request_id) >= 1) AND (length(request_id) <= 255))),
     constraint holds_state_check CHECK ((state = ANY (ARRAY['active'::text, 'released'::text, 'captured'::text]))),
     constraint holds_unit_price_nanos_check CHECK ((unit_price_nanos >= 0)),
-    constraint holds_usage_record_id_fkey FOREIGN KEY (usage_record_id) REFERENCES usage_records(usage_record_id),
+    constraint holds_usage_record_id_fkey FOREIGN KEY (company_id, usage_record_id) REFERENCES usage_records(company_id, usage_record_id),
     constraint holds_usage_type_check CHECK ((usage_type = ANY (ARRAY['email'::text, 'call'::text, 'sms'::text])))
 );
 
@@ -133,7 +132,7 @@ create table ledger_entries (
     constraint ledger_entries_entry_type_check CHECK ((entry_type = ANY (ARRAY['usage_debit'::text, 'recharge_credit'::text, 'preload_credit'::text, 'manual_credit'::text, 'adjustment'::text, 'usage_void'::text, 'manual_debit'::text]))),
     constraint ledger_entries_manual_debit_is_negative CHECK (((entry_type <> 'manual_debit'::text) OR (amount_nanos < 0))),
     constraint ledger_entries_pkey PRIMARY KEY (company_id, sequence),
-    constraint ledger_entries_recharge_attempt_id_fkey FOREIGN KEY (recharge_attempt_id) REFERENCES recharge_attempts(attempt_id),
+    constraint ledger_entries_recharge_attempt_id_fkey FOREIGN KEY (company_id, recharge_attempt_id) REFERENCES recharge_attempts(company_id, attempt_id),
     constraint ledger_entries_recharge_has_reference CHECK (((entry_type <> ALL (ARRAY['recharge_credit'::text, 'preload_credit'::text])) OR (reference IS NOT NULL))),
     constraint ledger_entries_sequence_check CHECK ((sequence > 0)),
     constraint ledger_entries_usage_void_names_its_record CHECK (((entry_type <> 'usage_void'::text) OR ((amount_nanos > 0) AND (usage_record_id IS NOT NULL))))
@@ -163,8 +162,7 @@ create table payment_customers (
     open_setup_intent_id text,
     setup_generation integer default 0 not null,
     constraint payment_customers_company_id_fkey FOREIGN KEY (company_id) REFERENCES companies(company_id),
-    constraint payment_customers_pkey PRIMARY KEY (company_id),
-    constraint payment_customers_provider_customer_id_key UNIQUE (provider_customer_id)
+    constraint payment_customers_pkey PRIMARY KEY (company_id)
 );
 
 create table rate_card_rates (
@@ -184,7 +182,6 @@ create table rate_cards (
     effective_from timestamp with time zone not null,
     created_at timestamp with time zone default now() not null,
     constraint rate_cards_company_id_effective_from_key UNIQUE NULLS NOT DISTINCT (company_id, effective_from),
-    constraint rate_cards_company_id_fkey FOREIGN KEY (company_id) REFERENCES companies(company_id),
     constraint rate_cards_company_id_version_key UNIQUE NULLS NOT DISTINCT (company_id, version),
     constraint rate_cards_pkey PRIMARY KEY (rate_card_id),
     constraint rate_cards_version_check CHECK ((version > 0))
@@ -217,8 +214,8 @@ create table recharge_attempts (
     constraint recharge_attempts_check CHECK (((status = ANY (ARRAY['pending'::text, 'processing'::text])) = (settled_at IS NULL))),
     constraint recharge_attempts_company_id_fkey FOREIGN KEY (company_id) REFERENCES wallets(company_id),
     constraint recharge_attempts_kind_check CHECK ((kind = ANY (ARRAY['auto'::text, 'preload'::text]))),
-    constraint recharge_attempts_payment_intent_id_key UNIQUE (payment_intent_id),
-    constraint recharge_attempts_pkey PRIMARY KEY (attempt_id),
+    constraint recharge_attempts_payment_intent_id_key UNIQUE (company_id, payment_intent_id),
+    constraint recharge_attempts_pkey PRIMARY KEY (company_id, attempt_id),
     constraint recharge_attempts_retry_number_check CHECK ((retry_number >= 0)),
     constraint recharge_attempts_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'processing'::text, 'succeeded'::text, 'requires_action'::text, 'hard_declined'::text, 'soft_declined'::text, 'expired'::text])))
 );
@@ -248,7 +245,7 @@ create table settings_changes (
     new_value text,
     changed_at timestamp with time zone default now() not null,
     constraint settings_changes_company_id_fkey FOREIGN KEY (company_id) REFERENCES companies(company_id),
-    constraint settings_changes_pkey PRIMARY KEY (change_id)
+    constraint settings_changes_pkey PRIMARY KEY (company_id, change_id)
 );
 
 create table stripe_webhook_events (
@@ -271,10 +268,10 @@ create table stripe_webhook_reviews (
     received_at timestamp with time zone default now() not null,
     resolved_at timestamp with time zone,
     resolution text,
-    constraint stripe_webhook_reviews_attempt_id_fkey FOREIGN KEY (attempt_id) REFERENCES recharge_attempts(attempt_id),
+    constraint stripe_webhook_reviews_attempt_id_fkey FOREIGN KEY (company_id, attempt_id) REFERENCES recharge_attempts(company_id, attempt_id),
     constraint stripe_webhook_reviews_company_id_fkey FOREIGN KEY (company_id) REFERENCES companies(company_id),
     constraint stripe_webhook_reviews_event_id_fkey FOREIGN KEY (event_id) REFERENCES stripe_webhook_events(event_id),
-    constraint stripe_webhook_reviews_pkey PRIMARY KEY (event_id),
+    constraint stripe_webhook_reviews_pkey PRIMARY KEY (company_id, event_id),
     constraint stripe_webhook_reviews_reasons_check CHECK ((cardinality(reasons) > 0))
 );
 
@@ -307,7 +304,7 @@ create table usage_records (
     constraint usage_records_direction_check CHECK ((direction = ANY (ARRAY['outbound'::text, 'inbound'::text]))),
     constraint usage_records_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 255))),
     constraint usage_records_number_type_check CHECK ((number_type = ANY (ARRAY['local'::text, 'toll_free'::text]))),
-    constraint usage_records_pkey PRIMARY KEY (usage_record_id),
+    constraint usage_records_pkey PRIMARY KEY (company_id, usage_record_id),
     constraint usage_records_quantity_check CHECK ((quantity >= 0)),
     constraint usage_records_sms_encoding_check CHECK ((sms_encoding = ANY (ARRAY['gsm7'::text, 'ucs2'::text]))),
     constraint usage_records_unit_price_nanos_check CHECK ((unit_price_nanos >= 0)),
@@ -371,7 +368,7 @@ create table wallet_events (
     created_at timestamp with time zone default now() not null,
     constraint wallet_events_company_id_fkey FOREIGN KEY (company_id) REFERENCES wallets(company_id),
     constraint wallet_events_company_id_sequence_key UNIQUE (company_id, sequence),
-    constraint wallet_events_pkey PRIMARY KEY (event_id),
+    constraint wallet_events_pkey PRIMARY KEY (company_id, event_id),
     constraint wallet_events_sequence_check CHECK ((sequence > 0))
 );
 
@@ -401,9 +398,11 @@ create table wallets (
 CREATE INDEX holds_active ON public.holds USING btree (company_id, expires_at) INCLUDE (amount_nanos) WHERE (state = 'active'::text);
 CREATE UNIQUE INDEX holds_company_hold ON public.holds USING btree (company_id, hold_id);
 CREATE INDEX ledger_entries_by_time ON public.ledger_entries USING btree (company_id, created_at, sequence);
-CREATE UNIQUE INDEX ledger_entries_one_credit_per_attempt ON public.ledger_entries USING btree (recharge_attempt_id) WHERE (recharge_attempt_id IS NOT NULL);
-CREATE UNIQUE INDEX ledger_entries_one_credit_per_payment_intent ON public.ledger_entries USING btree (reference) WHERE (entry_type = ANY (ARRAY['recharge_credit'::text, 'preload_credit'::text]));
+CREATE UNIQUE INDEX ledger_entries_one_credit_per_attempt ON public.ledger_entries USING btree (company_id, recharge_attempt_id) WHERE (recharge_attempt_id IS NOT NULL);
+CREATE UNIQUE INDEX ledger_entries_one_credit_per_payment_intent ON public.ledger_entries USING btree (company_id, reference) WHERE (entry_type = ANY (ARRAY['recharge_credit'::text, 'preload_credit'::text]));
+CREATE INDEX recharge_attempts_by_attempt_id ON public.recharge_attempts USING btree (attempt_id);
 CREATE INDEX recharge_attempts_by_company ON public.recharge_attempts USING btree (company_id, kind, created_at DESC);
+CREATE INDEX recharge_attempts_by_payment_intent ON public.recharge_attempts USING btree (payment_intent_id) WHERE (payment_intent_id IS NOT NULL);
 CREATE INDEX recharge_attempts_due ON public.recharge_attempts USING btree (next_attempt_at) WHERE (status = ANY (ARRAY['pending'::text, 'processing'::text]));
 CREATE UNIQUE INDEX recharge_attempts_one_in_flight ON public.recharge_attempts USING btree (company_id) WHERE (status = ANY (ARRAY['pending'::text, 'processing'::text]));
 CREATE INDEX settings_changes_by_company ON public.settings_changes USING btree (company_id, change_id DESC);
@@ -445,7 +444,7 @@ CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, ev
 -- note_recharge_outcome() returns trigger language plpgsql
 --     note_recharge_outcome.sql, body md5 f1a5479257da66c1f0e64439f4a41986
 -- record_usage(p_usage_record_id uuid, p_company_id text, p_idempotency_key text, p_request_hash bytea, p_usage_type text, p_rate_key text, p_direction text, p_number_type text, p_quantity bigint, p_sms_encoding text, p_billable_units bigint, p_occurred_at timestamp with time zone, p_hold_id uuid DEFAULT NULL::uuid, p_posted_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns usage_records language plpgsql
---     record_usage.sql, body md5 4023cb62a7e36fcf25abae94f799284d
+--     record_usage.sql, body md5 52215ccfacc761922dfb2e22f757306e
 -- reject_ledger_mutation() returns trigger language plpgsql
 --     append_only.sql, body md5 73b183062f5452967ef36668a2036a60
 -- release_hold(p_company_id text, p_hold_id uuid) returns holds language plpgsql

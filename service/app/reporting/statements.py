@@ -96,7 +96,8 @@ async def statement(
                    sum(r.billable_units)::bigint as billable_units,
                    sum(e.amount_nanos)::bigint as amount_nanos
               from ledger_entries e
-              left join usage_records r on r.usage_record_id = e.usage_record_id
+              left join usage_records r
+                on r.company_id = e.company_id and r.usage_record_id = e.usage_record_id
              where e.company_id = $1 and e.sequence > $2 and e.sequence <= $3
                and e.entry_type = 'usage_debit'
              group by r.rate_key
