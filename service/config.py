@@ -55,6 +55,11 @@ class Config:
     recharge_unknown_retry_backoff_s: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0)
     # How long a process owns an attempt it claimed; provider calls are cut off well inside it.
     recharge_lease_s: float = 60.0
+    # Group commit of RecordUsage (service/app/usage_batcher.py): the most usages in one transaction,
+    # the most waiting, and how many transactions may be in flight at once.
+    usage_batch_max: int = 1000
+    usage_queue_max: int = 20_000
+    usage_flushers: int = 2
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -253,4 +258,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         recharge_lease_s=_seconds(env, "BILLING_RECHARGE_LEASE_S", 60.0, 1.0, 86400.0),
         recharge_amount_min_nanos=amount_min,
         recharge_amount_max_nanos=amount_max,
+        usage_batch_max=_int(env, "BILLING_USAGE_BATCH_MAX", 1000, 1, 10_000),
+        usage_queue_max=_int(env, "BILLING_USAGE_QUEUE_MAX", 20_000, 1000, 1_000_000),
+        usage_flushers=_int(env, "BILLING_USAGE_FLUSHERS", 2, 1, 16),
     )

@@ -25,6 +25,7 @@ from service.api.settings_servicer import SettingsServicer
 from service.api.usage_servicer import UsageServicer
 from service.api.wallet_servicer import WalletServicer
 from service.app.events import EventNotifier
+from service.app.usage_batcher import UsageBatcher
 from service.config import Config
 from service.db.embedded import EmbeddedPostgres
 from service.db.pool import CountingPool, create_pool
@@ -64,6 +65,7 @@ class BillingServer:
     events: EventNotifier | None = None
     metrics: MetricsServer | None = None
     edge: EdgeInterceptor | None = None
+    batcher: UsageBatcher | None = None
     recharge: RechargeLoop | None = None
     # None when no webhook secret is configured (the sandbox provider sends no webhooks).
     webhooks: WebhookServer | None = None
@@ -114,6 +116,10 @@ class BillingServer:
             ended = await self.edge.drain.drain(grace)
             if ended:
                 log.warning("calls still running at the end of the grace period ended", calls=ended)
+        if self.batcher is not None:
+            # Every call is answered by now; a flush still committing finishes (its callers retry and
+            # get replays), and nothing is left queued.
+            await self.batcher.stop(min(grace, 1.0))
         # Whatever gRPC itself still holds (health, reflection streams) gets a short grace of its own.
         await self.server.stop(min(grace, 1.0))
         if self.provider is not None:
@@ -154,7 +160,13 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
 
     edge = EdgeInterceptor()
     server = grpc.aio.server(interceptors=[edge])
-    usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool), server)
+    batcher = UsageBatcher(
+        pool,
+        max_batch=config.usage_batch_max,
+        max_queue=config.usage_queue_max,
+        max_flushes=config.usage_flushers,
+    )
+    usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool, batcher), server)
     wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool, events), server)
     provider = make_provider(config)
     bounds = RechargeBounds(config.recharge_amount_min_nanos, config.recharge_amount_max_nanos)
@@ -198,6 +210,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         events=events,
         metrics=metrics,
         edge=edge,
+        batcher=batcher,
     )
     try:
         settings = LoopSettings.from_config(config)

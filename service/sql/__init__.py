@@ -15,6 +15,7 @@ APPLY_ORDER: tuple[str, ...] = (
     "append_ledger_entry.sql",
     "held_nanos.sql",
     "record_usage.sql",
+    "record_usages.sql",
     "claim_idempotency_key.sql",
     "credit_wallet.sql",
     "authorize_usage.sql",

@@ -354,6 +354,8 @@ CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, ev
 --     note_recharge_outcome.sql, body md5 f1a5479257da66c1f0e64439f4a41986
 -- record_usage(p_usage_record_id uuid, p_company_id text, p_idempotency_key text, p_request_hash bytea, p_usage_type text, p_rate_key text, p_direction text, p_number_type text, p_quantity bigint, p_sms_encoding text, p_billable_units bigint, p_occurred_at timestamp with time zone, p_hold_id uuid DEFAULT NULL::uuid, p_posted_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns usage_records language plpgsql
 --     record_usage.sql, body md5 837a71487e26a2d81f3f8fc16aaa42b3
+-- record_usages(p_usage_record_ids uuid[], p_company_ids text[], p_idempotency_keys text[], p_request_hashes bytea[], p_usage_types text[], p_rate_keys text[], p_directions text[], p_number_types text[], p_quantities bigint[], p_sms_encodings text[], p_billable_units bigint[], p_occurred_ats timestamp with time zone[], p_hold_ids uuid[]) returns TABLE(item integer, outcome text, error_state text, error_message text, record usage_records) language plpgsql
+--     record_usages.sql, body md5 86b81a67df84728da9927372f421aa6a
 -- reject_ledger_mutation() returns trigger language plpgsql
 --     append_only.sql, body md5 73b183062f5452967ef36668a2036a60
 -- release_hold(p_company_id text, p_hold_id uuid) returns holds language plpgsql
@@ -368,7 +370,7 @@ CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, ev
 --     wallet_suspension_changed.sql, body md5 ef7ce11e669d85052d7f1c5781306637
 
 CREATE TRIGGER ledger_entries_append_only BEFORE DELETE OR UPDATE ON public.ledger_entries FOR EACH ROW EXECUTE FUNCTION reject_ledger_mutation();
-CREATE TRIGGER ledger_entries_monotonic_time BEFORE INSERT ON public.ledger_entries FOR EACH ROW EXECUTE FUNCTION ledger_entries_monotonic_time();
+CREATE TRIGGER ledger_entries_monotonic_time BEFORE INSERT ON public.ledger_entries FOR EACH ROW WHEN ((current_setting('billing.ledger_time_checked'::text, true) IS DISTINCT FROM 'on'::text)) EXECUTE FUNCTION ledger_entries_monotonic_time();
 CREATE TRIGGER ledger_entries_no_truncate BEFORE TRUNCATE ON public.ledger_entries FOR EACH STATEMENT EXECUTE FUNCTION reject_ledger_mutation();
 CREATE TRIGGER ledger_entries_note_recharge AFTER INSERT ON public.ledger_entries FOR EACH ROW WHEN ((new.entry_type = ANY (ARRAY['recharge_credit'::text, 'preload_credit'::text]))) EXECUTE FUNCTION note_recharge_credit();
 CREATE TRIGGER payment_cards_note_change AFTER INSERT OR DELETE ON public.payment_cards FOR EACH ROW EXECUTE FUNCTION note_card_change();
