@@ -51,21 +51,24 @@ begin
                     direction, number_type, quantity, sms_encoding, billable_units, occurred_at, hold_id,
                     item)
     ),
-    locked as (
-        -- The ledger-time rule for a run: its entries are no earlier than the wallet's last entry.
+    locked as materialized (
+        -- The ledger-time rule for a run: its entries are no earlier than the wallet's last entry (one
+        -- probe per wallet: limit 1 keeps the planner from scanning the ledger for a join).
         select w.company_id, w.balance_nanos, w.last_sequence, w.minimum_balance_nanos,
                greatest(now(), last.created_at) as posted_at
           from wallets w
-          left join ledger_entries last on last.company_id = w.company_id and last.sequence = w.last_sequence
+          left join lateral (select e.created_at from ledger_entries e
+                              where e.company_id = w.company_id and e.sequence = w.last_sequence limit 1) last on true
          where w.company_id = any(p_company_ids)
     ),
     spans as (
         select company_id, rate_key, min(occurred_at) as first_at, max(occurred_at) as last_at
           from items group by company_id, rate_key
     ),
-    span_rates as (
+    span_rates as materialized (
         -- One price per (company, rate key), unless a card version of the company or the default starts
-        -- inside the span: then each item is priced at its own moment.
+        -- inside the span: then each item is priced at its own moment (materialized, so that the
+        -- planner does not price each item anyway).
         select s.company_id, s.rate_key, r.unit_price_nanos, r.rate_card, r.rate_card_version,
                exists (select 1 from rate_cards c
                         where (c.company_id = s.company_id or c.company_id is null)
@@ -73,31 +76,47 @@ begin
           from spans s
           cross join lateral effective_rate(s.company_id, s.rate_key, s.last_at) r
     ),
+    priced as (
+        -- (Each column of the rare per-item price is its own lookup: a record cannot be carried here.)
+        select i.*,
+               case when sr.varies then (select r.unit_price_nanos
+                                           from effective_rate(i.company_id, i.rate_key, i.occurred_at) r)
+                    else sr.unit_price_nanos end as unit_price_nanos,
+               case when sr.varies then (select r.rate_card
+                                           from effective_rate(i.company_id, i.rate_key, i.occurred_at) r)
+                    else sr.rate_card end as rate_card,
+               case when sr.varies then (select r.rate_card_version
+                                           from effective_rate(i.company_id, i.rate_key, i.occurred_at) r)
+                    else sr.rate_card_version end as rate_card_version
+          from items i join span_rates sr on sr.company_id = i.company_id and sr.rate_key = i.rate_key
+    ),
     judged as (
-        select i.*, l.balance_nanos, l.last_sequence, l.minimum_balance_nanos, l.posted_at,
-               coalesce(own.unit_price_nanos, sr.unit_price_nanos) as unit_price_nanos,
-               coalesce(own.rate_card, sr.rate_card) as rate_card,
-               coalesce(own.rate_card_version, sr.rate_card_version) as rate_card_version,
+        select i.usage_record_id, i.company_id, i.idempotency_key, i.request_hash, i.usage_type, i.rate_key,
+               i.direction, i.number_type, i.quantity, i.sms_encoding, i.billable_units, i.occurred_at,
+               i.hold_id, i.item, l.balance_nanos, l.last_sequence, l.minimum_balance_nanos, l.posted_at,
+               i.unit_price_nanos, i.rate_card, i.rate_card_version,
                used.usage_record_id as used_record_id, h.state as hold_state,
                h.usage_record_id as hold_record_id,
                case
                    when l.company_id is null then 'BL404'
                    when used.usage_record_id is not null then 'existing'
-                   when coalesce(own.unit_price_nanos, sr.unit_price_nanos) is null then 'BL412'
+                   when i.unit_price_nanos is null then 'BL412'
                    when i.hold_id is not null and h.state is null then 'BLH04'
                    when h.state = 'captured' then 'BLH09'
                    when h.state = 'released' then 'BLH10'
-                   when i.billable_units::numeric * coalesce(own.unit_price_nanos, sr.unit_price_nanos)
-                        > 9223372036854775807 then '22003'
+                   when i.billable_units::numeric * i.unit_price_nanos > 9223372036854775807
+                        then '22003'
                end as verdict
-          from items i
+          from priced i
           left join locked l on l.company_id = i.company_id
-          join span_rates sr on sr.company_id = i.company_id and sr.rate_key = i.rate_key
-          left join lateral (select * from effective_rate(i.company_id, i.rate_key, i.occurred_at)
-                              where sr.varies) own on true
-          left join usage_records used
-                 on used.company_id = i.company_id and used.idempotency_key = i.idempotency_key
-          left join holds h on h.hold_id = i.hold_id and h.company_id = i.company_id
+          -- Lateral lookups (limit 1 keeps the planner from turning them into joins): one index probe per
+          -- item, whatever the planner guesses of the arrays' size.
+          left join lateral (select u.usage_record_id from usage_records u
+                              where u.company_id = i.company_id and u.idempotency_key = i.idempotency_key) used
+                 on true
+          left join lateral (select h.state, h.usage_record_id
+                               from (select * from holds where hold_id = i.hold_id limit 1) h
+                              where h.company_id = i.company_id) h on true
     ),
     runs as (
         -- Each wallet's debits in item order, with the balance after each.
@@ -227,10 +246,15 @@ begin
     end if;
 
     return query
-        select a.item, a.outcome, a.error_state, a.error_message, u
+        -- A new record as planned (it is what was inserted), an earlier one as stored.
+        select a.item, a.outcome, a.error_state, a.error_message,
+               case a.outcome
+                   when 'recorded' then p
+                   when 'existing' then (select u from usage_records u where u.usage_record_id = a.record_id)
+               end
           from unnest(v_items, v_outcomes, v_states, v_messages, v_record_ids)
                as a(item, outcome, error_state, error_message, record_id)
-          left join usage_records u on u.usage_record_id = a.record_id
+          left join unnest(v_plan) p on p.usage_record_id = a.record_id and a.outcome = 'recorded'
          order by a.item;
 end
 $$;
