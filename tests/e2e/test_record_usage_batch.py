@@ -48,7 +48,9 @@ async def _unary_error(stubs: Stubs, request: usage_service_pb2.RecordUsageReque
 async def _hold(stubs: Stubs, company: str, request_id: str) -> str:
     reply = await stubs.wallet.AuthorizeUsage(
         wallet_service_pb2.AuthorizeUsageRequest(
-            company_id=company, request_id=request_id, usage=usage_pb2.Usage(email=usage_pb2.EmailUsage(count=1))
+            company_id=company,
+            request_id=request_id,
+            usage=usage_pb2.Usage(email=usage_pb2.EmailUsage(count=1)),
         )
     )
     assert reply.allowed
@@ -77,13 +79,16 @@ async def test_each_item_gets_what_record_usage_would_answer_it(stubs: Stubs, po
         huge,
     )
     await pool.execute(
-        "insert into rate_card_rates (rate_card_id, rate_key, unit_price_nanos) values ($1, 'email', 1000000000000)",
+        "insert into rate_card_rates (rate_card_id, rate_key, unit_price_nanos)"
+        " values ($1, 'email', 1000000000000)",
         card_id,
     )
     await credit(stubs, company, FUNDS_NANOS)
     hold = await _hold(stubs, company, "hold-1")
     released = await _hold(stubs, company, "hold-2")
-    await stubs.wallet.ReleaseHold(wallet_service_pb2.ReleaseHoldRequest(company_id=company, hold_id=released))
+    await stubs.wallet.ReleaseHold(
+        wallet_service_pb2.ReleaseHoldRequest(company_id=company, hold_id=released)
+    )
     await stubs.usage.RecordUsage(email(company, "before", 2))
 
     items = [
@@ -144,7 +149,10 @@ async def test_each_item_gets_what_record_usage_would_answer_it(stubs: Stubs, po
     before = FUNDS_NANOS - 2 * EMAIL_NANOS
     assert balances == [before - EMAIL_NANOS, before - 2 * EMAIL_NANOS, before - 6 * EMAIL_NANOS]
     sequences = [
-        await pool.fetchval("select ledger_sequence from usage_records where usage_record_id = $1", uuid.UUID(r.usage_record.id))
+        await pool.fetchval(
+            "select ledger_sequence from usage_records where usage_record_id = $1",
+            uuid.UUID(r.usage_record.id),
+        )
         for r in recorded
     ]
     assert sequences == [3, 4, 5]  # after the credit and the record from before

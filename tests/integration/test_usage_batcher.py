@@ -35,7 +35,8 @@ async def _waiting_on_lock(pool: asyncpg.Pool, count: int) -> list[int]:
         pids = [
             r["pid"]
             for r in await pool.fetch(
-                "select pid from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()"
+                "select pid from pg_stat_activity"
+                " where wait_event_type = 'Lock' and datname = current_database()"
             )
         ]
         if len(pids) >= count:
