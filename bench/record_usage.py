@@ -313,6 +313,9 @@ async def bench_server(
         "DATABASE_URL": database_url,
         "BILLING_LOG_LEVEL": "warning",
         "BILLING_DB_POOL_MAX_SIZE": "16",
+        # No real money moves in a bench: the sandbox provider, chosen explicitly as the service requires.
+        "BILLING_PAYMENT_PROVIDER": "sandbox",
+        "BILLING_ALLOW_SANDBOX": "1",
         **(extra_env or {}),
     }
     server = ServiceProcess(env, workdir / "server.log")

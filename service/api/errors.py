@@ -16,6 +16,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from service.domain.errors import (
     Aborted,
     AlreadyExists,
+    ApprovalRequired,
     BillingError,
     FailedPrecondition,
     InvalidArgument,
@@ -37,6 +38,7 @@ _CODES: list[tuple[type[BillingError], grpc.StatusCode]] = [
     (Aborted, grpc.StatusCode.ABORTED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (ApprovalRequired, grpc.StatusCode.PERMISSION_DENIED),
 ]
 
 

@@ -44,7 +44,12 @@ def _request(n: int) -> usage_service_pb2.RecordUsageRequest:
 async def test_sigkill_during_flushes_loses_no_acknowledged_usage_and_half_applies_nothing(
     db_url: str, tmp_path: Path
 ) -> None:
-    env = {"DATABASE_URL": db_url, "BILLING_HEALTH_PROBE_INTERVAL_S": "0.2"}
+    env = {
+        "DATABASE_URL": db_url,
+        "BILLING_HEALTH_PROBE_INTERVAL_S": "0.2",
+        "BILLING_PAYMENT_PROVIDER": "sandbox",
+        "BILLING_ALLOW_SANDBOX": "1",
+    }
     service = ServiceProcess(env, tmp_path / "service.log")
     acked: dict[int, str] = {}
     sent: set[int] = set()
