@@ -91,10 +91,10 @@ async def test_1000_mixed_concurrent_calls_get_their_own_answers_and_exact_total
                     email(f"nobody-{n}", f"batch-{n}-{i}-1", 1),
                     email(company, f"batch-{n}-{i}-2", 1),
                 ]
-                reply = await stubs.usage.RecordUsageBatch(
+                batch = await stubs.usage.RecordUsageBatch(
                     usage_service_pb2.RecordUsageBatchRequest(items=items)
                 )
-                r = reply.results
+                r = batch.results
                 assert [x.WhichOneof("result") for x in r] == [
                     "recorded",
                     "recorded",
@@ -124,8 +124,8 @@ async def test_1000_mixed_concurrent_calls_get_their_own_answers_and_exact_total
             expected_nanos[company] += count * EMAIL_NANOS
     # A contested key's winners all got the one stored record, with the body that was stored.
     for line in outcomes["contested"]:
-        company, key, count, record_id = line.split("/")
-        assert stored[(company, key)] == (record_id, int(count))
+        company, key, units, record_id = line.split("/")
+        assert stored[(company, key)] == (record_id, int(units))
     for company, key in contested:
         if (company, key) in stored:
             expected_nanos[company] -= stored[(company, key)][1] * EMAIL_NANOS

@@ -75,10 +75,10 @@ async def test_sigkill_during_flushes_loses_no_acknowledged_usage_and_half_appli
                             keys = [BATCH_KEYS + n * 100 + i for i in range(20)]
                             items = [_request(k) for k in keys]
                             sent.update(keys)
-                            reply = await stub.RecordUsageBatch(
+                            batch = await stub.RecordUsageBatch(
                                 usage_service_pb2.RecordUsageBatchRequest(items=items), timeout=10
                             )
-                            for k, result in zip(keys, reply.results, strict=True):
+                            for k, result in zip(keys, batch.results, strict=True):
                                 acked[k] = result.recorded.usage_record.id
                         else:
                             sent.add(n)
