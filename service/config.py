@@ -78,6 +78,11 @@ class Config:
     recharge_lease_s: float = 60.0
     # Server processes `serve` runs on the gRPC port (service/supervisor.py); 1 serves in this process.
     grpc_workers: int = 1
+    # Group commit of RecordUsage (service/app/usage_batcher.py): the most usages in one transaction,
+    # the most waiting, and how many transactions may be in flight at once.
+    usage_batch_max: int = 1000
+    usage_queue_max: int = 20_000
+    usage_flushers: int = 2
     # ---- payments, ceilings and listeners (abuse bounds) ----
     # "stripe" or "sandbox", chosen by BILLING_PAYMENT_PROVIDER; only the embedded database (no
     # DATABASE_URL) implies the sandbox, which is what load_config({}) gives.
@@ -396,6 +401,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         recharge_amount_min_nanos=amount_min,
         recharge_amount_max_nanos=amount_max,
         grpc_workers=grpc_workers(_get(env, "BILLING_GRPC_WORKERS")),
+        usage_batch_max=_int(env, "BILLING_USAGE_BATCH_MAX", 1000, 1, 10_000),
+        usage_queue_max=_int(env, "BILLING_USAGE_QUEUE_MAX", 20_000, 1000, 1_000_000),
+        usage_flushers=_int(env, "BILLING_USAGE_FLUSHERS", 2, 1, 16),
         # ---- payments, ceilings and listeners ----
         payment_provider=payment_provider,
         allow_sandbox=_flag(env, "BILLING_ALLOW_SANDBOX"),

@@ -27,6 +27,7 @@ from service.api.settings_servicer import SettingsServicer
 from service.api.usage_servicer import UsageServicer
 from service.api.wallet_servicer import WalletServicer
 from service.app.events import EventNotifier
+from service.app.usage_batcher import UsageBatcher
 from service.config import Config, StartupError
 from service.db.budget import check_connection_budget
 from service.db.connectivity import is_unreachable
@@ -69,6 +70,7 @@ class BillingServer:
     events: EventNotifier | None = None
     metrics: MetricsServer | None = None
     edge: EdgeInterceptor | None = None
+    batcher: UsageBatcher | None = None
     recharge: RechargeLoop | None = None
     # None when no webhook secret is configured (the sandbox provider sends no webhooks).
     webhooks: WebhookServer | None = None
@@ -119,6 +121,10 @@ class BillingServer:
             ended = await self.edge.drain.drain(grace)
             if ended:
                 log.warning("calls still running at the end of the grace period ended", calls=ended)
+        if self.batcher is not None:
+            # Every call is answered by now; a flush still committing finishes (its callers retry and
+            # get replays), and nothing is left queued.
+            await self.batcher.stop(min(grace, 1.0))
         # Whatever gRPC itself still holds (health, reflection streams) gets a short grace of its own.
         await self.server.stop(min(grace, 1.0))
         if self.provider is not None:
@@ -187,7 +193,13 @@ async def start_server(
         # SO_REUSEPORT only among the workers of one `serve --workers N`: otherwise a second server on a
         # taken port must fail, not share it with the first.
         server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", int(reuse_port))])
-        usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool), server)
+        batcher = UsageBatcher(
+            pool,
+            max_batch=config.usage_batch_max,
+            max_queue=config.usage_queue_max,
+            max_flushes=config.usage_flushers,
+        )
+        usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool, batcher), server)
         wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool, events), server)
         provider = make_provider(config)
         undo.append(provider.aclose)
@@ -246,6 +258,7 @@ async def start_server(
         events=events,
         metrics=metrics,
         edge=edge,
+        batcher=batcher,
     )
     try:
         settings = LoopSettings.from_config(config)

@@ -25,6 +25,7 @@ from service.domain.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     TransactionConflict,
     Unavailable,
 )
@@ -41,6 +42,7 @@ _CODES: list[tuple[type[BillingError], grpc.StatusCode]] = [
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (Aborted, grpc.StatusCode.ABORTED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ApprovalRequired, grpc.StatusCode.PERMISSION_DENIED),
 ]
 
@@ -60,6 +62,13 @@ def _packed(message: object) -> any_pb2.Any:
 
 def rich_status(error: BillingError) -> tuple[grpc.StatusCode, str, bytes]:
     """(code, message, serialized google.rpc.Status) for an error."""
+    code, status = status_message(error)
+    return code, error.message, status.SerializeToString()
+
+
+def status_message(error: BillingError) -> tuple[grpc.StatusCode, status_pb2.Status]:
+    """The google.rpc.Status an error is sent as: in the trailers of a failed call, or in the slot of a
+    batch item."""
     code = status_code_of(error)
     details = [
         _packed(
@@ -77,8 +86,7 @@ def rich_status(error: BillingError) -> tuple[grpc.StatusCode, str, bytes]:
                 )
             )
         )
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=details)
-    return code, error.message, status.SerializeToString()
+    return code, status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=details)
 
 
 def status_of(error: Exception, method: str, request_id: str) -> tuple[grpc.StatusCode, str, bytes | None]:

@@ -120,6 +120,30 @@ class TransactionConflict(Aborted):
         super().__init__("a concurrent change got in the way; nothing was applied, retry the call")
 
 
+class ResourceExhausted(BillingError):
+    """The service is at a bound it keeps on purpose (a full queue); retry later with the same key."""
+
+    reason = "RESOURCE_EXHAUSTED"
+
+
+class UsageQueueFull(ResourceExhausted):
+    reason = "USAGE_QUEUE_FULL"
+
+    def __init__(self, queued: int) -> None:
+        super().__init__(
+            f"{queued} usages are already waiting to be recorded; nothing was recorded. Retry later with "
+            "the same idempotency key",
+            metadata={"queued": str(queued)},
+        )
+
+
+class UsageNotRecorded(Unavailable):
+    """A usage the service took but could not record (a database outage that outlasted the retries, a
+    deadline that passed in the queue, a shutdown); nothing was recorded for it."""
+
+    reason = "USAGE_NOT_RECORDED"
+
+
 class PaymentProviderUnavailable(Unavailable):
     reason = "PAYMENT_PROVIDER_UNAVAILABLE"
 

@@ -16,6 +16,7 @@ APPLY_ORDER: tuple[str, ...] = (
     "note_balance_alerts.sql",
     "held_nanos.sql",
     "record_usage.sql",
+    "record_usages.sql",
     "claim_idempotency_key.sql",
     "credit_wallet.sql",
     "void_usage_record.sql",

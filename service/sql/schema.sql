@@ -421,8 +421,8 @@ CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, ev
 --     claim_idempotency_key.sql, body md5 996c3c972a4ee66d6173ade88e2c29f3
 -- credit_wallet(p_company_id text, p_request_id text, p_request_hash bytea, p_entry_type text, p_amount_nanos bigint, p_reason text, p_actor text, OUT credit wallet_credits, OUT replayed boolean, OUT claimed_operation text, OUT claimed_hash bytea) returns record language plpgsql
 --     credit_wallet.sql, body md5 0a26b0ef492a8d6891fe5a565f22cf41
--- effective_rate(p_company_id text, p_rate_key text, p_at timestamp with time zone, OUT unit_price_nanos bigint, OUT rate_card text, OUT rate_card_version integer) returns record language sql
---     effective_rate.sql, body md5 91f9204f42361f2fd9f05a99d7c22769
+-- effective_rate(p_company_id text, p_rate_key text, p_at timestamp with time zone, OUT unit_price_nanos bigint, OUT rate_card text, OUT rate_card_version integer) returns record language plpgsql
+--     effective_rate.sql, body md5 0b951d192f2eaba1aad95ec1461e90ab
 -- emit_wallet_event(p_company_id text, p_event_type text, p_payload jsonb) returns wallet_events language plpgsql
 --     emit_wallet_event.sql, body md5 9cc07c221da5c5cc85691ed99908c07a
 -- extend_hold(p_company_id text, p_hold_id uuid, p_request_id text, p_request_hash bytea, p_additional_quantity bigint, p_ttl interval, p_allow_partial boolean, OUT hold holds, OUT extension hold_extensions, OUT denial text, OUT affordable_quantity bigint, OUT available_nanos bigint, OUT floor_nanos bigint, OUT checked_at timestamp with time zone, OUT replayed boolean, OUT claimed_operation text, OUT claimed_hash bytea) returns record language plpgsql
@@ -445,6 +445,8 @@ CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, ev
 --     note_recharge_outcome.sql, body md5 f1a5479257da66c1f0e64439f4a41986
 -- record_usage(p_usage_record_id uuid, p_company_id text, p_idempotency_key text, p_request_hash bytea, p_usage_type text, p_rate_key text, p_direction text, p_number_type text, p_quantity bigint, p_sms_encoding text, p_billable_units bigint, p_occurred_at timestamp with time zone, p_hold_id uuid DEFAULT NULL::uuid, p_posted_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns usage_records language plpgsql
 --     record_usage.sql, body md5 52215ccfacc761922dfb2e22f757306e
+-- record_usages(p_usage_record_ids uuid[], p_company_ids text[], p_idempotency_keys text[], p_request_hashes bytea[], p_usage_types text[], p_rate_keys text[], p_directions text[], p_number_types text[], p_quantities bigint[], p_sms_encodings text[], p_billable_units bigint[], p_occurred_ats timestamp with time zone[], p_hold_ids uuid[]) returns TABLE(item integer, outcome text, error_state text, error_message text, record usage_records) language plpgsql
+--     record_usages.sql, body md5 398a0b11b707c15e7b912d6b5beb3a5e
 -- reject_ledger_mutation() returns trigger language plpgsql
 --     append_only.sql, body md5 73b183062f5452967ef36668a2036a60
 -- release_hold(p_company_id text, p_hold_id uuid) returns holds language plpgsql
@@ -462,7 +464,7 @@ CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, ev
 
 CREATE TRIGGER ledger_entries_append_only BEFORE DELETE OR UPDATE ON public.ledger_entries FOR EACH ROW EXECUTE FUNCTION reject_ledger_mutation();
 CREATE TRIGGER ledger_entries_balance_alerts AFTER INSERT ON public.ledger_entries FOR EACH ROW WHEN ((new.balance_before_nanos <> new.balance_after_nanos)) EXECUTE FUNCTION ledger_entries_balance_alerts();
-CREATE TRIGGER ledger_entries_monotonic_time BEFORE INSERT ON public.ledger_entries FOR EACH ROW EXECUTE FUNCTION ledger_entries_monotonic_time();
+CREATE TRIGGER ledger_entries_monotonic_time BEFORE INSERT ON public.ledger_entries FOR EACH ROW WHEN ((current_setting('billing.ledger_time_checked'::text, true) IS DISTINCT FROM 'on'::text)) EXECUTE FUNCTION ledger_entries_monotonic_time();
 CREATE TRIGGER ledger_entries_no_truncate BEFORE TRUNCATE ON public.ledger_entries FOR EACH STATEMENT EXECUTE FUNCTION reject_ledger_mutation();
 CREATE TRIGGER ledger_entries_note_recharge AFTER INSERT ON public.ledger_entries FOR EACH ROW WHEN ((new.entry_type = ANY (ARRAY['recharge_credit'::text, 'preload_credit'::text]))) EXECUTE FUNCTION note_recharge_credit();
 CREATE TRIGGER payment_cards_note_change AFTER INSERT OR DELETE ON public.payment_cards FOR EACH ROW EXECUTE FUNCTION note_card_change();
