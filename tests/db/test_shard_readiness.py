@@ -43,7 +43,7 @@ GLOBAL_READERS = {
     "service.recharge.attempts.next_due_in_s()": "recharge loop: when the next attempt of any company is due",
     # The metrics gauge of wallets below their minimum: a count over every company. On Citus a
     # multi-shard count (each shard counts, the coordinator adds), once per scrape.
-    "service.metrics._count_below_minimum()": "metrics gauge: wallets below their minimum",
+    "service.metrics._count_wallets()": "metrics gauges: wallets below their minimum, and the like",
     # The attempt's own id comes back from Stripe (metadata) and from the loop; these add company_id
     # (it is on every Attempt) before the move to Citus, to be routed instead of multi-shard.
     "service.recharge.attempts.note_call()": "by attempt id: a call counted",
