@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from service.domain.money import NANOS_PER_CENT, NANOS_PER_USD
+from service.security_config import SecurityConfig, SecurityConfigError, security_from_env
 
 
 class ConfigError(ValueError):
@@ -55,6 +56,8 @@ class Config:
     recharge_unknown_retry_backoff_s: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0)
     # How long a process owns an attempt it claimed; provider calls are cut off well inside it.
     recharge_lease_s: float = 60.0
+    # Authentication, reflection, TLS and mTLS (service/security_config.py).
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -227,10 +230,15 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             "BILLING_RECHARGE_AMOUNT_MAX_USD is below BILLING_RECHARGE_AMOUNT_MIN_USD "
             f"({_dollars(amount_max)} < {_dollars(amount_min)})"
         )
+    grpc_host = _get(env, "BILLING_GRPC_HOST") or "127.0.0.1"
+    try:
+        security = security_from_env(lambda name: _get(env, name), grpc_host)
+    except SecurityConfigError as error:
+        raise ConfigError(str(error)) from None
     return Config(
         database_url=_database_url(env),
         pgdata=Path(_get(env, "BILLING_PGDATA") or ".pgdata"),
-        grpc_host=_get(env, "BILLING_GRPC_HOST") or "127.0.0.1",
+        grpc_host=grpc_host,
         grpc_port=grpc_port,
         db_pool_min_size=pool_min,
         db_pool_max_size=pool_max,
@@ -253,4 +261,5 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         recharge_lease_s=_seconds(env, "BILLING_RECHARGE_LEASE_S", 60.0, 1.0, 86400.0),
         recharge_amount_min_nanos=amount_min,
         recharge_amount_max_nanos=amount_max,
+        security=security,
     )

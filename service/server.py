@@ -19,9 +19,12 @@ from consofta.billing.v1 import (
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service.api.access_interceptor import AccessInterceptor
+from service.api.auth import Authenticator
 from service.api.interceptors import EdgeInterceptor
 from service.api.reflection import enable_reflection
 from service.api.settings_servicer import SettingsServicer
+from service.api.transport import CertificateFiles, bind, check_exposure
 from service.api.usage_servicer import UsageServicer
 from service.api.wallet_servicer import WalletServicer
 from service.app.events import EventNotifier
@@ -67,6 +70,8 @@ class BillingServer:
     recharge: RechargeLoop | None = None
     # None when no webhook secret is configured (the sandbox provider sends no webhooks).
     webhooks: WebhookServer | None = None
+    # The TLS certificate files, re-read when they change on disk or on SIGHUP; None without TLS.
+    certificates: CertificateFiles | None = None
     # Background work (the recharge loop...) registers here how to stop taking new work; each hook
     # runs on shutdown after health goes NOT_SERVING and before the gRPC server stops.
     background_stops: list[StopHook] = field(default_factory=list)
@@ -133,6 +138,7 @@ class BillingServer:
 
 async def start_server(config: Config, database_url: str | None = None) -> BillingServer:
     """Start everything; `database_url` overrides the config (tests pass their own database)."""
+    check_exposure(config)
     embedded = None
     if database_url is None:
         database_url, embedded = await open_database(config)
@@ -153,7 +159,13 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         raise
 
     edge = EdgeInterceptor()
-    server = grpc.aio.server(interceptors=[edge])
+    security = config.security
+    access = AccessInterceptor(
+        Authenticator(pool, security.client_identities) if security.auth_required else None,
+        reflection_needs_auth=security.reflection == "authenticated",
+    )
+    # The edge first: a call refused by `access` still gets its log line, metrics and rich status.
+    server = grpc.aio.server(interceptors=[edge, access])
     usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool), server)
     wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool, events), server)
     provider = make_provider(config)
@@ -163,8 +175,10 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
     )
     health = DatabaseHealth(pool, SERVICE_NAMES, config.health_probe_interval_s)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
-    enable_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
-    port = server.add_insecure_port(f"{config.grpc_host}:{config.grpc_port}")
+    if security.reflection != "off":
+        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+        enable_reflection((*SERVICE_NAMES, health_name), server)
+    port, certificates = bind(server, config)
     metrics = None
     if config.metrics_port is not None:
         metrics = MetricsServer(ServerGauges(pool, lambda: pool.waiting, database_url))
@@ -186,6 +200,9 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         metrics_port=None if metrics is None else metrics.port,
         embedded_postgres=embedded is not None,
         stripe="configured" if config.stripe_secret_key else "sandbox",
+        auth=security.auth,
+        tls="mtls" if security.mtls else "tls" if security.tls else "off",
+        reflection=security.reflection,
     )
     running = BillingServer(
         config,
@@ -198,6 +215,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         events=events,
         metrics=metrics,
         edge=edge,
+        certificates=certificates,
     )
     try:
         settings = LoopSettings.from_config(config)
@@ -226,6 +244,9 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if app.certificates is not None:
+        # Rotation is picked up by itself; SIGHUP forces a re-read (e.g. where mtimes are coarse).
+        loop.add_signal_handler(signal.SIGHUP, app.certificates.reload)
     try:
         await stop.wait()
     finally:

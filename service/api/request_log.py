@@ -13,6 +13,8 @@ import grpc
 import structlog
 from grpc.aio import ServicerContext
 
+from service.api.auth import log_fields
+
 log = structlog.get_logger("rpc")
 
 REQUEST_ID_KEY = "x-request-id"
@@ -46,6 +48,8 @@ def write_line(
     }
     if company_id:
         fields["company_id"] = company_id
+    # The caller: `principal`, or `auth: off` while authentication is off.
+    fields.update(log_fields())
     if code in _ERROR_CODES:
         log.error("rpc", **fields)
     else:

@@ -11,6 +11,7 @@ import asyncpg
 from consofta.billing.v1 import wallet_service_pb2, wallet_service_pb2_grpc
 from grpc.aio import ServicerContext
 
+from service.api.auth import audit_principal_id
 from service.api.validation import (
     Violations,
     check_company_id,
@@ -42,8 +43,6 @@ from service.app.holds import (
 )
 from service.app.transactions import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, TransactionQuery, list_transactions
 from service.app.wallets import create_wallet, get_wallet
-
-DEFAULT_ACTOR = "api"
 
 
 def parse_uuid(v: Violations, value: str, field: str) -> uuid.UUID | None:
@@ -131,7 +130,8 @@ class WalletServicer(WalletReporting, wallet_service_pb2_grpc.WalletServiceServi
         kind = CREDIT_KINDS.domain(request.kind)
         if kind is None:
             v.add("kind", f"must be {CREDIT_KINDS.choices()}")
-        actor = request.actor or DEFAULT_ACTOR
+        # `actor` is who the credit is on behalf of; the principal is recorded beside it, always.
+        actor = request.actor or audit_principal_id()
         if not v.items:
             for violation in credit_violations(amount_nanos, request.reason, actor):
                 v.add(violation.field, violation.description)
@@ -145,6 +145,7 @@ class WalletServicer(WalletReporting, wallet_service_pb2_grpc.WalletServiceServi
             request.request_id,
             credit_kind,
             actor,
+            principal_id=audit_principal_id(),
         )
         return wallet_service_pb2.CreditWalletResponse(
             transaction=transaction_message(credit.entry), replayed=credit.replayed

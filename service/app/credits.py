@@ -29,7 +29,8 @@ MAX_ACTOR_CHARS = 200
 _CREDIT_SQL = """
     select (c.credit).*, c.replayed, c.claimed_operation, c.claimed_hash
       from credit_wallet(p_company_id => $1, p_request_id => $2, p_request_hash => $3, p_entry_type => $4,
-                         p_amount_nanos => $5, p_reason => $6, p_actor => $7) c
+                         p_amount_nanos => $5, p_reason => $6, p_actor => $7,
+                         p_principal_id => $8) c
 """
 _ENTRY_SQL = """
     select sequence, entry_type, amount_nanos, balance_before_nanos, balance_after_nanos, created_at,
@@ -45,7 +46,10 @@ class Credit:
     kind: CreditKind
     amount_nanos: int
     reason: str
+    # Who the credit is on behalf of (CreditWallet.actor, the CLI's --actor).
     actor: str
+    # The authenticated caller that made it (`key:…`, `mtls:…`, `anonymous`, `cli:<user>`).
+    principal_id: str | None
     # The ledger entry the credit appended.
     entry: LedgerEntry
     replayed: bool
@@ -91,6 +95,7 @@ async def credit_wallet(
     request_id: str,
     kind: CreditKind = "manual_credit",
     actor: str = "api",
+    principal_id: str | None = None,
 ) -> Credit:
     """Credit a wallet once per (company, request id); a replay returns the stored credit."""
     violations = credit_violations(amount_nanos, reason, actor)
@@ -107,7 +112,15 @@ async def credit_wallet(
     async with pool.acquire() as conn:
         try:
             row = await conn.fetchrow(
-                _CREDIT_SQL, company_id, request_id, request.fingerprint, kind, amount_nanos, reason, actor
+                _CREDIT_SQL,
+                company_id,
+                request_id,
+                request.fingerprint,
+                kind,
+                amount_nanos,
+                reason,
+                actor,
+                principal_id,
             )
         except asyncpg.PostgresError as exc:
             raise_domain_error(exc, company_id)
@@ -123,6 +136,7 @@ async def credit_wallet(
         amount_nanos=row["amount_nanos"],
         reason=row["reason"],
         actor=row["actor"],
+        principal_id=row["principal_id"],
         entry=rows.ledger_entry(entry),
         replayed=row["replayed"],
     )
