@@ -23,7 +23,7 @@ from service.api.permissions import HEALTH_PREFIX, REFLECTION_PREFIX, authorize
 from service.domain.errors import BillingError, PermissionDenied
 from service.domain.principals import Principal
 
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]]
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable["grpc.RpcMethodHandler[Any, Any] | None"]]
 
 
 class AccessInterceptor(grpc.aio.ServerInterceptor):
