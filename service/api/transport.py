@@ -89,7 +89,9 @@ class CertificateFiles:
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(
             self._initial,
-            self.fetch,  # type: ignore[arg-type]  # gRPC takes None as "no change"; the stubs say otherwise require_client_authentication=self.client_ca_file is not None
+            # gRPC takes None as "no change"; its stubs say a configuration is always returned.
+            self.fetch,  # type: ignore[arg-type]
+            require_client_authentication=self.client_ca_file is not None,
         )
 
 

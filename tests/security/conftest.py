@@ -57,3 +57,7 @@ def bearer(secret: str) -> tuple[tuple[str, str], ...]:
 async def channel(secure_app: BillingServer) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{secure_app.port}") as opened:
         yield opened
+
+
+# The canonical line is logged at info: the ops tests' fixture that turns it on, shared here.
+from tests.ops.conftest import info_logs  # noqa: E402, F401
