@@ -15,7 +15,17 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from service.domain.money import NANOS_PER_CENT, NANOS_PER_USD
-from service.security_config import SecurityConfig, SecurityConfigError, security_from_env
+
+# The security settings are part of the configuration: other layers import them from here.
+from service.security_config import (
+    SecurityConfig,
+    SecurityConfigError,
+    exposure_problem,
+    is_loopback,
+    security_from_env,
+)
+
+__all__ = ["Config", "ConfigError", "SecurityConfig", "exposure_problem", "is_loopback", "load_config"]
 
 
 class ConfigError(ValueError):

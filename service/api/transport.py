@@ -17,10 +17,13 @@ from pathlib import Path
 import grpc
 import structlog
 
-from service.config import Config, ConfigError
-from service.security_config import SecurityConfig, exposure_problem, is_loopback
+from service.config import Config, ConfigError, SecurityConfig, exposure_problem, is_loopback
 
 log = structlog.get_logger(__name__)
+
+AUTH_OFF_WARNING = (
+    "authentication is OFF: every caller may call every RPC, and each call's line says auth=off"
+)
 
 Stamp = tuple[tuple[int, int, int], ...]
 
@@ -113,7 +116,7 @@ def check_exposure(config: Config) -> None:
         raise ConfigError(problem)
     if not security.auth_required:
         log.warning(
-            "authentication is OFF: every caller may call every RPC, and each call's line says auth=off",
+            AUTH_OFF_WARNING,
             host=config.grpc_host,
             reason="BILLING_AUTH=off"
             if security.auth_explicit
