@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import grpc
@@ -35,7 +36,7 @@ async def _refusal(call: object) -> tuple[grpc.StatusCode, str, str]:
     return error.code, error.message, error.reason
 
 
-def _get(channel: grpc.aio.Channel, company: str, metadata: tuple[tuple[str, str], ...] = ()) -> object:
+def _get(channel: grpc.aio.Channel, company: str, metadata: tuple[tuple[str, str], ...] = ()) -> Any:
     stub = wallet_service_pb2_grpc.WalletServiceStub(channel)
     return stub.GetWallet(wallet_service_pb2.GetWalletRequest(company_id=company), metadata=metadata)
 

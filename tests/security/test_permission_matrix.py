@@ -11,6 +11,7 @@ import asyncio
 import importlib
 import pkgutil
 from dataclasses import dataclass
+from typing import Any
 
 import consofta.billing.v1 as billing_v1
 import grpc
@@ -104,17 +105,16 @@ async def _code(channel: grpc.aio.Channel, case: Case, secret: str) -> grpc.Stat
     if case.all_companies:
         fields["all_companies"] = True
     request = request_class(**fields)
-    kwargs = {
-        "request_serializer": request_class.SerializeToString,
-        "response_deserializer": response_class.FromString,
-    }
+    serialize: Any = request_class.SerializeToString
+    deserialize: Any = response_class.FromString
     try:
         if descriptor.server_streaming:
-            call = channel.unary_stream(case.method, **kwargs)(request, metadata=bearer(secret), timeout=2)
-            async for _ in call:
+            stream: Any = channel.unary_stream(case.method, serialize, deserialize)
+            async for _ in stream(request, metadata=bearer(secret), timeout=2):
                 pass
         else:
-            await channel.unary_unary(case.method, **kwargs)(request, metadata=bearer(secret), timeout=5)
+            unary: Any = channel.unary_unary(case.method, serialize, deserialize)
+            await unary(request, metadata=bearer(secret), timeout=5)
     except grpc.aio.AioRpcError as error:
         return error.code()
     return grpc.StatusCode.OK
