@@ -166,7 +166,13 @@ async def apply_outcome(
         if outcome is Outcome.UNKNOWN and error:
             payload["error"] = error
         await emit(conn, attempt.company_id, event_type, payload)
-    if transition.pause is not None:
+    pause = transition.pause
+    if pause is not None and not await _card_still_on_file(conn, attempt):
+        # The decline is about a card the company has since removed or replaced: the removal paused
+        # auto-recharge with its own reason, and a replacement card deserves its own try. Pausing
+        # here would overwrite that reason with news about a card nobody will charge again.
+        pause = None
+    if pause is not None:
         await conn.execute(
             """
             update billing_settings
@@ -174,14 +180,14 @@ async def apply_outcome(
              where company_id = $1
             """,
             attempt.company_id,
-            transition.pause.value,
+            pause.value,
         )
         await emit(
             conn,
             attempt.company_id,
             "recharge_paused",
             {
-                "reason": transition.pause.value,
+                "reason": pause.value,
                 "attempt_id": str(attempt.attempt_id),
                 "kind": attempt.kind.value,
             },
@@ -193,9 +199,19 @@ async def apply_outcome(
         outcome=outcome.value,
         status=new_status.value,
         payment_intent_id=payment_intent_id,
-        pause=transition.pause.value if transition.pause else None,
+        pause=pause.value if pause else None,
     )
     return Recorded(attempt.company_id, new_status, changed=True, credited=credited)
+
+
+async def _card_still_on_file(conn: Conn, attempt: Attempt) -> bool:
+    # The settings row lock orders this against a card removal or replacement (which change the
+    # settings in the same transaction), so the card read next is the one the pause would apply to.
+    await conn.execute("select 1 from billing_settings where company_id = $1 for update", attempt.company_id)
+    current = await conn.fetchval(
+        "select payment_method_id from payment_cards where company_id = $1", attempt.company_id
+    )
+    return bool(current == attempt.payment_method_id)
 
 
 async def _credit(conn: Conn, attempt: Attempt, payment_intent_id: str, charged_cents: int | None) -> None:
