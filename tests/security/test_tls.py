@@ -230,3 +230,19 @@ async def test_a_certificate_rotated_on_disk_is_served_without_a_restart(
     assert await reaches(new)
     assert not await reaches(old)
     assert tls_app.certificates.loads == loads + 1
+
+
+def test_sighup_forces_a_reread_and_a_half_written_pair_is_not_taken(pki: Pki) -> None:
+    from service.api.transport import CertificateFiles
+
+    files = CertificateFiles(pki.cert_file, pki.key_file, pki.ca_file)
+    assert files.fetch() is None  # nothing changed
+    files.reload()  # what SIGHUP calls
+    assert files.fetch() is not None and files.loads == 2
+    assert files.fetch() is None
+    # The new certificate is in place but its key is not yet: keep serving the old pair.
+    new = leaf(trustme.CA(), "localhost", "127.0.0.1")
+    pki.cert_file.write_bytes(new.cert)
+    assert files.fetch() is None and files.loads == 2
+    pki.key_file.write_bytes(new.key)
+    assert files.fetch() is not None and files.loads == 3
