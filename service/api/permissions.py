@@ -27,8 +27,9 @@ class _AllCompanies:
 
 
 ALL_COMPANIES: Final = _AllCompanies()
-# The company a request touches (its company_id), or ALL_COMPANIES.
-Target = str | _AllCompanies
+# The company a request touches (its company_id), the companies it touches (a batch: each item's), or
+# ALL_COMPANIES.
+Target = str | tuple[str, ...] | _AllCompanies
 
 
 def company_of(request: Any) -> Target:
@@ -126,9 +127,10 @@ def authorize(principal: Principal, method: str, request: Any) -> None:
                 metadata={"role": principal.role.value, "method": method},
             )
         return
-    # An empty company id touches no company: the servicer reports it as INVALID_ARGUMENT.
-    if target and not principal.may_touch(target):
-        raise PermissionDenied(
-            f"this principal may not act for company {target[:64]!r}",
-            metadata={"company_id": target[:64]},
-        )
+    for company in (target,) if isinstance(target, str) else target:
+        # An empty company id touches no company: the servicer reports it as INVALID_ARGUMENT.
+        if company and not principal.may_touch(company):
+            raise PermissionDenied(
+                f"this principal may not act for company {company[:64]!r}",
+                metadata={"company_id": company[:64]},
+            )

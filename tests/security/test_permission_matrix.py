@@ -180,3 +180,17 @@ async def test_reflection_lists_the_contract_services_for_a_principal_only(
     assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
     services = await listed(bearer(await make_key("usage-writer", ["acme"])))
     assert set(SERVICE_NAMES) <= services
+
+
+def test_a_request_over_several_companies_needs_every_one_in_scope() -> None:
+    from service.api.permissions import Rule
+
+    batch = "/consofta.billing.v1.UsageService/SomeBatch"
+    PERMISSIONS[batch] = Rule(frozenset({Role.USAGE_WRITER}), target=lambda request: tuple(request))
+    try:
+        writer = Principal("key:w", Grant(Role.USAGE_WRITER, frozenset({"a", "b"})))
+        authorize(writer, batch, ["a", "b", "a"])
+        with pytest.raises(PermissionDenied, match="'c'"):
+            authorize(writer, batch, ["a", "c"])
+    finally:
+        del PERMISSIONS[batch]
