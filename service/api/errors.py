@@ -16,6 +16,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from service.domain.errors import (
     Aborted,
     AlreadyExists,
+    ApprovalRequired,
     BillingError,
     FailedPrecondition,
     InvalidArgument,
@@ -39,6 +40,7 @@ _CODES: list[tuple[type[BillingError], grpc.StatusCode]] = [
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (ApprovalRequired, grpc.StatusCode.PERMISSION_DENIED),
 ]
 
 

@@ -86,8 +86,9 @@ PERMISSIONS: Final[dict[str, Rule]] = {
     _WALLET + "GetStatement": _rule(*READERS),
     _WALLET + "ExportWalletTransactions": _rule(*READERS),
     _SETTINGS + "GetBillingSettings": _rule(*READERS),
-    # The company's own billing settings and card are changed from its dashboard.
-    _SETTINGS + "UpdateBillingSettings": _rule(D),
+    # The company's own billing settings are changed from its dashboard; finance raises a minimum or a
+    # cap above its approval level (service/domain/settings.py), which the dashboard may not.
+    _SETTINGS + "UpdateBillingSettings": _rule(D, F),
     _SETTINGS + "ListSettingsChanges": _rule(*READERS),
     # The SetupIntent's client secret goes to the dashboard's Stripe.js and nowhere else.
     _SETTINGS + "StartCardSetup": _rule(D),

@@ -11,12 +11,13 @@ from consofta.billing.v1 import settings_service_pb2_grpc
 from google.type.money_pb2 import Money
 from grpc.aio import ServicerContext
 
-from service.api.auth import audit_principal_id
+from service.api.auth import audit_principal_id, current_principal
 from service.api.validation import Violations, check_company_id, check_request_key
 from service.api.wire.money import MoneyError, nanos_of
 from service.api.wire.settings import card_message, change_message, settings_message
 from service.app import cards
 from service.app.settings import (
+    DEFAULT_APPROVAL_LEVELS,
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
     get_settings,
@@ -29,6 +30,7 @@ from service.domain.settings import (
     MONEY_FIELDS,
     MONTHLY_RECHARGE_CAP,
     WRITABLE_FIELDS,
+    ApprovalLevels,
     RechargeBounds,
 )
 from service.payments.provider import PaymentProvider
@@ -123,10 +125,17 @@ def parse_update(v: Violations, request: pb.UpdateBillingSettingsRequest) -> dic
 
 
 class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
-    def __init__(self, pool: asyncpg.Pool, provider: PaymentProvider, bounds: RechargeBounds) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        provider: PaymentProvider,
+        bounds: RechargeBounds,
+        approval: ApprovalLevels = DEFAULT_APPROVAL_LEVELS,
+    ) -> None:
         self._pool = pool
         self._provider = provider
         self._bounds = bounds
+        self._approval = approval
 
     async def GetBillingSettings(
         self, request: pb.GetBillingSettingsRequest, context: ServicerContext[Any, Any]
@@ -146,6 +155,7 @@ class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
         actor = actor_of(v, context)
         changes = parse_update(v, request)
         v.raise_if_any()
+        principal = current_principal()
         applied = await update_settings(
             self._pool,
             request.company_id,
@@ -154,6 +164,9 @@ class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
             actor,
             self._bounds,
             principal_id=audit_principal_id(),
+            approval=self._approval,
+            # The caller's role; None while authentication is off (see may_raise_above_approval_level).
+            roles=None if principal is None else frozenset({principal.role.value}),
         )
         return pb.UpdateBillingSettingsResponse(
             settings=settings_message(applied.result), replayed=applied.replayed

@@ -139,7 +139,8 @@ async def apply_outcome(
     if new_status is Status.SUCCEEDED:
         assert payment_intent_id is not None, "a succeeded charge always has a PaymentIntent"
         charged_cents = result.amount_cents if result is not None else None
-        await _credit(conn, attempt, payment_intent_id, charged_cents)
+        sandbox = result is not None and result.sandbox
+        await _credit(conn, attempt, payment_intent_id, charged_cents, sandbox=sandbox)
         credited = True
     elif event_type is not None:
         payload: dict[str, Any] = {
@@ -214,7 +215,9 @@ async def _card_still_on_file(conn: Conn, attempt: Attempt) -> bool:
     return bool(current == attempt.payment_method_id)
 
 
-async def _credit(conn: Conn, attempt: Attempt, payment_intent_id: str, charged_cents: int | None) -> None:
+async def _credit(
+    conn: Conn, attempt: Attempt, payment_intent_id: str, charged_cents: int | None, *, sandbox: bool
+) -> None:
     """Credit the wallet for a succeeded PaymentIntent (append_ledger_entry(), then the event), in the
     caller's transaction.
 
@@ -234,6 +237,11 @@ async def _credit(conn: Conn, attempt: Attempt, payment_intent_id: str, charged_
     entry_type = "preload_credit" if attempt.kind is Kind.PRELOAD else "recharge_credit"
     what = "Pre-load" if attempt.kind is Kind.PRELOAD else "Auto-recharge"
     description = f"{what} from {card_label(attempt.card_brand, attempt.card_last4)}"
+    reference = payment_intent_id
+    if sandbox:
+        # No money was taken: whoever reads the ledger or a statement must see it.
+        description += " (sandbox: no money taken)"
+        reference = payment_intent_id if "sandbox" in payment_intent_id else f"sandbox:{payment_intent_id}"
     entry = await conn.fetchrow(
         """
         select sequence, balance_after_nanos
@@ -243,7 +251,7 @@ async def _credit(conn: Conn, attempt: Attempt, payment_intent_id: str, charged_
         attempt.company_id,
         entry_type,
         amount_nanos,
-        payment_intent_id,
+        reference,
         description,
         attempt.attempt_id,
     )

@@ -40,6 +40,7 @@ async def billing(db_url: str, fake: FakeStripe) -> AsyncIterator[BillingServer]
         grpc_host="127.0.0.1",
         grpc_port=0,
         webhook_port=0,
+        payment_provider="stripe",
         stripe_secret_key=fake.api_key,
         stripe_webhook_secret=DEFAULT_WEBHOOK_SECRET,
         stripe_api_base=fake.url,
