@@ -206,3 +206,28 @@ async def test_a_scoped_key_changes_nothing_of_another_company(
     assert await pool.fetchval("select count(*) from ledger_entries where company_id = 'co-b'") == before
     assert await pool.fetchval("select count(*) from settings_changes where company_id = 'co-b'") == 0
     assert await pool.fetchval("select count(*) from idempotency_keys where company_id = 'co-b'") == 1
+
+
+async def test_a_limit_above_the_approval_level_needs_finance_not_the_dashboard(
+    secure_app: BillingServer, channel: grpc.aio.Channel, make_key: MakeKey
+) -> None:
+    await _company(channel, await make_key("admin"), "acme")
+    settings = settings_service_pb2_grpc.SettingsServiceStub(channel)
+
+    def raise_minimum(request_id: str, secret: str) -> Any:
+        return settings.UpdateBillingSettings(
+            settings_service_pb2.UpdateBillingSettingsRequest(
+                company_id="acme",
+                request_id=request_id,
+                settings=settings_service_pb2.BillingSettings(
+                    minimum_balance=money_pb2.Money(currency_code="USD", units=100_000)
+                ),
+                update_mask=FieldMask(paths=["minimum_balance"]),
+            ),
+            metadata=bearer(secret),
+        )
+
+    code, _, reason = await _refusal(raise_minimum("m1", await make_key("dashboard", ["acme"])))
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "APPROVAL_REQUIRED")
+    applied = await raise_minimum("m2", await make_key("finance", ["acme"]))
+    assert applied.settings.minimum_balance.units == 100_000

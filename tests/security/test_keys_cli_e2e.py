@@ -56,8 +56,12 @@ async def test_keys_roles_scope_and_revocation_across_two_replicas(db_url: str, 
     writer_id, writer = await create_key(db_url, "--name", "metering", "--role", "usage-writer")
     _, dashboard = await create_key(db_url, "--name", "dash-a", "--role", "dashboard", "--company", "co-a")
     _, admin = await create_key(db_url, "--name", "ops", "--role", "admin")
-    env = {"DATABASE_URL": db_url, "BILLING_AUTH": "required", "BILLING_PAYMENT_PROVIDER": "sandbox",
-           "BILLING_ALLOW_SANDBOX": "1"}
+    env = {
+        "DATABASE_URL": db_url,
+        "BILLING_AUTH": "required",
+        "BILLING_PAYMENT_PROVIDER": "sandbox",
+        "BILLING_ALLOW_SANDBOX": "1",
+    }
     replicas = [ServiceProcess(env, tmp_path / f"replica{i}.log") for i in (1, 2)]
     try:
         for replica in replicas:
