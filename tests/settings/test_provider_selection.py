@@ -25,7 +25,7 @@ from tests.support.rpc import rich_error
 
 
 async def test_without_a_key_the_server_uses_the_sandbox_and_warns_once(db_url: str) -> None:
-    config = replace(load_config({}), grpc_host="127.0.0.1", grpc_port=0)
+    config = replace(load_config({}), grpc_host="127.0.0.1", grpc_port=0, metrics_port=0)
     assert config.stripe_secret_key == ""
     with every_log_line() as captured:
         app = await start_server(config, database_url=db_url)

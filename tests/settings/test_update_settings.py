@@ -307,7 +307,7 @@ async def test_update_is_idempotent_under_its_request_id(
 
 async def test_recharge_bounds_come_from_the_deployment_config(db_url: str) -> None:
     env = {"BILLING_RECHARGE_AMOUNT_MIN_USD": "20.00", "BILLING_RECHARGE_AMOUNT_MAX_USD": "500"}
-    config = replace(load_config(env), grpc_host="127.0.0.1", grpc_port=0)
+    config = replace(load_config(env), grpc_host="127.0.0.1", grpc_port=0, metrics_port=0)
     app = await start_server(config, database_url=db_url)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:

@@ -92,7 +92,9 @@ async def test_a_server_restart_changes_nothing_for_a_resuming_consumer(
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
     all_reader.cancel()
 
-    config = replace(load_config({}), grpc_host="127.0.0.1", grpc_port=0, health_probe_interval_s=0.2)
+    config = replace(
+        load_config({}), grpc_host="127.0.0.1", grpc_port=0, metrics_port=0, health_probe_interval_s=0.2
+    )
     restarted = await start_server(config, database_url=db_url)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{restarted.port}") as channel:
