@@ -116,9 +116,9 @@ async def main() -> None:
                         args,
                         f"{auth}-{round_number}",
                     )
-                    rates[auth].append(result.rate)
+                    rates[auth].append(result.events_per_s)
                     print(
-                        f"round {round_number + 1} auth={auth:<8} {result.rate:8.0f} RecordUsage/s   "
+                        f"round {round_number + 1} auth={auth:<8} {result.events_per_s:8.0f} RecordUsage/s   "
                         f"p50 {result.quantile_ms(0.5):6.2f} ms   p99 {result.quantile_ms(0.99):6.2f} ms",
                         flush=True,
                     )

@@ -32,6 +32,11 @@ class ConfigError(ValueError):
     """One bad setting; str() is the one-line message shown to the operator."""
 
 
+class StartupError(Exception):
+    """A setting that cannot be honoured at start (a port taken, a data folder in use): str() is one line
+    naming the setting; the command exits 2 after stopping whatever it had started."""
+
+
 @dataclass(frozen=True)
 class RechargeCeilings:
     """Limits on automatic charges that no company setting can lift (deployment configuration)."""
@@ -84,6 +89,13 @@ class Config:
     recharge_lease_s: float = 60.0
     # Authentication, reflection, TLS and mTLS (service/security_config.py).
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    # Server processes `serve` runs on the gRPC port (service/supervisor.py); 1 serves in this process.
+    grpc_workers: int = 1
+    # Group commit of RecordUsage (service/app/usage_batcher.py): the most usages in one transaction,
+    # the most waiting, and how many transactions may be in flight at once.
+    usage_batch_max: int = 1000
+    usage_queue_max: int = 20_000
+    usage_flushers: int = 2
     # ---- payments, ceilings and listeners (abuse bounds) ----
     # "stripe" or "sandbox", chosen by BILLING_PAYMENT_PROVIDER; only the embedded database (no
     # DATABASE_URL) implies the sandbox, which is what load_config({}) gives.
@@ -183,6 +195,29 @@ def _usd_nanos(env: Mapping[str, str], name: str, default_nanos: int) -> int:
 def _dollars(amount_nanos: int) -> str:
     cents = amount_nanos // NANOS_PER_CENT
     return f"${cents // 100}.{cents % 100:02d}"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), which may be fewer than the machine has."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def grpc_workers(raw: str | None, name: str = "BILLING_GRPC_WORKERS") -> int:
+    """A number of server processes: 1-64, or `auto` for one per usable core; unset means 1."""
+    if raw is None:
+        return 1
+    if raw.strip().lower() == "auto":
+        return min(usable_cores(), 64)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number or 'auto'") from None
+    if not 1 <= value <= 64:
+        raise ConfigError(f"{name}={value} is out of range (1-64, or 'auto')")
+    return value
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -384,6 +419,10 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         recharge_amount_min_nanos=amount_min,
         recharge_amount_max_nanos=amount_max,
         security=security,
+        grpc_workers=grpc_workers(_get(env, "BILLING_GRPC_WORKERS")),
+        usage_batch_max=_int(env, "BILLING_USAGE_BATCH_MAX", 1000, 1, 10_000),
+        usage_queue_max=_int(env, "BILLING_USAGE_QUEUE_MAX", 20_000, 1000, 1_000_000),
+        usage_flushers=_int(env, "BILLING_USAGE_FLUSHERS", 2, 1, 16),
         # ---- payments, ceilings and listeners ----
         payment_provider=payment_provider,
         allow_sandbox=_flag(env, "BILLING_ALLOW_SANDBOX"),

@@ -36,6 +36,11 @@ def company_of(request: Any) -> Target:
     return str(request.company_id)
 
 
+def _batch_target(request: Any) -> Target:
+    # Every item's company must be in scope: one item for another company refuses the whole call.
+    return tuple(str(item.company_id) for item in request.items)
+
+
 def _watch_target(request: Any) -> Target:
     return ALL_COMPANIES if request.all_companies else str(request.company_id)
 
@@ -66,6 +71,7 @@ _SETTINGS = "/consofta.billing.v1.SettingsService/"
 PERMISSIONS: Final[dict[str, Rule]] = {
     # Metering services record what was used; nothing else writes usage.
     _USAGE + "RecordUsage": _rule(W),
+    _USAGE + "RecordUsageBatch": _rule(W, target=_batch_target),
     _USAGE + "ListUsageRecords": _rule(*READERS),
     _USAGE + "GetUsageSummary": _rule(*READERS),
     # Metering services price before they act (and show a price to their users).
@@ -78,9 +84,13 @@ PERMISSIONS: Final[dict[str, Rule]] = {
     _WALLET + "ListWalletTransactions": _rule(*READERS),
     # Money in by hand: finance only (the dashboard's card flow recharges through Stripe instead).
     _WALLET + "CreditWallet": _rule(F),
+    # The corrections: money out by hand, and taking back (part of) a usage charge.
+    _WALLET + "DebitWallet": _rule(F),
+    _WALLET + "VoidUsageRecord": _rule(F),
     # Holds belong to the metering flow: reserve before a call, release when it does not happen.
     _WALLET + "AuthorizeUsage": _rule(W),
     _WALLET + "ReleaseHold": _rule(W),
+    _WALLET + "ExtendHold": _rule(W),
     # One company's events for its dashboard; every company's only for operators (and admin).
     _WALLET + "WatchWalletEvents": _rule(*READERS, target=_watch_target, all_companies=(OPS,)),
     _WALLET + "GetStatement": _rule(*READERS),

@@ -14,7 +14,8 @@ import structlog
 from grpc.aio import ServicerContext
 
 from service.api.auth import log_fields
-from service.api.validation import COMPANY_ID
+from service.domain.ids import COMPANY_ID
+from service.tracing import trace_id as current_trace_id
 
 log = structlog.get_logger("rpc")
 
@@ -64,6 +65,9 @@ def write_line(
         fields["company_id"] = company_id
     # The caller: `principal`, or `auth: off` while authentication is off.
     fields.update(log_fields())
+    trace_id = current_trace_id()
+    if trace_id is not None:
+        fields["trace_id"] = trace_id
     if code in _ERROR_CODES:
         log.error("rpc", **fields)
     else:

@@ -26,6 +26,16 @@ create table api_keys (
     constraint api_keys_secret_sha256_key UNIQUE (secret_sha256)
 );
 
+create table balance_alert_thresholds (
+    company_id text not null,
+    threshold_nanos bigint not null,
+    below boolean not null,
+    created_at timestamp with time zone default now() not null,
+    constraint balance_alert_thresholds_company_id_fkey FOREIGN KEY (company_id) REFERENCES wallets(company_id),
+    constraint balance_alert_thresholds_pkey PRIMARY KEY (company_id, threshold_nanos),
+    constraint balance_alert_thresholds_threshold_nanos_check CHECK ((threshold_nanos >= 0))
+);
+
 create table billing_settings (
     company_id text not null,
     recharge_amount_nanos bigint default '50000000000'::bigint not null,
@@ -37,12 +47,17 @@ create table billing_settings (
     updated_at timestamp with time zone default now() not null,
     recharge_blocked_by_cap_at timestamp with time zone,
     auto_recharge_paused_at timestamp with time zone,
+    recharge_mode text default 'fixed_amount'::text not null,
+    target_balance_nanos bigint,
     recharge_limited_at timestamp with time zone,
     constraint billing_settings_company_id_fkey FOREIGN KEY (company_id) REFERENCES companies(company_id),
     constraint billing_settings_monthly_recharge_cap_nanos_check CHECK (((monthly_recharge_cap_nanos IS NULL) OR ((monthly_recharge_cap_nanos > 0) AND ((monthly_recharge_cap_nanos % (10000000)::bigint) = 0)))),
     constraint billing_settings_pkey PRIMARY KEY (company_id),
     constraint billing_settings_preload_amount_nanos_check CHECK (((preload_amount_nanos >= 0) AND ((preload_amount_nanos % (10000000)::bigint) = 0))),
-    constraint billing_settings_recharge_amount_nanos_check CHECK (((recharge_amount_nanos > 0) AND ((recharge_amount_nanos % (10000000)::bigint) = 0)))
+    constraint billing_settings_recharge_amount_nanos_check CHECK (((recharge_amount_nanos > 0) AND ((recharge_amount_nanos % (10000000)::bigint) = 0))),
+    constraint billing_settings_recharge_mode_check CHECK ((recharge_mode = ANY (ARRAY['fixed_amount'::text, 'top_up_to_target'::text]))),
+    constraint billing_settings_target_balance_nanos_check CHECK (((target_balance_nanos IS NULL) OR ((target_balance_nanos > 0) AND ((target_balance_nanos % (10000000)::bigint) = 0)))),
+    constraint billing_settings_top_up_has_target CHECK (((recharge_mode <> 'top_up_to_target'::text) OR (target_balance_nanos IS NOT NULL)))
 );
 
 create table companies (
@@ -51,9 +66,29 @@ create table companies (
     create_request_id text not null,
     created_at timestamp with time zone default now() not null,
     constraint companies_company_id_check CHECK ((company_id ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'::text)),
-    constraint companies_create_request_id_key UNIQUE (create_request_id),
     constraint companies_display_name_check CHECK ((length(display_name) <= 200)),
     constraint companies_pkey PRIMARY KEY (company_id)
+);
+
+create table hold_extensions (
+    company_id text not null,
+    request_id text not null,
+    hold_id uuid not null,
+    requested_quantity bigint not null,
+    added_quantity bigint not null,
+    added_units bigint not null,
+    added_amount_nanos bigint not null,
+    affordable_quantity bigint not null,
+    expires_at timestamp with time zone not null,
+    created_at timestamp with time zone default now() not null,
+    constraint hold_extensions_added_amount_nanos_check CHECK ((added_amount_nanos >= 0)),
+    constraint hold_extensions_added_quantity_check CHECK ((added_quantity > 0)),
+    constraint hold_extensions_added_units_check CHECK ((added_units >= 0)),
+    constraint hold_extensions_affordable_quantity_check CHECK ((affordable_quantity >= 0)),
+    constraint hold_extensions_company_id_hold_id_fkey FOREIGN KEY (company_id, hold_id) REFERENCES holds(company_id, hold_id),
+    constraint hold_extensions_pkey PRIMARY KEY (company_id, request_id),
+    constraint hold_extensions_request_id_check CHECK (((length(request_id) >= 1) AND (length(request_id) <= 255))),
+    constraint hold_extensions_requested_quantity_check CHECK ((requested_quantity > 0))
 );
 
 create table holds (
@@ -73,17 +108,21 @@ create table holds (
     released_at timestamp with time zone,
     captured_at timestamp with time zone,
     usage_record_id uuid,
+    authorized_quantity bigint not null,
+    quantity_per_unit integer default 1 not null,
+    constraint holds_authorized_quantity_check CHECK ((authorized_quantity >= 0)),
     constraint holds_billable_units_check CHECK ((billable_units >= 0)),
     constraint holds_check CHECK ((amount_nanos = (billable_units * unit_price_nanos))),
     constraint holds_check1 CHECK (((state = 'captured'::text) = ((captured_at IS NOT NULL) AND (usage_record_id IS NOT NULL)))),
     constraint holds_check2 CHECK (((state = 'released'::text) = (released_at IS NOT NULL))),
     constraint holds_company_id_fkey FOREIGN KEY (company_id) REFERENCES wallets(company_id),
     constraint holds_company_id_request_id_key UNIQUE (company_id, request_id),
-    constraint holds_pkey PRIMARY KEY (hold_id),
+    constraint holds_pkey PRIMARY KEY (company_id, hold_id),
+    constraint holds_quantity_per_unit_check CHECK ((quantity_per_unit > 0)),
     constraint holds_request_id_check CHECK (((length(request_id) >= 1) AND (length(request_id) <= 255))),
     constraint holds_state_check CHECK ((state = ANY (ARRAY['active'::text, 'released'::text, 'captured'::text]))),
     constraint holds_unit_price_nanos_check CHECK ((unit_price_nanos >= 0)),
-    constraint holds_usage_record_id_fkey FOREIGN KEY (usage_record_id) REFERENCES usage_records(usage_record_id),
+    constraint holds_usage_record_id_fkey FOREIGN KEY (company_id, usage_record_id) REFERENCES usage_records(company_id, usage_record_id),
     constraint holds_usage_type_check CHECK ((usage_type = ANY (ARRAY['email'::text, 'call'::text, 'sms'::text])))
 );
 
@@ -114,11 +153,13 @@ create table ledger_entries (
     constraint ledger_entries_check1 CHECK (((entry_type <> 'usage_debit'::text) OR ((amount_nanos <= 0) AND (usage_record_id IS NOT NULL)))),
     constraint ledger_entries_check2 CHECK (((entry_type <> ALL (ARRAY['recharge_credit'::text, 'preload_credit'::text, 'manual_credit'::text])) OR (amount_nanos > 0))),
     constraint ledger_entries_company_id_fkey FOREIGN KEY (company_id) REFERENCES wallets(company_id),
-    constraint ledger_entries_entry_type_check CHECK ((entry_type = ANY (ARRAY['usage_debit'::text, 'recharge_credit'::text, 'preload_credit'::text, 'manual_credit'::text, 'adjustment'::text]))),
+    constraint ledger_entries_entry_type_check CHECK ((entry_type = ANY (ARRAY['usage_debit'::text, 'recharge_credit'::text, 'preload_credit'::text, 'manual_credit'::text, 'adjustment'::text, 'usage_void'::text, 'manual_debit'::text]))),
+    constraint ledger_entries_manual_debit_is_negative CHECK (((entry_type <> 'manual_debit'::text) OR (amount_nanos < 0))),
     constraint ledger_entries_pkey PRIMARY KEY (company_id, sequence),
-    constraint ledger_entries_recharge_attempt_id_fkey FOREIGN KEY (recharge_attempt_id) REFERENCES recharge_attempts(attempt_id),
+    constraint ledger_entries_recharge_attempt_id_fkey FOREIGN KEY (company_id, recharge_attempt_id) REFERENCES recharge_attempts(company_id, attempt_id),
     constraint ledger_entries_recharge_has_reference CHECK (((entry_type <> ALL (ARRAY['recharge_credit'::text, 'preload_credit'::text])) OR (reference IS NOT NULL))),
-    constraint ledger_entries_sequence_check CHECK ((sequence > 0))
+    constraint ledger_entries_sequence_check CHECK ((sequence > 0)),
+    constraint ledger_entries_usage_void_names_its_record CHECK (((entry_type <> 'usage_void'::text) OR ((amount_nanos > 0) AND (usage_record_id IS NOT NULL))))
 );
 
 create table payment_cards (
@@ -145,8 +186,7 @@ create table payment_customers (
     open_setup_intent_id text,
     setup_generation integer default 0 not null,
     constraint payment_customers_company_id_fkey FOREIGN KEY (company_id) REFERENCES companies(company_id),
-    constraint payment_customers_pkey PRIMARY KEY (company_id),
-    constraint payment_customers_provider_customer_id_key UNIQUE (provider_customer_id)
+    constraint payment_customers_pkey PRIMARY KEY (company_id)
 );
 
 create table rate_card_rates (
@@ -166,7 +206,6 @@ create table rate_cards (
     effective_from timestamp with time zone not null,
     created_at timestamp with time zone default now() not null,
     constraint rate_cards_company_id_effective_from_key UNIQUE NULLS NOT DISTINCT (company_id, effective_from),
-    constraint rate_cards_company_id_fkey FOREIGN KEY (company_id) REFERENCES companies(company_id),
     constraint rate_cards_company_id_version_key UNIQUE NULLS NOT DISTINCT (company_id, version),
     constraint rate_cards_pkey PRIMARY KEY (rate_card_id),
     constraint rate_cards_version_check CHECK ((version > 0))
@@ -199,8 +238,8 @@ create table recharge_attempts (
     constraint recharge_attempts_check CHECK (((status = ANY (ARRAY['pending'::text, 'processing'::text])) = (settled_at IS NULL))),
     constraint recharge_attempts_company_id_fkey FOREIGN KEY (company_id) REFERENCES wallets(company_id),
     constraint recharge_attempts_kind_check CHECK ((kind = ANY (ARRAY['auto'::text, 'preload'::text]))),
-    constraint recharge_attempts_payment_intent_id_key UNIQUE (payment_intent_id),
-    constraint recharge_attempts_pkey PRIMARY KEY (attempt_id),
+    constraint recharge_attempts_payment_intent_id_key UNIQUE (company_id, payment_intent_id),
+    constraint recharge_attempts_pkey PRIMARY KEY (company_id, attempt_id),
     constraint recharge_attempts_retry_number_check CHECK ((retry_number >= 0)),
     constraint recharge_attempts_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'processing'::text, 'succeeded'::text, 'requires_action'::text, 'hard_declined'::text, 'soft_declined'::text, 'expired'::text])))
 );
@@ -231,7 +270,7 @@ create table settings_changes (
     changed_at timestamp with time zone default now() not null,
     principal_id text,
     constraint settings_changes_company_id_fkey FOREIGN KEY (company_id) REFERENCES companies(company_id),
-    constraint settings_changes_pkey PRIMARY KEY (change_id)
+    constraint settings_changes_pkey PRIMARY KEY (company_id, change_id)
 );
 
 create table stripe_webhook_events (
@@ -254,10 +293,10 @@ create table stripe_webhook_reviews (
     received_at timestamp with time zone default now() not null,
     resolved_at timestamp with time zone,
     resolution text,
-    constraint stripe_webhook_reviews_attempt_id_fkey FOREIGN KEY (attempt_id) REFERENCES recharge_attempts(attempt_id),
+    constraint stripe_webhook_reviews_attempt_id_fkey FOREIGN KEY (company_id, attempt_id) REFERENCES recharge_attempts(company_id, attempt_id),
     constraint stripe_webhook_reviews_company_id_fkey FOREIGN KEY (company_id) REFERENCES companies(company_id),
     constraint stripe_webhook_reviews_event_id_fkey FOREIGN KEY (event_id) REFERENCES stripe_webhook_events(event_id),
-    constraint stripe_webhook_reviews_pkey PRIMARY KEY (event_id),
+    constraint stripe_webhook_reviews_pkey PRIMARY KEY (company_id, event_id),
     constraint stripe_webhook_reviews_reasons_check CHECK ((cardinality(reasons) > 0))
 );
 
@@ -290,7 +329,7 @@ create table usage_records (
     constraint usage_records_direction_check CHECK ((direction = ANY (ARRAY['outbound'::text, 'inbound'::text]))),
     constraint usage_records_idempotency_key_check CHECK (((length(idempotency_key) >= 1) AND (length(idempotency_key) <= 255))),
     constraint usage_records_number_type_check CHECK ((number_type = ANY (ARRAY['local'::text, 'toll_free'::text]))),
-    constraint usage_records_pkey PRIMARY KEY (usage_record_id),
+    constraint usage_records_pkey PRIMARY KEY (company_id, usage_record_id),
     constraint usage_records_quantity_check CHECK ((quantity >= 0)),
     constraint usage_records_sms_encoding_check CHECK ((sms_encoding = ANY (ARRAY['gsm7'::text, 'ucs2'::text]))),
     constraint usage_records_unit_price_nanos_check CHECK ((unit_price_nanos >= 0)),
@@ -309,6 +348,23 @@ create table usage_rollups (
 );
 comment on table usage_rollups is 'Sums of usage_records per company, 15-minute UTC bucket of occurred_at and rate key; maintained by triggers.';
 
+create table usage_voids (
+    company_id text not null,
+    request_id text not null,
+    usage_record_id uuid not null,
+    amount_nanos bigint not null,
+    reason text not null,
+    actor text not null,
+    ledger_sequence bigint not null,
+    balance_after_nanos bigint not null,
+    created_at timestamp with time zone default now() not null,
+    constraint usage_voids_amount_nanos_check CHECK ((amount_nanos > 0)),
+    constraint usage_voids_company_id_ledger_sequence_fkey FOREIGN KEY (company_id, ledger_sequence) REFERENCES ledger_entries(company_id, sequence),
+    constraint usage_voids_company_id_usage_record_id_fkey FOREIGN KEY (company_id, usage_record_id) REFERENCES usage_records(company_id, usage_record_id),
+    constraint usage_voids_pkey PRIMARY KEY (company_id, request_id),
+    constraint usage_voids_request_id_check CHECK (((length(request_id) >= 1) AND (length(request_id) <= 255)))
+);
+
 create table wallet_credits (
     company_id text not null,
     request_id text not null,
@@ -320,10 +376,10 @@ create table wallet_credits (
     balance_after_nanos bigint not null,
     created_at timestamp with time zone default now() not null,
     principal_id text,
-    constraint wallet_credits_amount_nanos_check CHECK ((amount_nanos > 0)),
+    constraint wallet_credits_amount_sign CHECK (((amount_nanos <> 0) AND ((entry_type = 'manual_debit'::text) = (amount_nanos < 0)))),
     constraint wallet_credits_company_id_fkey FOREIGN KEY (company_id) REFERENCES wallets(company_id),
     constraint wallet_credits_company_id_ledger_sequence_fkey FOREIGN KEY (company_id, ledger_sequence) REFERENCES ledger_entries(company_id, sequence),
-    constraint wallet_credits_entry_type_check CHECK ((entry_type = ANY (ARRAY['manual_credit'::text, 'adjustment'::text]))),
+    constraint wallet_credits_entry_type_check CHECK ((entry_type = ANY (ARRAY['manual_credit'::text, 'adjustment'::text, 'manual_debit'::text]))),
     constraint wallet_credits_pkey PRIMARY KEY (company_id, request_id),
     constraint wallet_credits_request_id_check CHECK (((length(request_id) >= 1) AND (length(request_id) <= 255)))
 );
@@ -338,7 +394,7 @@ create table wallet_events (
     created_at timestamp with time zone default now() not null,
     constraint wallet_events_company_id_fkey FOREIGN KEY (company_id) REFERENCES wallets(company_id),
     constraint wallet_events_company_id_sequence_key UNIQUE (company_id, sequence),
-    constraint wallet_events_pkey PRIMARY KEY (event_id),
+    constraint wallet_events_pkey PRIMARY KEY (company_id, event_id),
     constraint wallet_events_sequence_check CHECK ((sequence > 0))
 );
 
@@ -366,42 +422,57 @@ create table wallets (
 );
 
 CREATE INDEX holds_active ON public.holds USING btree (company_id, expires_at) INCLUDE (amount_nanos) WHERE (state = 'active'::text);
+CREATE UNIQUE INDEX holds_company_hold ON public.holds USING btree (company_id, hold_id);
 CREATE INDEX ledger_entries_by_time ON public.ledger_entries USING btree (company_id, created_at, sequence);
-CREATE UNIQUE INDEX ledger_entries_one_credit_per_attempt ON public.ledger_entries USING btree (recharge_attempt_id) WHERE (recharge_attempt_id IS NOT NULL);
-CREATE UNIQUE INDEX ledger_entries_one_credit_per_payment_intent ON public.ledger_entries USING btree (reference) WHERE (entry_type = ANY (ARRAY['recharge_credit'::text, 'preload_credit'::text]));
+CREATE UNIQUE INDEX ledger_entries_one_credit_per_attempt ON public.ledger_entries USING btree (company_id, recharge_attempt_id) WHERE (recharge_attempt_id IS NOT NULL);
+CREATE UNIQUE INDEX ledger_entries_one_credit_per_payment_intent ON public.ledger_entries USING btree (company_id, reference) WHERE (entry_type = ANY (ARRAY['recharge_credit'::text, 'preload_credit'::text]));
+CREATE INDEX recharge_attempts_by_attempt_id ON public.recharge_attempts USING btree (attempt_id);
 CREATE INDEX recharge_attempts_by_company ON public.recharge_attempts USING btree (company_id, kind, created_at DESC);
+CREATE INDEX recharge_attempts_by_payment_intent ON public.recharge_attempts USING btree (payment_intent_id) WHERE (payment_intent_id IS NOT NULL);
 CREATE INDEX recharge_attempts_due ON public.recharge_attempts USING btree (next_attempt_at) WHERE (status = ANY (ARRAY['pending'::text, 'processing'::text]));
 CREATE UNIQUE INDEX recharge_attempts_one_in_flight ON public.recharge_attempts USING btree (company_id) WHERE (status = ANY (ARRAY['pending'::text, 'processing'::text]));
 CREATE INDEX settings_changes_by_company ON public.settings_changes USING btree (company_id, change_id DESC);
 CREATE INDEX stripe_webhook_reviews_open ON public.stripe_webhook_reviews USING btree (received_at) WHERE (resolved_at IS NULL);
 CREATE INDEX usage_records_by_occurrence ON public.usage_records USING btree (company_id, occurred_at, usage_record_id);
+CREATE UNIQUE INDEX usage_records_company_record ON public.usage_records USING btree (company_id, usage_record_id);
+CREATE INDEX usage_voids_by_record ON public.usage_voids USING btree (company_id, usage_record_id);
 CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, event_id);
 
 -- Functions, each defined in the file of service/sql/ named here (md5 of the live body).
 -- append_ledger_entry(p_company_id text, p_entry_type text, p_amount_nanos bigint, p_reference text, p_description text, p_recharge_attempt_id uuid DEFAULT NULL::uuid, p_usage_record_id uuid DEFAULT NULL::uuid, p_posted_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns ledger_entries language plpgsql
 --     append_ledger_entry.sql, body md5 1bbdda48f3243147c2a1dab2b5b1bbcb
--- authorize_usage(p_hold_id uuid, p_company_id text, p_request_id text, p_request_hash bytea, p_usage_type text, p_rate_key text, p_billable_units bigint, p_ttl interval, OUT hold holds, OUT denial text, OUT amount_nanos bigint, OUT unit_price_nanos bigint, OUT rate_card text, OUT rate_card_version integer, OUT available_nanos bigint, OUT floor_nanos bigint, OUT checked_at timestamp with time zone, OUT replayed boolean, OUT claimed_operation text, OUT claimed_hash bytea) returns record language plpgsql
---     authorize_usage.sql, body md5 6d89ee8188bd3c8be60d6ceeb8eab81f
+-- authorize_usage(p_hold_id uuid, p_company_id text, p_request_id text, p_request_hash bytea, p_usage_type text, p_rate_key text, p_billable_units bigint, p_ttl interval, p_quantity bigint, p_quantity_per_unit integer, p_allow_partial boolean, OUT hold holds, OUT denial text, OUT amount_nanos bigint, OUT unit_price_nanos bigint, OUT rate_card text, OUT rate_card_version integer, OUT available_nanos bigint, OUT floor_nanos bigint, OUT checked_at timestamp with time zone, OUT replayed boolean, OUT claimed_operation text, OUT claimed_hash bytea, OUT affordable_quantity bigint) returns record language plpgsql
+--     authorize_usage.sql, body md5 20fee1622c9277d36496a86516120c08
 -- claim_idempotency_key(p_company_id text, p_request_id text, p_operation text, p_request_hash bytea, OUT claimed boolean, OUT operation text, OUT request_hash bytea, OUT result jsonb) returns record language plpgsql
 --     claim_idempotency_key.sql, body md5 996c3c972a4ee66d6173ade88e2c29f3
 -- credit_wallet(p_company_id text, p_request_id text, p_request_hash bytea, p_entry_type text, p_amount_nanos bigint, p_reason text, p_actor text, p_principal_id text, OUT credit wallet_credits, OUT replayed boolean, OUT claimed_operation text, OUT claimed_hash bytea) returns record language plpgsql
---     credit_wallet.sql, body md5 3e9bff484928a10db5faa630e8f56504
--- effective_rate(p_company_id text, p_rate_key text, p_at timestamp with time zone, OUT unit_price_nanos bigint, OUT rate_card text, OUT rate_card_version integer) returns record language sql
---     effective_rate.sql, body md5 91f9204f42361f2fd9f05a99d7c22769
+--     credit_wallet.sql, body md5 c121a8ed92d836c8ca463263f2b33f70
+-- effective_rate(p_company_id text, p_rate_key text, p_at timestamp with time zone, OUT unit_price_nanos bigint, OUT rate_card text, OUT rate_card_version integer) returns record language plpgsql
+--     effective_rate.sql, body md5 0b951d192f2eaba1aad95ec1461e90ab
 -- emit_wallet_event(p_company_id text, p_event_type text, p_payload jsonb) returns wallet_events language plpgsql
 --     emit_wallet_event.sql, body md5 9cc07c221da5c5cc85691ed99908c07a
+-- extend_hold(p_company_id text, p_hold_id uuid, p_request_id text, p_request_hash bytea, p_additional_quantity bigint, p_ttl interval, p_allow_partial boolean, OUT hold holds, OUT extension hold_extensions, OUT denial text, OUT affordable_quantity bigint, OUT available_nanos bigint, OUT floor_nanos bigint, OUT checked_at timestamp with time zone, OUT replayed boolean, OUT claimed_operation text, OUT claimed_hash bytea) returns record language plpgsql
+--     extend_hold.sql, body md5 08510590cb4b0ea52cd52c279ea38092
 -- held_nanos(p_company_id text) returns bigint language sql
 --     held_nanos.sql, body md5 d908367ff3ec8af1ee38be1517a5d01e
+-- ledger_entries_balance_alerts() returns trigger language plpgsql
+--     note_balance_alerts.sql, body md5 c6a6470a8f05d51ef3b2fb8696e6e43d
 -- ledger_entries_monotonic_time() returns trigger language plpgsql
 --     ledger_entries_monotonic_time.sql, body md5 9f98f1f314bd97c0f2c66a7d8c00aadc
+-- note_balance_alerts(p_company_id text, p_balance_before_nanos bigint, p_balance_after_nanos bigint, p_ledger_sequence bigint) returns void language plpgsql
+--     note_balance_alerts.sql, body md5 5d9a2e729763b062d41ab9b90e4c5690
 -- note_card_change() returns trigger language plpgsql
 --     note_card_change.sql, body md5 a98f59a0e0f988d9e38e39b921d07228
+-- note_hold_below_minimum(p_company_id text, p_hold_id uuid, p_available_before_nanos bigint, p_available_after_nanos bigint, p_minimum_balance_nanos bigint) returns void language plpgsql
+--     note_hold_below_minimum.sql, body md5 934fc5c5952239dc91551d31283bb1c1
 -- note_recharge_credit() returns trigger language plpgsql
 --     note_recharge_credit.sql, body md5 f3828adb127f862dbe2e1b62e3091ed4
 -- note_recharge_outcome() returns trigger language plpgsql
 --     note_recharge_outcome.sql, body md5 f1a5479257da66c1f0e64439f4a41986
 -- record_usage(p_usage_record_id uuid, p_company_id text, p_idempotency_key text, p_request_hash bytea, p_usage_type text, p_rate_key text, p_direction text, p_number_type text, p_quantity bigint, p_sms_encoding text, p_billable_units bigint, p_occurred_at timestamp with time zone, p_hold_id uuid DEFAULT NULL::uuid, p_posted_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns usage_records language plpgsql
---     record_usage.sql, body md5 4023cb62a7e36fcf25abae94f799284d
+--     record_usage.sql, body md5 52215ccfacc761922dfb2e22f757306e
+-- record_usages(p_usage_record_ids uuid[], p_company_ids text[], p_idempotency_keys text[], p_request_hashes bytea[], p_usage_types text[], p_rate_keys text[], p_directions text[], p_number_types text[], p_quantities bigint[], p_sms_encodings text[], p_billable_units bigint[], p_occurred_ats timestamp with time zone[], p_hold_ids uuid[]) returns TABLE(item integer, outcome text, error_state text, error_message text, record usage_records) language plpgsql
+--     record_usages.sql, body md5 398a0b11b707c15e7b912d6b5beb3a5e
 -- reject_ledger_mutation() returns trigger language plpgsql
 --     append_only.sql, body md5 73b183062f5452967ef36668a2036a60
 -- release_hold(p_company_id text, p_hold_id uuid) returns holds language plpgsql
@@ -412,11 +483,14 @@ CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, ev
 --     usage_rollups_apply.sql, body md5 f29bea63f4d0d7dadd8e6834c60e5ebb
 -- usage_rollups_apply_delete() returns trigger language plpgsql
 --     usage_rollups_apply_delete.sql, body md5 ee6fec10c4bc3cdd064b482d128cdd1e
+-- void_usage_record(p_company_id text, p_request_id text, p_request_hash bytea, p_usage_record_id uuid, p_amount_nanos bigint, p_reason text, p_actor text, OUT void usage_voids, OUT record_amount_nanos bigint, OUT voided_before_nanos bigint, OUT replayed boolean, OUT claimed_operation text, OUT claimed_hash bytea) returns record language plpgsql
+--     void_usage_record.sql, body md5 b27f278d4beb763fd1edc82384c93bab
 -- wallet_suspension_changed() returns trigger language plpgsql
 --     wallet_suspension_changed.sql, body md5 ef7ce11e669d85052d7f1c5781306637
 
 CREATE TRIGGER ledger_entries_append_only BEFORE DELETE OR UPDATE ON public.ledger_entries FOR EACH ROW EXECUTE FUNCTION reject_ledger_mutation();
-CREATE TRIGGER ledger_entries_monotonic_time BEFORE INSERT ON public.ledger_entries FOR EACH ROW EXECUTE FUNCTION ledger_entries_monotonic_time();
+CREATE TRIGGER ledger_entries_balance_alerts AFTER INSERT ON public.ledger_entries FOR EACH ROW WHEN ((new.balance_before_nanos <> new.balance_after_nanos)) EXECUTE FUNCTION ledger_entries_balance_alerts();
+CREATE TRIGGER ledger_entries_monotonic_time BEFORE INSERT ON public.ledger_entries FOR EACH ROW WHEN ((current_setting('billing.ledger_time_checked'::text, true) IS DISTINCT FROM 'on'::text)) EXECUTE FUNCTION ledger_entries_monotonic_time();
 CREATE TRIGGER ledger_entries_no_truncate BEFORE TRUNCATE ON public.ledger_entries FOR EACH STATEMENT EXECUTE FUNCTION reject_ledger_mutation();
 CREATE TRIGGER ledger_entries_note_recharge AFTER INSERT ON public.ledger_entries FOR EACH ROW WHEN ((new.entry_type = ANY (ARRAY['recharge_credit'::text, 'preload_credit'::text]))) EXECUTE FUNCTION note_recharge_credit();
 CREATE TRIGGER payment_cards_note_change AFTER INSERT OR DELETE ON public.payment_cards FOR EACH ROW EXECUTE FUNCTION note_card_change();
