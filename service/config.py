@@ -16,6 +16,17 @@ from urllib.parse import urlsplit
 
 from service.domain.money import NANOS_PER_CENT, NANOS_PER_USD
 
+# The security settings are part of the configuration: other layers import them from here.
+from service.security_config import (
+    SecurityConfig,
+    SecurityConfigError,
+    exposure_problem,
+    is_loopback,
+    security_from_env,
+)
+
+__all__ = ["Config", "ConfigError", "SecurityConfig", "exposure_problem", "is_loopback", "load_config"]
+
 
 class ConfigError(ValueError):
     """One bad setting; str() is the one-line message shown to the operator."""
@@ -76,6 +87,8 @@ class Config:
     recharge_unknown_retry_backoff_s: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0)
     # How long a process owns an attempt it claimed; provider calls are cut off well inside it.
     recharge_lease_s: float = 60.0
+    # Authentication, reflection, TLS and mTLS (service/security_config.py).
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     # Server processes `serve` runs on the gRPC port (service/supervisor.py); 1 serves in this process.
     grpc_workers: int = 1
     # Group commit of RecordUsage (service/app/usage_batcher.py): the most usages in one transaction,
@@ -372,12 +385,17 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             "BILLING_RECHARGE_AMOUNT_MAX_USD is below BILLING_RECHARGE_AMOUNT_MIN_USD "
             f"({_dollars(amount_max)} < {_dollars(amount_min)})"
         )
+    grpc_host = _get(env, "BILLING_GRPC_HOST") or "127.0.0.1"
+    try:
+        security = security_from_env(lambda name: _get(env, name), grpc_host)
+    except SecurityConfigError as error:
+        raise ConfigError(str(error)) from None
     database_url = _database_url(env)
     payment_provider = _payment_provider(env, database_url, stripe_secret_key)
     return Config(
         database_url=database_url,
         pgdata=Path(_get(env, "BILLING_PGDATA") or ".pgdata"),
-        grpc_host=_get(env, "BILLING_GRPC_HOST") or "127.0.0.1",
+        grpc_host=grpc_host,
         grpc_port=grpc_port,
         db_pool_min_size=pool_min,
         db_pool_max_size=pool_max,
@@ -400,6 +418,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         recharge_lease_s=_seconds(env, "BILLING_RECHARGE_LEASE_S", 60.0, 1.0, 86400.0),
         recharge_amount_min_nanos=amount_min,
         recharge_amount_max_nanos=amount_max,
+        security=security,
         grpc_workers=grpc_workers(_get(env, "BILLING_GRPC_WORKERS")),
         usage_batch_max=_int(env, "BILLING_USAGE_BATCH_MAX", 1000, 1, 10_000),
         usage_queue_max=_int(env, "BILLING_USAGE_QUEUE_MAX", 20_000, 1000, 1_000_000),
