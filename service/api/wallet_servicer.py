@@ -221,10 +221,11 @@ class WalletServicer(WalletReporting, wallet_service_pb2_grpc.WalletServiceServi
         record_id = parse_uuid(v, request.usage_record_id, "usage_record_id")
         amount_nanos = _amount(v, request, required=False)
         actor = request.actor or audit_principal_id()
-        if not v.items:
-            checked = 1 if amount_nanos is None else amount_nanos
-            for violation in credit_violations(checked, request.reason, actor):
-                v.add(violation.field, violation.description)
+        # Every broken rule at once: the reason and actor are checked whatever else is wrong (an
+        # unreadable amount is checked as 1 nano, so it is not reported twice).
+        checked = 1 if amount_nanos is None else amount_nanos
+        for violation in credit_violations(checked, request.reason, actor):
+            v.add(violation.field, violation.description)
         v.raise_if_any()
         assert record_id is not None
         void = await void_usage_record(
