@@ -20,11 +20,13 @@ from consofta.billing.v1 import (
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.api.interceptors import EdgeInterceptor
+from service.api.limits import CallLimits
 from service.api.reflection import enable_reflection
+from service.api.server_options import server_options
 from service.api.settings_servicer import SettingsServicer
 from service.api.usage_servicer import UsageServicer
 from service.api.wallet_servicer import WalletServicer
-from service.app.events import EventNotifier
+from service.app.event_streams import EventNotifier
 from service.config import Config
 from service.db.embedded import EmbeddedPostgres
 from service.db.pool import CountingPool, create_pool
@@ -139,9 +141,13 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
     try:
         await apply_migrations(database_url)
         pool = await create_pool(
-            database_url, min_size=config.db_pool_min_size, max_size=config.db_pool_max_size
+            database_url,
+            min_size=config.db_pool_min_size,
+            max_size=config.db_pool_max_size,
+            acquire_timeout_s=config.db_acquire_timeout_s,
+            statement_timeout_s=config.db_statement_timeout_s,
         )
-        events = EventNotifier(database_url)
+        events = EventNotifier(database_url, pool, config.watch_stream_buffer_events)
         try:
             await events.start()
         except BaseException:
@@ -152,8 +158,8 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
             await asyncio.to_thread(embedded.stop)
         raise
 
-    edge = EdgeInterceptor()
-    server = grpc.aio.server(interceptors=[edge])
+    edge = EdgeInterceptor(CallLimits(config), config.default_deadline_s)
+    server = grpc.aio.server(interceptors=[edge], options=server_options(config))
     usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool), server)
     wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool, events), server)
     provider = make_provider(config)

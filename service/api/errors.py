@@ -8,18 +8,23 @@ INTERNAL with the request id to quote, never the exception's text.
 
 from __future__ import annotations
 
+import asyncpg
 import grpc
 import structlog
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from service.db.pool import AcquireTimeout
 from service.domain.errors import (
     Aborted,
     AlreadyExists,
     BillingError,
+    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PoolExhausted,
+    ResourceExhausted,
     Unavailable,
 )
 
@@ -35,6 +40,8 @@ _CODES: list[tuple[type[BillingError], grpc.StatusCode]] = [
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (Aborted, grpc.StatusCode.ABORTED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
 ]
 
 
@@ -78,5 +85,13 @@ def status_of(error: Exception, method: str, request_id: str) -> tuple[grpc.Stat
     """(code, message, serialized google.rpc.Status or None) for an RPC that raised `error`."""
     if isinstance(error, BillingError):
         return rich_status(error)
+    # A statement the database cancelled (statement_timeout) or a call past the server's default
+    # deadline: the work was rolled back, and a retry may succeed. Never INTERNAL.
+    if isinstance(error, AcquireTimeout):
+        return rich_status(PoolExhausted(str(error)))
+    if isinstance(error, asyncpg.QueryCanceledError):
+        return rich_status(DeadlineExceeded("the database cancelled the statement at its time limit"))
+    if isinstance(error, TimeoutError):
+        return rich_status(DeadlineExceeded("the call ran past its deadline"))
     log.exception("unhandled error", method=method, exc_info=error)
     return grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})", None

@@ -32,7 +32,7 @@ from service.api.wire.wallets import (
     wallet_message,
 )
 from service.app.credits import CreditKind, credit_violations, credit_wallet
-from service.app.events import EventNotifier, watch_events
+from service.app.event_streams import EventNotifier, watch_events
 from service.app.holds import (
     DEFAULT_HOLD_DURATION,
     MAX_HOLD_DURATION,

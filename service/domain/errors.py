@@ -95,6 +95,44 @@ class Unavailable(BillingError):
     reason = "UNAVAILABLE"
 
 
+class PoolExhausted(Unavailable):
+    """No database connection came free in time: the service is overloaded; retry with backoff."""
+
+    reason = "DATABASE_POOL_EXHAUSTED"
+
+
+class ResourceExhausted(BillingError):
+    """A limit that keeps one caller from hurting the others was reached; retry later."""
+
+    reason = "RESOURCE_EXHAUSTED"
+
+
+class TooManyStreams(ResourceExhausted):
+    reason = "TOO_MANY_STREAMS"
+
+
+class TooManyConcurrentCalls(ResourceExhausted):
+    reason = "TOO_MANY_CONCURRENT_CALLS"
+
+
+class StreamFellBehind(Aborted):
+    """The caller read an event stream more slowly than events arrived; it resumes from `cursor`."""
+
+    reason = "EVENT_STREAM_FELL_BEHIND"
+
+    def __init__(self, cursor: str) -> None:
+        super().__init__(
+            "the stream fell behind and was ended; reconnect with the cursor of the last event processed",
+            metadata={"cursor": cursor},
+        )
+
+
+class DeadlineExceeded(BillingError):
+    """The call's deadline (or the database's statement timeout) passed; nothing was committed."""
+
+    reason = "DEADLINE_EXCEEDED"
+
+
 class PaymentProviderUnavailable(Unavailable):
     reason = "PAYMENT_PROVIDER_UNAVAILABLE"
 
