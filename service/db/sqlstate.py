@@ -16,3 +16,6 @@ HOLD_NOT_FOUND = "BLH04"
 HOLD_ALREADY_CAPTURED = "BLH09"
 # The hold was released: usage cannot capture it (record_usage with p_hold_id).
 HOLD_RELEASED = "BLH10"
+# A usage debit would land before the latest running total of its rate key (usage_debit_totals_apply):
+# ledger time went backwards, which the ledger's own trigger prevents; refused rather than miscounted.
+USAGE_TOTALS_OUT_OF_ORDER = "BLT01"
