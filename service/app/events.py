@@ -70,8 +70,12 @@ _HORIZON_SQL = f"""
     select snap.xmin::text as xmin,
            (select txid::text from wallet_events
              where txid > $1::text::xid8 and txid < snap.xmin
-             order by txid offset {BATCH_EVENTS} limit 1) as cap
+             order by txid offset {BATCH_EVENTS} limit 1) as cap,
+           exists (select 1 from wallet_events where txid >= $1::text::xid8) as any_at_or_above
       from snap
+"""
+_BETWEEN_SQL = """
+    select exists (select 1 from wallet_events where txid >= $1::text::xid8 and txid < $2::text::xid8)
 """
 # The lowest txid in [lo, hi) of an event whose predecessor in its company lies at or above hi.
 _ORDER_BREAK_SQL = """
@@ -80,7 +84,6 @@ _ORDER_BREAK_SQL = """
       join wallet_events a on a.company_id = b.company_id and a.sequence = b.sequence - 1
      where b.txid >= $1::text::xid8 and b.txid < $2::text::xid8 and a.txid >= $2::text::xid8
 """
-_HELD_BACK_SQL = "select exists (select 1 from wallet_events where txid >= $1::text::xid8)"
 
 
 @dataclass(frozen=True)
@@ -192,8 +195,9 @@ async def read_company_events(
     return [_event(r, CompanyCursor(cursor.company_id, r["sequence"]).encode()) for r in rows]
 
 
-async def _horizon(conn: Any, lo: int, count: QueryCount) -> int:
-    """The end of the next final batch starting at lo (== lo when nothing is final yet)."""
+async def _horizon(conn: Any, lo: int, count: QueryCount) -> tuple[int, bool]:
+    """(the end of the next final batch starting at lo (== lo when nothing is final yet), whether any
+    event has txid >= lo)."""
     count.queries += 1
     row = await conn.fetchrow(_HORIZON_SQL, str(lo))
     assert row is not None
@@ -207,7 +211,7 @@ async def _horizon(conn: Any, lo: int, count: QueryCount) -> int:
         if broken is None:
             break
         hi = max(lo, int(broken))
-    return hi
+    return hi, bool(row["any_at_or_above"])
 
 
 async def read_all_events(
@@ -217,10 +221,8 @@ async def read_all_events(
     async with pool.acquire() as conn:
         while True:
             if cursor.hi is None:
-                hi = await _horizon(conn, cursor.lo, count)
+                hi, held_back = await _horizon(conn, cursor.lo, count)
                 if hi == cursor.lo:
-                    count.queries += 1
-                    held_back = bool(await conn.fetchval(_HELD_BACK_SQL, str(cursor.lo)))
                     return [], cursor, held_back
                 cursor = AllCursor(cursor.lo, hi, 0)
             assert cursor.hi is not None
@@ -229,7 +231,13 @@ async def read_all_events(
             if rows:
                 lo, hi = cursor.lo, cursor.hi
                 events = [_event(r, AllCursor(lo, hi, r["event_id"]).encode()) for r in rows]
-                return events, AllCursor(lo, hi, rows[-1]["event_id"]), False
+                # A short page ends the batch: continue from the next one without reading this one again.
+                after = (
+                    AllCursor(lo, hi, rows[-1]["event_id"])
+                    if len(rows) == PAGE_SIZE
+                    else AllCursor(hi, None, 0)
+                )
+                return events, after, False
             # The batch is exhausted: the next one starts where it ended.
             cursor = AllCursor(cursor.hi, None, 0)
 
@@ -257,10 +265,4 @@ async def read_batch(
 async def events_between(pool: asyncpg.Pool, lo: int, hi: int, count: QueryCount = _UNCOUNTED) -> bool:
     """Whether any event has lo <= txid < hi."""
     count.queries += 1
-    return bool(
-        await pool.fetchval(
-            "select exists (select 1 from wallet_events where txid >= $1::text::xid8 and txid < $2::text::xid8)",
-            str(lo),
-            str(hi),
-        )
-    )
+    return bool(await pool.fetchval(_BETWEEN_SQL, str(lo), str(hi)))
