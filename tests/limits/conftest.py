@@ -17,15 +17,9 @@ from tests.conftest import Stubs
 
 @contextlib.asynccontextmanager
 async def serving(db_url: str, **limits: Any) -> AsyncIterator[tuple[BillingServer, Stubs]]:
+    settings: dict[str, Any] = {"db_pool_max_size": 20, "health_probe_interval_s": 0.2, **limits}
     config = replace(
-        load_config({}),
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        metrics_port=0,
-        webhook_port=0,
-        db_pool_max_size=20,
-        health_probe_interval_s=0.2,
-        **limits,
+        load_config({}), grpc_host="127.0.0.1", grpc_port=0, metrics_port=0, webhook_port=0, **settings
     )
     app = await start_server(config, database_url=db_url)
     try:
