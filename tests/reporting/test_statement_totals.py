@@ -72,7 +72,8 @@ async def test_concurrent_debits_keep_the_running_totals_exact(
         select count(*)
           from recomputed
           full join (select * from usage_debit_totals where company_id = $1) t using (rate_key, bucket_start)
-         where t.record_count is distinct from recomputed.n or t.ledger_amount_nanos is distinct from recomputed.a
+         where t.record_count is distinct from recomputed.n
+            or t.ledger_amount_nanos is distinct from recomputed.a
         """,
         company,
     )
