@@ -1,4 +1,4 @@
--- Keeps usage_debit_totals (see migration 0006) equal to the running sums of usage_records' debits.
+-- Keeps usage_debit_totals (see migration 0006_usage_debit_totals) equal to the running sums of usage_records' debits.
 --
 -- Inserts, the hot path: one upsert per statement. A new bucket row starts from the latest row of its
 -- company and rate key; the bucket a debit lands in is never before that row's, because ledger time is
