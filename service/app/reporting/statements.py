@@ -6,11 +6,11 @@ entry of that range, so opening + movements == closing holds exactly, and each m
 next month's opening. Credits and adjustments are listed one by one.
 
 Usage debits are not read one by one: usage_debit_totals (migration 0006_usage_debit_totals)
-keeps, per rate key, running totals of the debits' ledger amounts at the end of each 15-minute bucket of ledger time. The month's
-debits of a rate key are the totals before its end minus the totals before its start, two index probes
-per rate key, so a month of 500,000 debits costs what a month of 1,000 does. A month boundary off the
-quarter-hour grid (a historical offset such as Monrovia's -0:44:30) adds the debits between the bucket
-start and the boundary, read individually: at most 15 minutes of them.
+keeps, per rate key, running totals of the debits' ledger amounts at the end of each 15-minute bucket
+of ledger time. The month's debits of a rate key are the totals before its end minus the totals before
+its start, two index probes per rate key, so a month of 500,000 debits costs what a month of 1,000
+does. A month boundary off the quarter-hour grid (a historical offset such as Monrovia's -0:44:30) adds
+the debits between the bucket start and the boundary, read individually: at most 15 minutes of them.
 """
 
 from __future__ import annotations
