@@ -72,7 +72,7 @@ def pct(samples: list[float], q: float) -> float:
 
 
 async def record_usage_latencies(
-    usage: usage_service_pb2_grpc.UsageServiceStub, company: str, calls: int
+    usage: usage_service_pb2_grpc.UsageServiceAsyncStub, company: str, calls: int
 ) -> list[float]:
     samples = []
     for _ in range(calls):
@@ -95,7 +95,7 @@ def latency_line(name: str, samples: list[float]) -> None:
 
 
 async def statement_storm(
-    wallets: wallet_service_pb2_grpc.WalletServiceStub, company: str, stop: asyncio.Event
+    wallets: wallet_service_pb2_grpc.WalletServiceAsyncStub, company: str, stop: asyncio.Event
 ) -> tuple[int, int]:
     """One client calling GetStatement in a loop until `stop`; (answered, refused)."""
     request = reporting_pb2.GetStatementRequest(company_id=company, year=YEAR, month=MONTH, time_zone=ZONE)

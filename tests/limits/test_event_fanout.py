@@ -34,7 +34,7 @@ class Reader:
 
     def __init__(
         self,
-        stub: wallet_service_pb2_grpc.WalletServiceStub,
+        stub: wallet_service_pb2_grpc.WalletServiceAsyncStub,
         request: wallet_service_pb2.WatchWalletEventsRequest,
     ) -> None:
         self.call = stub.WatchWalletEvents(request)
@@ -54,6 +54,10 @@ class Reader:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
+
+
+def all_have(readers: list[Reader], count: int) -> Callable[[], bool]:
+    return lambda: all(len(r.events) == count for r in readers)
 
 
 def company_request(company: str, cursor: str = "") -> wallet_service_pb2.WatchWalletEventsRequest:
@@ -90,9 +94,7 @@ async def test_a_thousand_streams_cost_a_few_queries_per_notification(
             for _ in range(notifications):
                 await emit(pool, company, 1)
                 total = await pool.fetchval("select count(*) from wallet_events")
-                await until(
-                    lambda n=total: all(len(r.events) == n for r in readers), "every stream to get it"
-                )
+                await until(all_have(readers, total), "every stream to get it")
             spent, rounds = notifier.count.queries - before, notifier.rounds - rounds_before
             elapsed_s = time.monotonic() - started
             print(f"{spent} queries in {rounds} rounds for {notifications} notifications, {elapsed_s:.2f} s")
@@ -127,7 +129,7 @@ async def test_a_stream_that_falls_behind_is_ended_with_its_cursor_and_the_other
         slow_channel = grpc.aio.insecure_channel(
             f"127.0.0.1:{app.port}", options=[("grpc.http2.bdp_probe", 0)]
         )
-        slow_call = wallet_service_pb2_grpc.WalletServiceStub(slow_channel).WatchWalletEvents(
+        slow_call = wallet_service_pb2_grpc.WalletServiceAsyncStub(slow_channel).WatchWalletEvents(
             company_request(company)
         )
         try:
@@ -145,9 +147,7 @@ async def test_a_stream_that_falls_behind_is_ended_with_its_cursor_and_the_other
                     "select count(*) from wallet_events where company_id = $1", company
                 )
                 # The others get every event while the slow one reads nothing.
-                await until(
-                    lambda n=total: all(len(r.events) == n for r in fast), "the fast streams to keep up"
-                )
+                await until(all_have(fast, total), "the fast streams to keep up")
             got: list[wallet_events_pb2.WalletEvent] = []
             try:
                 async with asyncio.timeout(WAIT_S):
