@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 # Build: docker build -t consofta-billing .
 # Run:   docker compose up   (compose.yaml: Postgres + the service), or
-#        docker run -e DATABASE_URL=postgresql://... -p 50051:50051 -p 9464:9464 consofta-billing
+#        docker run -e DATABASE_URL=postgresql://... -e BILLING_PAYMENT_PROVIDER=stripe \
+#          -e BILLING_STRIPE_SECRET_KEY=... -e BILLING_STRIPE_WEBHOOK_SECRET=... -p 50051:50051 consofta-billing
+# The image sets no payment provider: with a DATABASE_URL the operator must choose one.
 # tests/ops/test_image_entrypoint.py runs this image's ENV + ENTRYPOINT/CMD + HEALTHCHECK outside Docker.
 
 FROM python:3.11-slim AS build
@@ -25,7 +27,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     BILLING_GRPC_HOST=0.0.0.0 \
     BILLING_GRPC_PORT=50051 \
+    BILLING_METRICS_HOST=0.0.0.0 \
     BILLING_METRICS_PORT=9464 \
+    BILLING_WEBHOOK_HOST=0.0.0.0 \
     BILLING_WEBHOOK_PORT=8080 \
     BILLING_LOG_FORMAT=json
 USER 10001:10001

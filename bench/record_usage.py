@@ -172,6 +172,7 @@ async def main() -> None:
         }
         if os.environ.get("BILLING_BENCH_DATABASE_URL"):
             env["DATABASE_URL"] = os.environ["BILLING_BENCH_DATABASE_URL"]
+            env.update(BILLING_PAYMENT_PROVIDER="sandbox", BILLING_ALLOW_SANDBOX="1")
         server = ServiceProcess(env, Path(tmp) / "server.log")
         server.start()
         try:

@@ -217,7 +217,13 @@ async def main() -> None:
         finally:
             await conn.close()
         server = ServiceProcess(
-            {"DATABASE_URL": database_url, "BILLING_LOG_LEVEL": "warning"}, Path(tmp) / "server.log"
+            {
+                "DATABASE_URL": database_url,
+                "BILLING_LOG_LEVEL": "warning",
+                "BILLING_PAYMENT_PROVIDER": "sandbox",
+                "BILLING_ALLOW_SANDBOX": "1",
+            },
+            Path(tmp) / "server.log",
         )
         server.start()
         try:

@@ -27,6 +27,22 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class RechargeCeilings:
+    """Limits on automatic charges that no company setting can lift (deployment configuration)."""
+
+    # One charge (a recharge of k x the recharge amount, or a pre-load) never exceeds this.
+    max_charge_nanos: int = 10_000 * NANOS_PER_USD
+    # What one company may be charged automatically in any 24 hours.
+    max_daily_nanos: int = 20_000 * NANOS_PER_USD
+    # More charge attempts than this for one company within an hour pause its auto-recharge.
+    max_charges_per_hour: int = 10
+    # Raising the minimum balance or the monthly cap above these (or clearing the cap) needs the finance
+    # or admin role (settings.may_raise_above_approval_level) and is reported as a wallet event.
+    approval_minimum_balance_nanos: int = 1_000 * NANOS_PER_USD
+    approval_monthly_cap_nanos: int = 10_000 * NANOS_PER_USD
+
+
+@dataclass(frozen=True)
 class Config:
     database_url: str | None = field(repr=False)  # may carry a password
     pgdata: Path
@@ -82,6 +98,19 @@ class Config:
     db_statement_timeout_s: float = 30.0
     # The deadline of a unary call that comes without one.
     default_deadline_s: float = 30.0
+    # ---- payments, ceilings and listeners (abuse bounds) ----
+    # "stripe" or "sandbox", chosen by BILLING_PAYMENT_PROVIDER; only the embedded database (no
+    # DATABASE_URL) implies the sandbox, which is what load_config({}) gives.
+    payment_provider: str = "sandbox"
+    # BILLING_ALLOW_SANDBOX=1: the sandbox may run against an external DATABASE_URL.
+    allow_sandbox: bool = False
+    # The webhook secret being rotated out, accepted beside stripe_webhook_secret while it is set.
+    stripe_webhook_secret_previous: str = field(default="", repr=False)
+    recharge_ceilings: RechargeCeilings = field(default_factory=RechargeCeilings)
+    # Where /metrics and the Stripe webhooks listen: loopback unless the deployment opens them (the
+    # Docker image sets 0.0.0.0 for both).
+    metrics_host: str = "127.0.0.1"
+    webhook_host: str = "127.0.0.1"
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -229,6 +258,87 @@ def _stripe(env: Mapping[str, str]) -> tuple[str, str]:
     return key, secret
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = _get(env, name)
+    if raw is None or raw == "0":
+        return False
+    if raw == "1":
+        return True
+    raise ConfigError(f"{name}={raw!r} must be 1 or 0")
+
+
+def _payment_provider(env: Mapping[str, str], database_url: str | None, stripe_secret_key: str) -> str:
+    """The provider the operator chose. Never guessed: only the embedded database implies the sandbox."""
+    raw = _get(env, "BILLING_PAYMENT_PROVIDER")
+    if raw is None:
+        if database_url is not None:
+            raise ConfigError(
+                "BILLING_PAYMENT_PROVIDER is not set: choose stripe or sandbox (only the embedded database, "
+                "without DATABASE_URL, implies the sandbox)"
+            )
+        if stripe_secret_key:
+            raise ConfigError(
+                "BILLING_STRIPE_SECRET_KEY is set but BILLING_PAYMENT_PROVIDER is not: set it to stripe"
+            )
+        return "sandbox"
+    provider = raw.lower()
+    if provider not in ("stripe", "sandbox"):
+        raise ConfigError(f"BILLING_PAYMENT_PROVIDER={raw[:20]!r} must be stripe or sandbox")
+    if provider == "stripe" and not stripe_secret_key:
+        raise ConfigError("BILLING_PAYMENT_PROVIDER=stripe needs BILLING_STRIPE_SECRET_KEY")
+    if provider == "sandbox" and stripe_secret_key:
+        raise ConfigError(
+            "BILLING_STRIPE_SECRET_KEY is set but BILLING_PAYMENT_PROVIDER=sandbox: unset one of them"
+        )
+    if provider == "sandbox" and database_url is not None and not _flag(env, "BILLING_ALLOW_SANDBOX"):
+        raise ConfigError(
+            "BILLING_PAYMENT_PROVIDER=sandbox with DATABASE_URL: the sandbox credits wallets without taking "
+            "money; set BILLING_ALLOW_SANDBOX=1 if this database is not a real one"
+        )
+    return provider
+
+
+def _previous_webhook_secret(env: Mapping[str, str], current: str) -> str:
+    previous = _get(env, "BILLING_STRIPE_WEBHOOK_SECRET_PREVIOUS") or ""
+    if previous and not previous.startswith("whsec_"):
+        raise ConfigError("BILLING_STRIPE_WEBHOOK_SECRET_PREVIOUS must be a webhook signing secret (whsec_…)")
+    if previous and not current:
+        raise ConfigError(
+            "BILLING_STRIPE_WEBHOOK_SECRET_PREVIOUS is set but BILLING_STRIPE_WEBHOOK_SECRET is not"
+        )
+    return previous
+
+
+def _recharge_ceilings(env: Mapping[str, str], recharge_amount_max_nanos: int) -> RechargeCeilings:
+    d = RechargeCeilings()
+    max_charge = _usd_nanos(env, "BILLING_RECHARGE_MAX_CHARGE_USD", d.max_charge_nanos)
+    max_daily = _usd_nanos(env, "BILLING_RECHARGE_MAX_DAILY_USD", d.max_daily_nanos)
+    if max_charge < recharge_amount_max_nanos:
+        raise ConfigError(
+            "BILLING_RECHARGE_MAX_CHARGE_USD is below BILLING_RECHARGE_AMOUNT_MAX_USD "
+            f"({_dollars(max_charge)} < {_dollars(recharge_amount_max_nanos)}): "
+            "not even one recharge amount would fit"
+        )
+    if max_daily < max_charge:
+        raise ConfigError(
+            "BILLING_RECHARGE_MAX_DAILY_USD is below BILLING_RECHARGE_MAX_CHARGE_USD "
+            f"({_dollars(max_daily)} < {_dollars(max_charge)})"
+        )
+    return RechargeCeilings(
+        max_charge_nanos=max_charge,
+        max_daily_nanos=max_daily,
+        max_charges_per_hour=_int(
+            env, "BILLING_RECHARGE_MAX_CHARGES_PER_HOUR", d.max_charges_per_hour, 1, 1000
+        ),
+        approval_minimum_balance_nanos=_usd_nanos(
+            env, "BILLING_SETTINGS_APPROVAL_MINIMUM_BALANCE_USD", d.approval_minimum_balance_nanos
+        ),
+        approval_monthly_cap_nanos=_usd_nanos(
+            env, "BILLING_SETTINGS_APPROVAL_MONTHLY_CAP_USD", d.approval_monthly_cap_nanos
+        ),
+    )
+
+
 def load_config(env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
     pool_min = _int(env, "BILLING_DB_POOL_MIN_SIZE", 2, 1, 200)
@@ -261,8 +371,10 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             "BILLING_RECHARGE_AMOUNT_MAX_USD is below BILLING_RECHARGE_AMOUNT_MIN_USD "
             f"({_dollars(amount_max)} < {_dollars(amount_min)})"
         )
+    database_url = _database_url(env)
+    payment_provider = _payment_provider(env, database_url, stripe_secret_key)
     return Config(
-        database_url=_database_url(env),
+        database_url=database_url,
         pgdata=Path(_get(env, "BILLING_PGDATA") or ".pgdata"),
         grpc_host=_get(env, "BILLING_GRPC_HOST") or "127.0.0.1",
         grpc_port=grpc_port,
@@ -309,4 +421,11 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         db_acquire_timeout_s=_seconds(env, "BILLING_DB_ACQUIRE_TIMEOUT_S", 5.0, 0.01, 300.0),
         db_statement_timeout_s=_seconds(env, "BILLING_DB_STATEMENT_TIMEOUT_S", 30.0, 0.01, 3600.0),
         default_deadline_s=_seconds(env, "BILLING_DEFAULT_DEADLINE_S", 30.0, 0.01, 3600.0),
+        # ---- payments, ceilings and listeners ----
+        payment_provider=payment_provider,
+        allow_sandbox=_flag(env, "BILLING_ALLOW_SANDBOX"),
+        stripe_webhook_secret_previous=_previous_webhook_secret(env, stripe_webhook_secret),
+        recharge_ceilings=_recharge_ceilings(env, amount_max),
+        metrics_host=_get(env, "BILLING_METRICS_HOST") or "127.0.0.1",
+        webhook_host=_get(env, "BILLING_WEBHOOK_HOST") or "127.0.0.1",
     )

@@ -29,6 +29,13 @@ _SECRET_KEYS = frozenset(
         "apikey",
         "client_secret",
         "password",
+        "passwd",
+        "token",
+        "access_token",
+        "refresh_token",
+        "x_api_key",
+        "database_url",
+        "dsn",
         "secret",
         "secret_key",
         "stripe_secret_key",
@@ -51,8 +58,19 @@ _SECRET_PATTERNS = (
     (re.compile(r"\bwhsec_[A-Za-z0-9]+"), "whsec_" + REDACTED),
     # SetupIntent / PaymentIntent client secrets: `seti_123_secret_abc`; the intent id stays readable.
     (re.compile(r"\b((?:seti|pi)_[A-Za-z0-9]+_secret_)[A-Za-z0-9]+"), r"\1" + REDACTED),
-    # A password inside a URL (a database URL in a connection error, say).
-    (re.compile(r"\b([a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@"), r"\1" + REDACTED + "@"),
+    # A password inside a URL (a database URL in a connection error, say). The password may itself hold
+    # an '@' (libpq takes the last one before the host), so the match runs to the last '@' before the
+    # next space, slash or quote.
+    (
+        re.compile(r"\b([a-z][a-z0-9+.-]*://[^:/@\s]+:)[^\s/\"']*@(?=[^@\s/\"']*(?:[\s/\"']|$))"),
+        r"\1" + REDACTED + "@",
+    ),
+    # password=... in a URL's query (`?password=`) or a libpq key/value string (`password=x host=`),
+    # quoted or not.
+    (
+        re.compile(r"\b(password|passwd|sslpassword)(\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&;'\"]+)", re.IGNORECASE),
+        r"\1\2" + REDACTED,
+    ),
     # Bearer and basic credentials, e.g. an Authorization header quoted in an error.
     (re.compile(r"\b(Bearer|Basic)\s+[^\s\"',;]+", re.IGNORECASE), r"\1 " + REDACTED),
 )

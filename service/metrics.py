@@ -91,7 +91,11 @@ class ServerGauges:
     """
 
     def __init__(
-        self, pool: asyncpg.Pool, waiting: Callable[[], int], database_url: str, query_timeout_s: float = 2.0
+        self,
+        pool: asyncpg.Pool,
+        waiting: Callable[[], int],
+        database_url: str,
+        query_timeout_s: float = 2.0,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._pool = pool
@@ -99,6 +103,10 @@ class ServerGauges:
         self._database_url = database_url
         self._conn: asyncpg.Connection | None = None
         self._timeout_s = query_timeout_s
+        # One connection and at most one query at a time, whatever the number of concurrent scrapes:
+        # a scrape that comes while the query runs waits for it and shares its answer.
+        self._in_flight: asyncio.Future[None] | None = None
+        self.queries = 0
         self.pool_size = Gauge(
             "billing_db_pool_connections", "Open database connections in the pool.", registry=self.registry
         )
@@ -122,6 +130,7 @@ class ServerGauges:
         )
 
     async def _count_below_minimum(self) -> int:
+        self.queries += 1
         if self._conn is None or self._conn.is_closed():
             self._conn = await asyncpg.connect(
                 self._database_url, server_settings={"application_name": "consofta-billing-metrics"}
@@ -137,6 +146,16 @@ class ServerGauges:
         self.pool_size.set(size)
         self.pool_in_use.set(size - self._pool.get_idle_size())
         self.pool_waiting.set(self._waiting())
+        if self._in_flight is None:
+            self._in_flight = asyncio.ensure_future(self._refresh_below_minimum())
+            self._in_flight.add_done_callback(self._query_done)
+        # Shielded: a scrape that gives up does not cancel the query the others wait for.
+        await asyncio.shield(self._in_flight)
+
+    def _query_done(self, _future: asyncio.Future[None]) -> None:
+        self._in_flight = None
+
+    async def _refresh_below_minimum(self) -> None:
         try:
             self.wallets_below_minimum.set(
                 await asyncio.wait_for(self._count_below_minimum(), timeout=self._timeout_s)
@@ -149,6 +168,8 @@ class ServerGauges:
                 self._conn = None
 
     async def close(self) -> None:
+        if self._in_flight is not None:
+            await asyncio.gather(self._in_flight, return_exceptions=True)
         if self._conn is not None:
             await self._conn.close()
             self._conn = None

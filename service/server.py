@@ -31,10 +31,10 @@ from service.config import Config
 from service.db.embedded import EmbeddedPostgres
 from service.db.pool import CountingPool, create_pool
 from service.db.startup import apply_migrations, open_database
-from service.domain.settings import RechargeBounds
+from service.domain.settings import ApprovalLevels, RechargeBounds
 from service.health import DatabaseHealth
 from service.metrics import MetricsServer, ServerGauges
-from service.payments.factory import make_provider
+from service.payments.factory import check_provider_choice, make_provider
 from service.payments.provider import PaymentProvider
 from service.recharge.loop import LoopSettings, RechargeLoop
 from service.recharge.webhooks import WebhookServer
@@ -135,6 +135,7 @@ class BillingServer:
 
 async def start_server(config: Config, database_url: str | None = None) -> BillingServer:
     """Start everything; `database_url` overrides the config (tests pass their own database)."""
+    check_provider_choice(config)  # before anything is opened that a refusal would leave behind
     embedded = None
     if database_url is None:
         database_url, embedded = await open_database(config)
@@ -164,8 +165,12 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
     wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool, events), server)
     provider = make_provider(config)
     bounds = RechargeBounds(config.recharge_amount_min_nanos, config.recharge_amount_max_nanos)
+    approval = ApprovalLevels(
+        config.recharge_ceilings.approval_minimum_balance_nanos,
+        config.recharge_ceilings.approval_monthly_cap_nanos,
+    )
     settings_service_pb2_grpc.add_SettingsServiceServicer_to_server(
-        SettingsServicer(pool, provider, bounds), server
+        SettingsServicer(pool, provider, bounds, approval), server
     )
     health = DatabaseHealth(pool, SERVICE_NAMES, config.health_probe_interval_s)
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
@@ -175,7 +180,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
     if config.metrics_port is not None:
         metrics = MetricsServer(ServerGauges(pool, lambda: pool.waiting, database_url))
         try:
-            await metrics.start(config.grpc_host, config.metrics_port)
+            await metrics.start(config.metrics_host, config.metrics_port)
         except BaseException:  # e.g. the port is taken: leave nothing running behind us
             await provider.aclose()
             await events.close()
@@ -191,7 +196,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         port=port,
         metrics_port=None if metrics is None else metrics.port,
         embedded_postgres=embedded is not None,
-        stripe="configured" if config.stripe_secret_key else "sandbox",
+        payment_provider=config.payment_provider,
     )
     running = BillingServer(
         config,
@@ -213,7 +218,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
             running.webhooks = WebhookServer(
                 pool, provider, settings.backoff, on_settled=running.recharge.wake
             )
-            await running.webhooks.start(config.grpc_host, config.webhook_port)
+            await running.webhooks.start(config.webhook_host, config.webhook_port)
             # Webhooks stop first, then the loop: no new charge starts while the process is going away,
             # and both need the pool, which closes last.
             webhooks = running.webhooks

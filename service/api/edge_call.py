@@ -18,7 +18,13 @@ from grpc.aio import ServicerContext
 
 from service.api.drain import UNAVAILABLE_MESSAGE, Drain
 from service.api.errors import GRPC_DETAILS_KEY, status_of
-from service.api.request_log import REQUEST_ID_KEY, bind_request_id, request_id_of, write_line
+from service.api.request_log import (
+    REQUEST_ID_KEY,
+    bind_request_id,
+    loggable_company_id,
+    request_id_of,
+    write_line,
+)
 from service.metrics import observe_rpc
 
 
@@ -41,7 +47,8 @@ class EdgeCall:
         self.method = method
         self.context = context
         self.drain = drain
-        self.company_id: str | None = getattr(request, "company_id", "") or None
+        # Logged before the handler validates it: only a valid id, or a short prefix of a bad one.
+        self.company_id = loggable_company_id(getattr(request, "company_id", "") or "")
         self.request_id = request_id_of(context)
         self.started = time.perf_counter()
         self.code = grpc.StatusCode.OK

@@ -18,6 +18,7 @@ from service.db.pool import AcquireTimeout
 from service.domain.errors import (
     Aborted,
     AlreadyExists,
+    ApprovalRequired,
     BillingError,
     DeadlineExceeded,
     FailedPrecondition,
@@ -42,6 +43,7 @@ _CODES: list[tuple[type[BillingError], grpc.StatusCode]] = [
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (ApprovalRequired, grpc.StatusCode.PERMISSION_DENIED),
 ]
 
 

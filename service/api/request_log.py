@@ -13,10 +13,14 @@ import grpc
 import structlog
 from grpc.aio import ServicerContext
 
+from service.api.validation import COMPANY_ID
+
 log = structlog.get_logger("rpc")
 
 REQUEST_ID_KEY = "x-request-id"
 _MAX_REQUEST_ID_CHARS = 128
+# How much of an invalid company id a line shows: enough to recognize it, never the caller's megabytes.
+_INVALID_COMPANY_ID_PREFIX_CHARS = 32
 # A server fault is an error line, so that alerts on error lines see it; every other code is info.
 _ERROR_CODES = frozenset((grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN))
 
@@ -26,6 +30,17 @@ def request_id_of(context: ServicerContext[Any, Any]) -> str:
         if key == REQUEST_ID_KEY and isinstance(value, str) and 0 < len(value) <= _MAX_REQUEST_ID_CHARS:
             return value
     return uuid.uuid4().hex
+
+
+def loggable_company_id(value: str) -> str | None:
+    """The company id as a log line may carry it: a valid one whole, an invalid one as a short, escaped
+    prefix and its length (it has not been validated when the line is written, and may be anything)."""
+    if not value:
+        return None
+    if COMPANY_ID.fullmatch(value):
+        return value
+    prefix = value[:_INVALID_COMPANY_ID_PREFIX_CHARS].encode("unicode_escape").decode("ascii")
+    return f"invalid:{prefix[: 2 * _INVALID_COMPANY_ID_PREFIX_CHARS]}…({len(value)} chars)"
 
 
 def bind_request_id(context: ServicerContext[Any, Any], request_id: str) -> None:

@@ -16,6 +16,7 @@ from service.api.wire.money import MoneyError, nanos_of
 from service.api.wire.settings import card_message, change_message, settings_message
 from service.app import cards
 from service.app.settings import (
+    DEFAULT_APPROVAL_LEVELS,
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
     get_settings,
@@ -28,6 +29,7 @@ from service.domain.settings import (
     MONEY_FIELDS,
     MONTHLY_RECHARGE_CAP,
     WRITABLE_FIELDS,
+    ApprovalLevels,
     RechargeBounds,
 )
 from service.payments.provider import PaymentProvider
@@ -122,10 +124,17 @@ def parse_update(v: Violations, request: pb.UpdateBillingSettingsRequest) -> dic
 
 
 class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
-    def __init__(self, pool: asyncpg.Pool, provider: PaymentProvider, bounds: RechargeBounds) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        provider: PaymentProvider,
+        bounds: RechargeBounds,
+        approval: ApprovalLevels = DEFAULT_APPROVAL_LEVELS,
+    ) -> None:
         self._pool = pool
         self._provider = provider
         self._bounds = bounds
+        self._approval = approval
 
     async def GetBillingSettings(
         self, request: pb.GetBillingSettingsRequest, context: ServicerContext[Any, Any]
@@ -146,7 +155,16 @@ class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
         changes = parse_update(v, request)
         v.raise_if_any()
         applied = await update_settings(
-            self._pool, request.company_id, changes, request.request_id, actor, self._bounds
+            self._pool,
+            request.company_id,
+            changes,
+            request.request_id,
+            actor,
+            self._bounds,
+            approval=self._approval,
+            # No roles yet: the service does not authenticate its callers (see
+            # may_raise_above_approval_level). Pass the caller's roles here once it does.
+            roles=None,
         )
         return pb.UpdateBillingSettingsResponse(
             settings=settings_message(applied.result), replayed=applied.replayed

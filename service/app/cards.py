@@ -41,6 +41,7 @@ from service.domain.errors import (
 from service.domain.settings import PAUSED_CARD_REMOVED
 from service.payments.provider import (
     CardDetails,
+    CredentialsRejected,
     IdempotencyConflict,
     OutcomeUnknown,
     PaymentMethodRejected,
@@ -128,24 +129,61 @@ class CardSetup:
 async def start_card_setup(
     pool: asyncpg.Pool, provider: PaymentProvider, company_id: str, request_id: str
 ) -> CardSetup:
-    """A SetupIntent (usage=off_session) for the company's customer; a retry gets the same one back
-    from the provider, which replays it under the same idempotency key."""
+    """The company's SetupIntent (usage=off_session) for Stripe.js: the one still waiting for a card if
+    there is one, whatever the request id, else a new one.
+
+    A new one's provider key is derived from the company's setup generation, not the request id, so
+    concurrent first requests get one SetupIntent between them; the generation moves on when a card is
+    set. A retry of a request gets the same SetupIntent back, as long as it is still open.
+    """
     request = _request(START_CARD_SETUP, company_id, request_id)
     seen = await idempotency.find(pool, request)
     customer_id = await ensure_customer(pool, provider, company_id)
-    try:
-        intent = await provider.create_setup_intent(
-            customer_id, provider_key(START_CARD_SETUP, company_id, request_id, customer_id)
+    stored = await pool.fetchrow(
+        "select open_setup_intent_id, setup_generation from payment_customers where company_id = $1",
+        company_id,
+    )
+    assert stored is not None  # ensure_customer stored it
+    closed_id = stored["open_setup_intent_id"]
+    intent = await _open_setup_intent(provider, closed_id, customer_id)
+    if intent is None:
+        # The key names what it replaces, so a closed SetupIntent is not replayed in its own place.
+        key = provider_key(
+            START_CARD_SETUP, company_id, customer_id, str(stored["setup_generation"]), closed_id or ""
         )
-    except PaymentProviderError as error:
-        raise _provider_failure(error, "starting the card setup") from None
+        try:
+            intent = await provider.create_setup_intent(customer_id, key)
+        except PaymentProviderError as error:
+            raise _provider_failure(error, "starting the card setup") from None
+        await pool.execute(
+            "update payment_customers set open_setup_intent_id = $2 where company_id = $1",
+            company_id,
+            intent.setup_intent_id,
+        )
     if seen is None:
         # The response holds the SetupIntent's client secret, which is never stored: the key is kept with
-        # no result, and a retry asks the provider again under the same provider key.
+        # no result, and a retry asks the provider again.
         async with pool.acquire() as conn, conn.transaction():
             if await idempotency.claim(conn, request) is not None:
                 return CardSetup(customer_id, intent, replayed=True)
     return CardSetup(customer_id, intent, replayed=seen is not None)
+
+
+async def _open_setup_intent(
+    provider: PaymentProvider, stored_id: str | None, customer_id: str
+) -> SetupIntent | None:
+    """The company's stored SetupIntent if the provider says it still waits for a card."""
+    if stored_id is None:
+        return None
+    try:
+        intent = await provider.retrieve_setup_intent(stored_id)
+    except (OutcomeUnknown, IdempotencyConflict, CredentialsRejected) as error:
+        raise _provider_failure(error, "reading the open card setup") from None
+    except PaymentProviderError:
+        return None  # gone at the provider: make a new one
+    if not intent.is_open or intent.customer_id not in (None, customer_id):
+        return None
+    return intent
 
 
 @dataclass(frozen=True)
@@ -224,6 +262,14 @@ async def set_default_card(
             card.exp_month,
             card.exp_year,
             card.fingerprint,
+        )
+        # The SetupIntent handed out so far has done its job: the next setup makes a new one.
+        await conn.execute(
+            """
+            update payment_customers set open_setup_intent_id = null, setup_generation = setup_generation + 1
+             where company_id = $1
+            """,
+            company_id,
         )
         await conn.execute(
             """

@@ -8,6 +8,7 @@ both uses, so two writers never wait on each other in a cycle.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,21 +18,25 @@ import asyncpg
 
 from service.app import idempotency, page_tokens
 from service.app.rows import Row
-from service.domain.errors import CompanyNotFound, FieldViolation, InvalidArgument
+from service.domain.errors import ApprovalRequired, CompanyNotFound, FieldViolation, InvalidArgument
 from service.domain.settings import (
     MONEY_FIELDS,
     PAUSED_NO_CARD,
     WRITABLE_FIELDS,
+    ApprovalLevels,
     RechargeBounds,
     SettingsValues,
     audit_text,
     check_settings,
+    may_raise_above_approval_level,
+    raises_above_approval,
 )
 
 UPDATE_OPERATION = "update_settings"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 RECHARGE_WANTED_CHANNEL = "recharge_wanted"
+DEFAULT_APPROVAL_LEVELS = ApprovalLevels()
 
 SETTINGS_SQL = """
     select b.company_id, w.minimum_balance_nanos, b.recharge_amount_nanos, b.auto_recharge_enabled,
@@ -192,9 +197,16 @@ async def update_settings(
     request_id: str,
     actor: str,
     bounds: RechargeBounds,
+    *,
+    approval: ApprovalLevels = DEFAULT_APPROVAL_LEVELS,
+    roles: frozenset[str] | None = None,
 ) -> Applied[BillingSettings]:
     """Apply `changes` (field name -> new value; only these change), validated against the settings
-    they produce, audited, in one transaction."""
+    they produce, audited, in one transaction.
+
+    Raising the minimum balance or the monthly cap above its approval level (or clearing the cap) is
+    allowed only when `may_raise_above_approval_level(roles)` says so, and emits settings_limit_raised.
+    """
     request = idempotency.Request(
         UPDATE_OPERATION,
         company_id,
@@ -213,6 +225,28 @@ async def update_settings(
         violations: list[FieldViolation] = check_settings(new, frozenset(changes), bounds)
         if violations:
             raise InvalidArgument(violations)
+        raises = raises_above_approval(before.values, new, approval)
+        if raises and not may_raise_above_approval_level(roles):
+            fields = ", ".join(r.field for r in raises)
+            raise ApprovalRequired(
+                f"raising {fields} above the approval level needs the finance or admin role",
+                metadata={"fields": fields},
+            )
+        for raised in raises:
+            await conn.execute(
+                "select emit_wallet_event(p_company_id => $1, p_event_type => 'settings_limit_raised',"
+                " p_payload => $2::jsonb)",
+                company_id,
+                json.dumps(
+                    {
+                        "field": raised.field,
+                        "old_nanos": raised.old_nanos,
+                        "new_nanos": raised.new_nanos,
+                        "approval_level_nanos": raised.approval_level_nanos,
+                        "actor": actor,
+                    }
+                ),
+            )
 
         paused_reason = before.auto_recharge_paused_reason
         # Auto-recharge switched on before any card exists waits for one, and says so.

@@ -59,6 +59,12 @@ class FailedPrecondition(BillingError):
     reason = "FAILED_PRECONDITION"
 
 
+class ApprovalRequired(BillingError):
+    """Raising a limit above the deployment's approval level needs a role the caller does not have."""
+
+    reason = "APPROVAL_REQUIRED"
+
+
 class NoRateCard(FailedPrecondition):
     reason = "NO_RATE_CARD"
 

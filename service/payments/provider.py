@@ -52,11 +52,23 @@ class CardDetails:
     fingerprint: str | None
 
 
+# SetupIntent states in which it still waits for the customer's card: it may be handed out again.
+OPEN_SETUP_INTENT_STATUSES = frozenset(
+    {"requires_payment_method", "requires_confirmation", "requires_action"}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class SetupIntent:
     setup_intent_id: str
     # The browser needs it to confirm the card; it must never reach a log, hence repr=False.
     client_secret: str = field(repr=False)
+    status: str = "requires_payment_method"
+    customer_id: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_SETUP_INTENT_STATUSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +80,14 @@ class ChargeResult:
     decline_code: str | None = None
     # The provider's human-readable reason, fit to show to the customer.
     message: str | None = None
+    # Who was charged, in what currency, in which mode, and the metadata we set: what a webhook is
+    # checked against before it may credit anything (None when the provider did not say).
+    customer_id: str | None = None
+    currency: str | None = None
+    livemode: bool | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    # The sandbox provider's answers: no money moved, and the ledger says so.
+    sandbox: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +95,8 @@ class WebhookEvent:
     id: str
     type: str
     created_at_s: int
+    # The event's own mode (None when it did not say); it must match our key's.
+    livemode: bool | None = None
     # The fields below are filled when the event's object is a PaymentIntent, else None / empty.
     payment_intent_id: str | None = None
     status: ChargeStatus | None = None
@@ -143,6 +165,10 @@ class PaymentProvider(Protocol):
         """Start saving a card for later off-session charges (usage=off_session)."""
         ...
 
+    async def retrieve_setup_intent(self, setup_intent_id: str) -> SetupIntent:
+        """A SetupIntent made before, with its status (and its client secret, for handing it out again)."""
+        ...
+
     async def attach_payment_method(
         self, customer_id: str, payment_method_id: str, idempotency_key: str
     ) -> CardDetails:
@@ -182,6 +208,12 @@ class PaymentProvider(Protocol):
 
     def parse_webhook(self, payload: bytes, signature_header: str) -> WebhookEvent:
         """Verify the signature (and its age) and parse the event, or raise InvalidWebhook."""
+        ...
+
+    @property
+    def livemode(self) -> bool:
+        """Whether our credentials move real money (a live key); an event or PaymentIntent of the
+        other mode is never ours to act on."""
         ...
 
     async def aclose(self) -> None:

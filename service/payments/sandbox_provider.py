@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import itertools
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -122,8 +123,10 @@ class SandboxProvider:
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
+        self._run = secrets.token_hex(4)
         self._customers: dict[str, str] = {}  # id -> company_id
         self._methods: dict[str, _PaymentMethod] = {}
+        self._setup_intents: dict[str, SetupIntent] = {}
         self._intents: dict[str, _PaymentIntent] = {}  # insertion order = creation order
         self._saved: OrderedDict[str, _Saved] = OrderedDict()  # idempotency key -> first outcome
 
@@ -139,9 +142,19 @@ class SandboxProvider:
         def run() -> SetupIntent:
             self._require_customer(customer_id)
             setup_id = self._new_id("seti")
-            return SetupIntent(setup_intent_id=setup_id, client_secret=f"{setup_id}_secret_sandbox")
+            intent = SetupIntent(
+                setup_intent_id=setup_id, client_secret=f"{setup_id}_secret_sandbox", customer_id=customer_id
+            )
+            self._setup_intents[setup_id] = intent
+            return intent
 
         return self._idempotent(idempotency_key, ("setup_intent", customer_id), run)
+
+    async def retrieve_setup_intent(self, setup_intent_id: str) -> SetupIntent:
+        intent = self._setup_intents.get(setup_intent_id)
+        if intent is None:
+            raise PaymentProviderError(f"No such SetupIntent: '{setup_intent_id}'", code="resource_missing")
+        return intent
 
     async def attach_payment_method(
         self, customer_id: str, payment_method_id: str, idempotency_key: str
@@ -202,11 +215,22 @@ class SandboxProvider:
             intent_id = self._new_id("pi")
             decline = TEST_CARDS[method.token].decline
             if decline is None:
-                result = ChargeResult(intent_id, ChargeStatus.SUCCEEDED, amount_cents)
+                status, decline_code, message = ChargeStatus.SUCCEEDED, None, None
             else:
                 code, decline_code, message = decline
                 status = classify_decline(code=code, decline_code=decline_code)
-                result = ChargeResult(intent_id, status, amount_cents, decline_code, message)
+            result = ChargeResult(
+                intent_id,
+                status,
+                amount_cents,
+                decline_code,
+                message,
+                customer_id=customer_id,
+                currency="usd",
+                livemode=False,
+                metadata=dict(metadata),
+                sandbox=True,
+            )
             self._intents[intent_id] = _PaymentIntent(customer_id, dict(metadata), result)
             return result
 
@@ -239,11 +263,16 @@ class SandboxProvider:
     def parse_webhook(self, payload: bytes, signature_header: str) -> WebhookEvent:
         raise InvalidWebhook("the sandbox payment provider sends no webhooks")
 
+    @property
+    def livemode(self) -> bool:
+        return False
+
     async def aclose(self) -> None:
         return None
 
     def _new_id(self, prefix: str) -> str:
-        return f"{prefix}_sandbox_{next(self._ids)}"
+        # Unique across restarts too: a PaymentIntent id is a ledger reference, unique per credit.
+        return f"{prefix}_sandbox_{next(self._ids)}_{self._run}"
 
     def _require_customer(self, customer_id: str) -> None:
         if customer_id not in self._customers:

@@ -14,6 +14,7 @@ Rules kept here so callers need not know them:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -57,12 +58,15 @@ class StripeProvider:
         api_base: str | None,
         webhook_secret: str,
         *,
+        previous_webhook_secret: str = "",
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_network_retries: int = DEFAULT_MAX_NETWORK_RETRIES,
     ) -> None:
         if not api_key:
             raise ValueError("a Stripe API key is required")
-        self._webhook_secret = webhook_secret
+        # While a secret is rotated, Stripe signs with both: either one verifies a delivery.
+        self._webhook_secrets = tuple(s for s in (webhook_secret, previous_webhook_secret) if s)
+        self._livemode = "_live_" in api_key
         # Certificates only mean something over TLS; skipping the CA bundle for a plain-http base
         # (the loopback fake in tests) also saves ~0.1 s of loading it per provider.
         plain_http = api_base is not None and api_base.startswith("http://")
@@ -99,9 +103,14 @@ class StripeProvider:
             )
         except stripe.StripeError as e:
             raise _translate(e) from None
-        if not intent.client_secret:
-            raise PaymentProviderError(f"SetupIntent {intent.id} came back without a client secret")
-        return SetupIntent(setup_intent_id=intent.id, client_secret=intent.client_secret)
+        return _setup_intent(intent)
+
+    async def retrieve_setup_intent(self, setup_intent_id: str) -> SetupIntent:
+        try:
+            intent = await self._client.v1.setup_intents.retrieve_async(setup_intent_id)
+        except stripe.StripeError as e:
+            raise _translate(e) from None
+        return _setup_intent(intent)
 
     async def attach_payment_method(
         self, customer_id: str, payment_method_id: str, idempotency_key: str
@@ -212,41 +221,57 @@ class StripeProvider:
         return None
 
     def parse_webhook(self, payload: bytes, signature_header: str) -> WebhookEvent:
-        return parse_webhook(payload, signature_header, self._webhook_secret)
+        return parse_webhook(payload, signature_header, *self._webhook_secrets)
+
+    @property
+    def livemode(self) -> bool:
+        return self._livemode
 
 
-def parse_webhook(payload: bytes, signature_header: str, webhook_secret: str) -> WebhookEvent:
-    """Verify a Stripe webhook with the library's own check (HMAC-SHA256, 300 s tolerance)."""
+def parse_webhook(payload: bytes, signature_header: str, *webhook_secrets: str) -> WebhookEvent:
+    """Verify a Stripe webhook with the library's own check (HMAC-SHA256, 300 s tolerance) against
+    each secret in turn (the current one and, while rotating, the previous one)."""
+    if not webhook_secrets:
+        raise InvalidWebhook("no webhook secret is configured")
+    rejected: stripe.SignatureVerificationError | None = None
+    for secret in webhook_secrets:
+        try:
+            stripe.WebhookSignature.verify_header(
+                payload, signature_header, secret, tolerance=WEBHOOK_TOLERANCE_S
+            )
+        except stripe.SignatureVerificationError as e:
+            rejected = e
+            continue
+        rejected = None
+        break
+    if rejected is not None:
+        raise InvalidWebhook(f"webhook signature rejected: {rejected.user_message}") from None
     try:
-        stripe.WebhookSignature.verify_header(
-            payload, signature_header, webhook_secret, tolerance=WEBHOOK_TOLERANCE_S
-        )
         event = json.loads(payload)
-    except stripe.SignatureVerificationError as e:
-        raise InvalidWebhook(f"webhook signature rejected: {e.user_message}") from None
     except (ValueError, UnicodeDecodeError):
         raise InvalidWebhook("webhook body is not JSON") from None
     if not isinstance(event, dict) or not isinstance(event.get("id"), str):
         raise InvalidWebhook("webhook body is not a Stripe event")
     obj = event.get("data", {}).get("object") if isinstance(event.get("data"), dict) else None
+    livemode = event.get("livemode")
     base: dict[str, Any] = {
         "id": event["id"],
         "type": _str(event, "type") or "",
         "created_at_s": _int(event, "created") or 0,
+        "livemode": livemode if isinstance(livemode, bool) else None,
     }
     if isinstance(obj, dict) and obj.get("object") == "payment_intent":
         result = charge_result_from_intent(obj)
-        metadata = obj.get("metadata")
         return WebhookEvent(
             **base,
             payment_intent_id=result.payment_intent_id,
             status=result.status,
             amount_cents=result.amount_cents,
-            currency=_str(obj, "currency"),
-            customer_id=_str(obj, "customer"),
+            currency=result.currency,
+            customer_id=result.customer_id,
             decline_code=result.decline_code,
             message=result.message,
-            metadata={str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {},
+            metadata=result.metadata,
         )
     return WebhookEvent(**base)
 
@@ -278,12 +303,33 @@ def charge_result_from_intent(intent: Mapping[str, Any]) -> ChargeResult:
         # credit the wallet nor charge again; the webhook (or a later retrieve) settles it.
         charge_status = ChargeStatus.PROCESSING
     amount = intent.get("amount")
+    customer = intent.get("customer")
+    if isinstance(customer, dict):  # expanded
+        customer = customer.get("id")
+    livemode = intent.get("livemode")
+    metadata = intent.get("metadata")
     return ChargeResult(
         payment_intent_id=_str(intent, "id"),
         status=charge_status,
-        amount_cents=amount if isinstance(amount, int) else None,
+        amount_cents=amount if isinstance(amount, int) and not isinstance(amount, bool) else None,
         decline_code=decline_code if charge_status is not ChargeStatus.SUCCEEDED else None,
         message=message if charge_status is not ChargeStatus.SUCCEEDED else None,
+        customer_id=customer if isinstance(customer, str) else None,
+        currency=_str(intent, "currency"),
+        livemode=livemode if isinstance(livemode, bool) else None,
+        metadata={str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {},
+    )
+
+
+def _setup_intent(intent: stripe.SetupIntent) -> SetupIntent:
+    if not intent.client_secret:
+        raise PaymentProviderError(f"SetupIntent {intent.id} came back without a client secret")
+    customer = intent.customer
+    return SetupIntent(
+        setup_intent_id=intent.id,
+        client_secret=intent.client_secret,
+        status=intent.status,
+        customer_id=customer if isinstance(customer, str) else getattr(customer, "id", None),
     )
 
 
@@ -298,13 +344,11 @@ def _declined(e: stripe.CardError) -> ChargeResult:
     )
     if intent is not None and intent.status == "requires_action":
         status = ChargeStatus.REQUIRES_ACTION
-    return ChargeResult(
-        payment_intent_id=intent.id if intent is not None else None,
-        status=status,
-        amount_cents=intent.amount if intent is not None else None,
-        decline_code=decline_code,
-        message=e.user_message,
-    )
+    if intent is None:
+        return ChargeResult(None, status, None, decline_code=decline_code, message=e.user_message)
+    # Who, what currency, which mode and our metadata, as a retrieve of the same PaymentIntent says.
+    described = charge_result_from_intent(intent.to_dict())
+    return dataclasses.replace(described, status=status, decline_code=decline_code, message=e.user_message)
 
 
 def _translate(e: stripe.StripeError) -> PaymentProviderError:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from service.config import RechargeCeilings
 from service.domain.money import NANOS_PER_CENT
 
 # Stripe keeps an idempotency key for at least 24 hours. Inside this window an attempt whose outcome
@@ -21,6 +22,9 @@ IDEMPOTENCY_WINDOW = dt.timedelta(hours=23)
 # Between polls of a PaymentIntent that is still processing, and between same-key retries after an
 # unknown outcome, when no schedule is configured.
 DEFAULT_UNKNOWN_RETRY_BACKOFF_S: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0)
+
+# The ceilings load_config({}) gives, for callers that were not handed the deployment's.
+DEFAULT_CEILINGS = RechargeCeilings()
 
 
 class Kind(enum.StrEnum):
@@ -66,6 +70,8 @@ class PauseReason(enum.StrEnum):
     HARD_DECLINE = "hard_decline"
     SOFT_DECLINE_RETRIES_EXHAUSTED = "soft_decline_retries_exhausted"
     PROVIDER_REFUSED = "provider_refused"
+    # More charges in an hour than the deployment allows (RechargeCeilings.max_charges_per_hour).
+    VELOCITY_LIMIT = "velocity_limit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +107,12 @@ class WalletSnapshot:
     cap_block_notified: bool
     last_auto: LastAttempt | None
     last_preload: LastAttempt | None
+    # What automatic charges (of either kind) created in the last 24 hours charged or may still charge.
+    charged_last_24h_nanos: int = 0
+    # Charge attempts created for the company in the last hour.
+    charges_last_hour: int = 0
+    # recharge_limited has been emitted and no unlimited charge happened since.
+    limit_notified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +136,26 @@ class CapBlock:
     notify: bool
 
 
+class Limit(enum.StrEnum):
+    """A deployment ceiling (RechargeCeilings) that no company setting lifts."""
+
+    MAX_CHARGE = "max_charge"
+    MAX_DAILY = "max_daily"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitBlock:
+    """A deployment ceiling cut (part of) a charge, or held it back (allowed_nanos == 0)."""
+
+    limit: Limit
+    wanted_nanos: int
+    allowed_nanos: int
+    limit_nanos: int
+    charged_last_24h_nanos: int
+    # Emit recharge_limited now (False: the company has already been told).
+    notify: bool
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     charge: Charge | None
@@ -134,6 +166,11 @@ class Decision:
     wait_until: dt.datetime | None = None
     # A charge the cap allowed in full: clear the "company was told" mark.
     clear_cap_block: bool = False
+    limit_block: LimitBlock | None = None
+    # A charge no ceiling limited: clear the "company was told" mark of recharge_limited.
+    clear_limit_block: bool = False
+    # Pause auto-recharge (velocity): written with a recharge_paused event.
+    pause: PauseReason | None = None
 
 
 def recharge_multiple(balance_nanos: int, minimum_balance_nanos: int, recharge_amount_nanos: int) -> int:
@@ -163,8 +200,49 @@ def _backoff(
     return last.retry_number + 1, None
 
 
-def decide(snapshot: WalletSnapshot, now: dt.datetime) -> Decision:
-    """Whether to create a charge attempt for this wallet now, of what kind and amount."""
+def decide(
+    snapshot: WalletSnapshot, now: dt.datetime, ceilings: RechargeCeilings = DEFAULT_CEILINGS
+) -> Decision:
+    """Whether to create a charge attempt for this wallet now, of what kind and amount: what the
+    company's settings ask for, then bounded by the deployment's ceilings, which they cannot lift."""
+    return apply_ceilings(snapshot, _by_settings(snapshot, now), ceilings)
+
+
+def apply_ceilings(s: WalletSnapshot, wanted: Decision, ceilings: RechargeCeilings) -> Decision:
+    """Velocity first (too many charges in the last hour pause auto-recharge), then the per-charge and
+    per-24-hours maximums: a charge is cut to the largest whole multiple of the recharge amount that
+    fits both, or held back, and the company is told once (recharge_limited)."""
+    charge = wanted.charge
+    if charge is None:
+        return wanted
+    if s.charges_last_hour >= ceilings.max_charges_per_hour:
+        return Decision(None, None, "velocity_limit", pause=PauseReason.VELOCITY_LIMIT)
+    daily_room = max(0, ceilings.max_daily_nanos - s.charged_last_24h_nanos)
+    if charge.kind is Kind.PRELOAD:
+        fits = charge.amount_nanos <= min(ceilings.max_charge_nanos, daily_room)
+        allowed_multiple = 1 if fits else 0
+        unit = charge.amount_nanos
+    else:
+        unit = s.recharge_amount_nanos
+        allowed_multiple = min(charge.multiple, ceilings.max_charge_nanos // unit, daily_room // unit)
+    if allowed_multiple == charge.multiple:
+        return replace(wanted, clear_limit_block=s.limit_notified)
+    by_charge = ceilings.max_charge_nanos < charge.amount_nanos and ceilings.max_charge_nanos <= daily_room
+    block = LimitBlock(
+        limit=Limit.MAX_CHARGE if by_charge else Limit.MAX_DAILY,
+        wanted_nanos=charge.amount_nanos,
+        allowed_nanos=allowed_multiple * unit,
+        limit_nanos=ceilings.max_charge_nanos if by_charge else ceilings.max_daily_nanos,
+        charged_last_24h_nanos=s.charged_last_24h_nanos,
+        notify=not s.limit_notified,
+    )
+    if allowed_multiple == 0:
+        return replace(wanted, charge=None, reason="daily_limit_reached", limit_block=block)
+    cut = Charge(charge.kind, allowed_multiple * unit, charge.retry_number, allowed_multiple)
+    return replace(wanted, charge=cut, limit_block=block)
+
+
+def _by_settings(snapshot: WalletSnapshot, now: dt.datetime) -> Decision:
     s = snapshot
     if s.in_flight_nanos is not None:
         return Decision(None, None, "in_flight")

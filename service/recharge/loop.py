@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
-from service.config import Config
+from service.config import Config, RechargeCeilings
 from service.db.listener import Listener
 from service.payments.provider import (
     ChargeResult,
@@ -62,6 +62,8 @@ class LoopSettings:
     backoff: Backoff
     # Attempts one process works on at once.
     max_concurrency: int = 16
+    # The deployment's limits on automatic charges.
+    ceilings: RechargeCeilings = engine.DEFAULT_CEILINGS
 
     @classmethod
     def from_config(cls, config: Config) -> LoopSettings:
@@ -69,6 +71,7 @@ class LoopSettings:
             sweep_interval_s=config.recharge_sweep_interval_s,
             lease_s=config.recharge_lease_s,
             backoff=Backoff(config.recharge_retry_backoff_s, config.recharge_unknown_retry_backoff_s),
+            ceilings=config.recharge_ceilings,
         )
 
     @property
@@ -181,7 +184,7 @@ class RechargeLoop:
     async def _plan(self, company_id: str) -> None:
         try:
             async with self._pool.acquire() as conn:
-                planned = await plan_recharge(conn, company_id)
+                planned = await plan_recharge(conn, company_id, self._settings.ceilings)
         except asyncpg.UniqueViolationError:
             return  # another process created the in-flight attempt first: nothing to do
         if planned.attempt_id is not None:

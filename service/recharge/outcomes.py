@@ -139,7 +139,8 @@ async def apply_outcome(
     if new_status is Status.SUCCEEDED:
         assert payment_intent_id is not None, "a succeeded charge always has a PaymentIntent"
         charged_cents = result.amount_cents if result is not None else None
-        await _credit(conn, attempt, payment_intent_id, charged_cents)
+        sandbox = result is not None and result.sandbox
+        await _credit(conn, attempt, payment_intent_id, charged_cents, sandbox=sandbox)
         credited = True
     elif event_type is not None:
         payload: dict[str, Any] = {
@@ -166,7 +167,13 @@ async def apply_outcome(
         if outcome is Outcome.UNKNOWN and error:
             payload["error"] = error
         await emit(conn, attempt.company_id, event_type, payload)
-    if transition.pause is not None:
+    pause = transition.pause
+    if pause is not None and not await _card_still_on_file(conn, attempt):
+        # The decline is about a card the company has since removed or replaced: the removal paused
+        # auto-recharge with its own reason, and a replacement card deserves its own try. Pausing
+        # here would overwrite that reason with news about a card nobody will charge again.
+        pause = None
+    if pause is not None:
         await conn.execute(
             """
             update billing_settings
@@ -174,14 +181,14 @@ async def apply_outcome(
              where company_id = $1
             """,
             attempt.company_id,
-            transition.pause.value,
+            pause.value,
         )
         await emit(
             conn,
             attempt.company_id,
             "recharge_paused",
             {
-                "reason": transition.pause.value,
+                "reason": pause.value,
                 "attempt_id": str(attempt.attempt_id),
                 "kind": attempt.kind.value,
             },
@@ -193,12 +200,24 @@ async def apply_outcome(
         outcome=outcome.value,
         status=new_status.value,
         payment_intent_id=payment_intent_id,
-        pause=transition.pause.value if transition.pause else None,
+        pause=pause.value if pause else None,
     )
     return Recorded(attempt.company_id, new_status, changed=True, credited=credited)
 
 
-async def _credit(conn: Conn, attempt: Attempt, payment_intent_id: str, charged_cents: int | None) -> None:
+async def _card_still_on_file(conn: Conn, attempt: Attempt) -> bool:
+    # The settings row lock orders this against a card removal or replacement (which change the
+    # settings in the same transaction), so the card read next is the one the pause would apply to.
+    await conn.execute("select 1 from billing_settings where company_id = $1 for update", attempt.company_id)
+    current = await conn.fetchval(
+        "select payment_method_id from payment_cards where company_id = $1", attempt.company_id
+    )
+    return bool(current == attempt.payment_method_id)
+
+
+async def _credit(
+    conn: Conn, attempt: Attempt, payment_intent_id: str, charged_cents: int | None, *, sandbox: bool
+) -> None:
     """Credit the wallet for a succeeded PaymentIntent (append_ledger_entry(), then the event), in the
     caller's transaction.
 
@@ -218,6 +237,11 @@ async def _credit(conn: Conn, attempt: Attempt, payment_intent_id: str, charged_
     entry_type = "preload_credit" if attempt.kind is Kind.PRELOAD else "recharge_credit"
     what = "Pre-load" if attempt.kind is Kind.PRELOAD else "Auto-recharge"
     description = f"{what} from {card_label(attempt.card_brand, attempt.card_last4)}"
+    reference = payment_intent_id
+    if sandbox:
+        # No money was taken: whoever reads the ledger or a statement must see it.
+        description += " (sandbox: no money taken)"
+        reference = payment_intent_id if "sandbox" in payment_intent_id else f"sandbox:{payment_intent_id}"
     entry = await conn.fetchrow(
         """
         select sequence, balance_after_nanos
@@ -227,7 +251,7 @@ async def _credit(conn: Conn, attempt: Attempt, payment_intent_id: str, charged_
         attempt.company_id,
         entry_type,
         amount_nanos,
-        payment_intent_id,
+        reference,
         description,
         attempt.attempt_id,
     )

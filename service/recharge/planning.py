@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
+from service.config import RechargeCeilings
+
 from . import engine
 from .engine import Kind, Status
 from .wallet_events import Conn, card_label, emit
@@ -33,7 +35,7 @@ _SNAPSHOT_SQL = """
            coalesce(s.auto_recharge_enabled, false) as auto_recharge_enabled,
            s.recharge_amount_nanos, coalesce(s.preload_amount_nanos, 0) as preload_amount_nanos,
            s.monthly_recharge_cap_nanos, s.auto_recharge_paused_reason, s.first_card_set_at,
-           s.recharge_blocked_by_cap_at,
+           s.recharge_blocked_by_cap_at, s.recharge_limited_at,
            c.payment_method_id, c.brand, c.last4, pc.provider_customer_id
       from wallets w
       left join billing_settings s using (company_id)
@@ -51,7 +53,14 @@ _ATTEMPTS_SQL = """
                  where company_id = $1 and kind = 'preload' and status = 'succeeded') as preload_succeeded,
         (select coalesce(sum(amount_nanos), 0) from recharge_attempts
           where company_id = $1 and kind = 'auto' and created_at >= $2
-            and status in ('pending', 'processing', 'succeeded')) as charged_this_month_nanos
+            and status in ('pending', 'processing', 'succeeded')) as charged_this_month_nanos,
+        (select coalesce(sum(amount_nanos), 0) from recharge_attempts
+          where company_id = $1 and created_at > $3::timestamptz - interval '24 hours'
+            and status in ('pending', 'processing', 'succeeded')) as charged_last_24h_nanos,
+        -- Every attempt asked the card for money, except one found never to have been sent.
+        (select count(*) from recharge_attempts
+          where company_id = $1 and created_at > $3::timestamptz - interval '1 hour' and status <> 'expired')
+            as charges_last_hour
 """
 
 _LAST_FINAL_SQL = """
@@ -62,7 +71,9 @@ _LAST_FINAL_SQL = """
 """
 
 
-async def plan_recharge(conn: Conn, company_id: str) -> Planned:
+async def plan_recharge(
+    conn: Conn, company_id: str, ceilings: RechargeCeilings = engine.DEFAULT_CEILINGS
+) -> Planned:
     """Decide under the wallet row lock whether to charge now; if so, create and COMMIT the attempt.
 
     The attempt row (and its recharge_started event) commit before this returns, so it exists before
@@ -74,7 +85,7 @@ async def plan_recharge(conn: Conn, company_id: str) -> Planned:
         if wallet is None:
             return Planned(engine.Decision(None, None, "no_wallet"), None)
         now: dt.datetime = wallet["now"]
-        counts = await conn.fetchrow(_ATTEMPTS_SQL, company_id, engine.month_start(now))
+        counts = await conn.fetchrow(_ATTEMPTS_SQL, company_id, engine.month_start(now), now)
         assert counts is not None
         last: dict[str, engine.LastAttempt] = {
             row["kind"]: engine.LastAttempt(
@@ -103,8 +114,12 @@ async def plan_recharge(conn: Conn, company_id: str) -> Planned:
             cap_block_notified=wallet["recharge_blocked_by_cap_at"] is not None,
             last_auto=last.get(Kind.AUTO),
             last_preload=last.get(Kind.PRELOAD),
+            charged_last_24h_nanos=int(counts["charged_last_24h_nanos"]),
+            charges_last_hour=int(counts["charges_last_hour"]),
+            limit_notified=wallet["recharge_limited_at"] is not None,
         )
-        decision = engine.decide(snapshot, now)
+        decision = engine.decide(snapshot, now, ceilings)
+        await _note_ceilings(conn, company_id, snapshot, decision, ceilings)
 
         block = decision.cap_block
         if block is not None and block.notify:
@@ -175,6 +190,73 @@ async def plan_recharge(conn: Conn, company_id: str) -> Planned:
         amount_nanos=charge.amount_nanos,
     )
     return Planned(decision, attempt_id)
+
+
+async def _note_ceilings(
+    conn: Conn,
+    company_id: str,
+    snapshot: engine.WalletSnapshot,
+    decision: engine.Decision,
+    ceilings: RechargeCeilings,
+) -> None:
+    """Write and tell what the deployment's ceilings did to this decision, in its transaction."""
+    if decision.pause is not None:
+        await conn.execute(
+            """
+            update billing_settings
+               set auto_recharge_paused_reason = $2, auto_recharge_paused_at = now(), updated_at = now()
+             where company_id = $1
+            """,
+            company_id,
+            decision.pause.value,
+        )
+        await emit(
+            conn,
+            company_id,
+            "recharge_paused",
+            {
+                "reason": decision.pause.value,
+                "charges_last_hour": snapshot.charges_last_hour,
+                "max_charges_per_hour": ceilings.max_charges_per_hour,
+            },
+        )
+        log.warning(
+            "auto-recharge paused: too many charges in an hour",
+            company_id=company_id,
+            charges_last_hour=snapshot.charges_last_hour,
+            max_charges_per_hour=ceilings.max_charges_per_hour,
+        )
+    block = decision.limit_block
+    if block is not None and block.notify:
+        await conn.execute(
+            "update billing_settings set recharge_limited_at = now() where company_id = $1", company_id
+        )
+        await emit(
+            conn,
+            company_id,
+            "recharge_limited",
+            {
+                "limit": block.limit.value,
+                "wanted_nanos": block.wanted_nanos,
+                "allowed_nanos": block.allowed_nanos,
+                "limit_nanos": block.limit_nanos,
+                "charged_last_24h_nanos": block.charged_last_24h_nanos,
+                "balance_nanos": snapshot.balance_nanos,
+                "minimum_balance_nanos": snapshot.minimum_balance_nanos,
+            },
+        )
+    if block is not None:
+        log.info(
+            "recharge limited by a deployment ceiling",
+            company_id=company_id,
+            limit=block.limit.value,
+            wanted_nanos=block.wanted_nanos,
+            allowed_nanos=block.allowed_nanos,
+        )
+    if decision.clear_limit_block:
+        await conn.execute(
+            "update billing_settings set recharge_limited_at = null where company_id = $1", company_id
+        )
 
 
 _CANDIDATES_SQL = """

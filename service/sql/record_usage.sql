@@ -57,9 +57,10 @@ begin
     end if;
 
     if p_hold_id is not null then
-        -- Holds are only changed under the wallet lock held here, so this read is stable.
+        -- Holds are only changed under the wallet lock held here (release_hold() takes it too), so this
+        -- read is stable; the row lock is a second guard for any writer that forgot the wallet lock.
         select state, usage_record_id into v_hold from holds
-         where hold_id = p_hold_id and company_id = p_company_id;
+         where hold_id = p_hold_id and company_id = p_company_id for update;
         if not found then
             raise exception 'hold % not found for company %', p_hold_id, p_company_id using errcode = 'BLH04';
         elsif v_hold.state = 'captured' then

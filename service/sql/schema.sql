@@ -7,12 +7,13 @@ create table billing_settings (
     recharge_amount_nanos bigint default '50000000000'::bigint not null,
     auto_recharge_enabled boolean default false not null,
     preload_amount_nanos bigint default '50000000000'::bigint not null,
-    monthly_recharge_cap_nanos bigint,
+    monthly_recharge_cap_nanos bigint default '5000000000000'::bigint,
     auto_recharge_paused_reason text,
     first_card_set_at timestamp with time zone,
     updated_at timestamp with time zone default now() not null,
     recharge_blocked_by_cap_at timestamp with time zone,
     auto_recharge_paused_at timestamp with time zone,
+    recharge_limited_at timestamp with time zone,
     constraint billing_settings_company_id_fkey FOREIGN KEY (company_id) REFERENCES companies(company_id),
     constraint billing_settings_monthly_recharge_cap_nanos_check CHECK (((monthly_recharge_cap_nanos IS NULL) OR ((monthly_recharge_cap_nanos > 0) AND ((monthly_recharge_cap_nanos % (10000000)::bigint) = 0)))),
     constraint billing_settings_pkey PRIMARY KEY (company_id),
@@ -117,6 +118,8 @@ create table payment_customers (
     company_id text not null,
     provider_customer_id text not null,
     created_at timestamp with time zone default now() not null,
+    open_setup_intent_id text,
+    setup_generation integer default 0 not null,
     constraint payment_customers_company_id_fkey FOREIGN KEY (company_id) REFERENCES companies(company_id),
     constraint payment_customers_pkey PRIMARY KEY (company_id),
     constraint payment_customers_provider_customer_id_key UNIQUE (provider_customer_id)
@@ -213,6 +216,24 @@ create table stripe_webhook_events (
     outcome text not null,
     received_at timestamp with time zone default now() not null,
     constraint stripe_webhook_events_pkey PRIMARY KEY (event_id)
+);
+
+create table stripe_webhook_reviews (
+    event_id text not null,
+    event_type text not null,
+    payment_intent_id text,
+    attempt_id uuid not null,
+    company_id text not null,
+    reasons text[] not null,
+    details jsonb not null,
+    received_at timestamp with time zone default now() not null,
+    resolved_at timestamp with time zone,
+    resolution text,
+    constraint stripe_webhook_reviews_attempt_id_fkey FOREIGN KEY (attempt_id) REFERENCES recharge_attempts(attempt_id),
+    constraint stripe_webhook_reviews_company_id_fkey FOREIGN KEY (company_id) REFERENCES companies(company_id),
+    constraint stripe_webhook_reviews_event_id_fkey FOREIGN KEY (event_id) REFERENCES stripe_webhook_events(event_id),
+    constraint stripe_webhook_reviews_pkey PRIMARY KEY (event_id),
+    constraint stripe_webhook_reviews_reasons_check CHECK ((cardinality(reasons) > 0))
 );
 
 create table usage_debit_totals (
@@ -340,6 +361,7 @@ CREATE INDEX recharge_attempts_by_company ON public.recharge_attempts USING btre
 CREATE INDEX recharge_attempts_due ON public.recharge_attempts USING btree (next_attempt_at) WHERE (status = ANY (ARRAY['pending'::text, 'processing'::text]));
 CREATE UNIQUE INDEX recharge_attempts_one_in_flight ON public.recharge_attempts USING btree (company_id) WHERE (status = ANY (ARRAY['pending'::text, 'processing'::text]));
 CREATE INDEX settings_changes_by_company ON public.settings_changes USING btree (company_id, change_id DESC);
+CREATE INDEX stripe_webhook_reviews_open ON public.stripe_webhook_reviews USING btree (received_at) WHERE (resolved_at IS NULL);
 CREATE INDEX usage_records_by_occurrence ON public.usage_records USING btree (company_id, occurred_at, usage_record_id);
 CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, event_id);
 
@@ -367,11 +389,11 @@ CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, ev
 -- note_recharge_outcome() returns trigger language plpgsql
 --     note_recharge_outcome.sql, body md5 f1a5479257da66c1f0e64439f4a41986
 -- record_usage(p_usage_record_id uuid, p_company_id text, p_idempotency_key text, p_request_hash bytea, p_usage_type text, p_rate_key text, p_direction text, p_number_type text, p_quantity bigint, p_sms_encoding text, p_billable_units bigint, p_occurred_at timestamp with time zone, p_hold_id uuid DEFAULT NULL::uuid, p_posted_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns usage_records language plpgsql
---     record_usage.sql, body md5 837a71487e26a2d81f3f8fc16aaa42b3
+--     record_usage.sql, body md5 4023cb62a7e36fcf25abae94f799284d
 -- reject_ledger_mutation() returns trigger language plpgsql
 --     append_only.sql, body md5 73b183062f5452967ef36668a2036a60
 -- release_hold(p_company_id text, p_hold_id uuid) returns holds language plpgsql
---     release_hold.sql, body md5 a2b1ef378a16c89e60b8c4315b82af07
+--     release_hold.sql, body md5 d86d3cf620d011e639a3b7bac7c9488f
 -- usage_debit_totals_apply() returns trigger language plpgsql
 --     usage_debit_totals_apply.sql, body md5 f04343e4b69d569daeaab7433065263b
 -- usage_rollup_bucket(p_at timestamp with time zone) returns timestamp with time zone language sql

@@ -30,6 +30,9 @@ async def run(*args: str, database_url: str | None = None, **env: str) -> Result
     full_env.update(env, BILLING_LOG_FORMAT="json")
     if database_url is not None:
         full_env["DATABASE_URL"] = database_url
+        # A test database: the sandbox is allowed on it (the provider must be chosen with DATABASE_URL).
+        full_env.setdefault("BILLING_PAYMENT_PROVIDER", "sandbox")
+        full_env.setdefault("BILLING_ALLOW_SANDBOX", "1")
     proc = await asyncio.create_subprocess_exec(
         ENTRY_POINT, *args, env=full_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -51,6 +54,14 @@ async def run(*args: str, database_url: str | None = None, **env: str) -> Result
             "BILLING_STRIPE_SECRET_KEY is set",
         ),
         ({"DATABASE_URL": "mysql://db/x"}, "configuration error: DATABASE_URL must start with postgresql://"),
+        (
+            {"DATABASE_URL": "postgresql://127.0.0.1:1/x"},
+            "configuration error: BILLING_PAYMENT_PROVIDER is not set: choose stripe or sandbox",
+        ),
+        (
+            {"DATABASE_URL": "postgresql://127.0.0.1:1/x", "BILLING_PAYMENT_PROVIDER": "sandbox"},
+            "configuration error: BILLING_PAYMENT_PROVIDER=sandbox with DATABASE_URL",
+        ),
     ],
 )
 async def test_bad_configuration_stops_with_exit_2_and_one_line(env: dict[str, str], line: str) -> None:

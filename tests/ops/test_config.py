@@ -36,6 +36,7 @@ def test_every_setting_is_read_from_its_variable() -> None:
             "BILLING_GRPC_PORT": "6000",
             "BILLING_METRICS_PORT": "6001",
             "BILLING_WEBHOOK_PORT": "6002",
+            "BILLING_PAYMENT_PROVIDER": "stripe",
             "BILLING_STRIPE_SECRET_KEY": KEY,
             "BILLING_STRIPE_WEBHOOK_SECRET": HOOK_SECRET,
             "BILLING_STRIPE_API_BASE": "http://127.0.0.1:12111/",
@@ -71,13 +72,16 @@ def test_amount_bounds_are_exact_decimals_not_floats() -> None:
 def test_secrets_never_appear_in_the_config_repr() -> None:
     config = load_config(
         {
+            "BILLING_PAYMENT_PROVIDER": "stripe",
             "BILLING_STRIPE_SECRET_KEY": KEY,
             "BILLING_STRIPE_WEBHOOK_SECRET": HOOK_SECRET,
+            "BILLING_STRIPE_WEBHOOK_SECRET_PREVIOUS": HOOK_SECRET + "old",
             "DATABASE_URL": "postgresql://u:hunter2@db/billing",
         }
     )
     shown = repr(config)
     assert KEY not in shown and HOOK_SECRET not in shown and "hunter2" not in shown
+    assert config.stripe_webhook_secret_previous == HOOK_SECRET + "old"
 
 
 def test_metrics_can_be_switched_off_and_empty_values_mean_unset() -> None:
@@ -223,3 +227,49 @@ def test_limits_are_read_from_their_variables() -> None:
 def test_a_bad_limit_names_the_variable(env: dict[str, str], variable: str, says: str) -> None:
     message = _error(env)
     assert variable in message and says in message
+
+
+def test_metrics_and_webhooks_listen_on_loopback_unless_told_otherwise() -> None:
+    # Not on the gRPC host: opening gRPC to the network must not open the metrics and webhooks with it.
+    config = load_config({"BILLING_GRPC_HOST": "0.0.0.0"})
+    assert (config.grpc_host, config.metrics_host, config.webhook_host) == (
+        "0.0.0.0",
+        "127.0.0.1",
+        "127.0.0.1",
+    )
+    config = load_config({"BILLING_METRICS_HOST": "10.0.0.5", "BILLING_WEBHOOK_HOST": "0.0.0.0"})
+    assert (config.metrics_host, config.webhook_host) == ("10.0.0.5", "0.0.0.0")
+
+
+def test_recharge_ceilings_are_read_and_checked_against_each_other() -> None:
+    config = load_config(
+        {
+            "BILLING_RECHARGE_MAX_CHARGE_USD": "2500.00",
+            "BILLING_RECHARGE_AMOUNT_MAX_USD": "2000",
+            "BILLING_RECHARGE_MAX_DAILY_USD": "5000",
+            "BILLING_RECHARGE_MAX_CHARGES_PER_HOUR": "4",
+            "BILLING_SETTINGS_APPROVAL_MINIMUM_BALANCE_USD": "500",
+            "BILLING_SETTINGS_APPROVAL_MONTHLY_CAP_USD": "20000",
+        }
+    )
+    c = config.recharge_ceilings
+    assert (c.max_charge_nanos, c.max_daily_nanos, c.max_charges_per_hour) == (usd(2500), usd(5000), 4)
+    assert (c.approval_minimum_balance_nanos, c.approval_monthly_cap_nanos) == (usd(500), usd(20_000))
+    defaults = load_config({}).recharge_ceilings
+    assert (defaults.max_charge_nanos, defaults.max_daily_nanos) == (usd(10_000), usd(20_000))
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"BILLING_RECHARGE_MAX_CHARGE_USD": "5000"}, "below BILLING_RECHARGE_AMOUNT_MAX_USD"),
+        ({"BILLING_RECHARGE_MAX_DAILY_USD": "9999.99"}, "below BILLING_RECHARGE_MAX_CHARGE_USD"),
+        ({"BILLING_RECHARGE_MAX_CHARGE_USD": "0"}, "positive dollar amount"),
+        ({"BILLING_RECHARGE_MAX_CHARGES_PER_HOUR": "0"}, "out of range"),
+        ({"BILLING_STRIPE_WEBHOOK_SECRET_PREVIOUS": "whsec_x"}, "BILLING_STRIPE_WEBHOOK_SECRET is not"),
+    ],
+)
+def test_bad_ceilings_stop_the_start(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(env)
+    assert message in str(caught.value)

@@ -85,6 +85,8 @@ async def test_sigterm_with_20_calls_in_flight_loses_nothing(
     service = ServiceProcess(
         {
             "DATABASE_URL": db_url,
+            "BILLING_PAYMENT_PROVIDER": "sandbox",
+            "BILLING_ALLOW_SANDBOX": "1",
             "BILLING_DB_POOL_MAX_SIZE": str(CALLS + 4),
             "BILLING_SHUTDOWN_GRACE_S": grace_s,
             "BILLING_HEALTH_PROBE_INTERVAL_S": "0.2",

@@ -69,6 +69,10 @@ def test_the_image_exposes_every_port_it_configures() -> None:
     assert sorted(exposed) == sorted(
         env[name] for name in ("BILLING_GRPC_PORT", "BILLING_METRICS_PORT", "BILLING_WEBHOOK_PORT")
     )
+    # Outside the image every listener defaults to loopback; the image opens each one explicitly.
+    assert all(env[f"BILLING_{name}_HOST"] == "0.0.0.0" for name in ("GRPC", "METRICS", "WEBHOOK"))
+    # The payment provider is never the image's choice.
+    assert "BILLING_PAYMENT_PROVIDER" not in env and "BILLING_ALLOW_SANDBOX" not in env
 
 
 async def _run(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
@@ -90,6 +94,8 @@ async def test_the_image_command_serves_passes_its_healthcheck_and_stops_on_sigt
     # What `docker run` would add: the database, and PATH resolved to where the package is installed.
     env["PATH"] = image_env["PATH"].replace("/opt/venv/bin", venv_bin).replace("$PATH", os.environ["PATH"])
     env["DATABASE_URL"] = db_url
+    # The provider is the operator's choice, never the image's: a test database may use the sandbox.
+    env.update(BILLING_PAYMENT_PROVIDER="sandbox", BILLING_ALLOW_SANDBOX="1")
     # The one change: free ports instead of the fixed ones, as other tests share this machine.
     for name in ("BILLING_GRPC_PORT", "BILLING_METRICS_PORT", "BILLING_WEBHOOK_PORT"):
         env[name] = str(free_port())

@@ -102,7 +102,7 @@ def test_direct_log_calls_are_scrubbed_wherever_the_secret_sits() -> None:
         log.info("headers", headers=[("authorization", BEARER), ("stripe-signature", "t=1,v1=abc")])
         log.info("card saved", payment_method=PAYMENT_METHOD)
         log.info("event", data={"object": PAYMENT_METHOD})
-        log.warning("db", database_url="postgresql://billing:hunter2@db/billing", password="hunter2")
+        log.warning("db", error="cannot reach postgresql://billing:hunter2@db/billing", password="hunter2")
         try:
             raise RuntimeError(f"Invalid API Key provided: {SECRET_KEY} (header {BEARER})")
         except RuntimeError:
@@ -134,3 +134,41 @@ def test_direct_log_calls_are_scrubbed_wherever_the_secret_sits() -> None:
 def test_patterns_keep_what_is_not_secret() -> None:
     ordinary = "company acme: pm_123 charged 5.00 USD, intent pi_3Mtw, customer cus_9 (sk_ prefix alone)"
     assert redact_text(ordinary) == ordinary
+
+
+def test_passwords_in_query_strings_libpq_strings_and_urls_with_an_at_sign_are_scrubbed() -> None:
+    cases = {
+        "postgresql://db.internal/billing?user=billing&password=hunter2&sslmode=require": (
+            "postgresql://db.internal/billing?user=billing&password=" + REDACTED + "&sslmode=require"
+        ),
+        "could not connect: host=db dbname=billing password=hunter2 user=billing": (
+            "could not connect: host=db dbname=billing password=" + REDACTED + " user=billing"
+        ),
+        "host=db password='hunter2 with spaces' user=billing": (
+            "host=db password=" + REDACTED + " user=billing"
+        ),
+        "postgresql://billing:hun@ter2@db:5432/billing failed": (
+            "postgresql://billing:" + REDACTED + "@db:5432/billing failed"
+        ),
+    }
+    for raw, scrubbed in cases.items():
+        assert redact_text(raw) == scrubbed
+        assert "hunter2" not in redact_text(raw) and "ter2" not in redact_text(raw)
+
+
+def test_values_under_token_api_key_and_database_url_keys_are_dropped() -> None:
+    out = io.StringIO()
+    configure_logging("json", "debug", stream=out)
+    try:
+        structlog.get_logger("careless").info(
+            "connecting",
+            token="opaque-token-value",
+            **{"x-api-key": "opaque-api-key", "DATABASE_URL": "postgresql://u@db/x?password=hunter2"},
+            headers=[("x-api-key", "opaque-api-key")],
+        )
+    finally:
+        configure_logging("console", "warning")
+    (line,) = _lines(out)
+    assert (line["token"], line["x-api-key"], line["DATABASE_URL"]) == (REDACTED,) * 3
+    assert line["headers"] == [["x-api-key", REDACTED]]
+    assert "opaque" not in out.getvalue() and "hunter2" not in out.getvalue()

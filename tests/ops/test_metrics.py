@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
+import aiohttp
 import asyncpg
 import grpc
 import pytest
 from consofta.billing.v1 import usage_pb2, usage_service_pb2, wallet_service_pb2
 
-from service.server import BillingServer
+from service.config import load_config
+from service.server import BillingServer, start_server
 from tests.conftest import Stubs
 from tests.ops.conftest import scrape, value
 
@@ -125,3 +128,40 @@ async def test_recharge_attempts_metric_is_exposed_for_the_recharge_loop(app: Bi
     RECHARGE_ATTEMPTS.labels(outcome="declined").inc()
     after = value(await scrape(app.metrics_port), "billing_recharge_attempts_total", outcome="declined")
     assert after - before == 1
+
+
+async def test_twenty_concurrent_scrapes_share_one_connection_and_none_fails(
+    app: BillingServer, stubs: Stubs, db_url: str
+) -> None:
+    assert app.metrics_port
+    company = await stubs.new_company()
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute("update wallets set minimum_balance_nanos = 1 where company_id = $1", company)
+        for _ in range(3):  # a few rounds: connection reuse, not only the first connect
+            results = await asyncio.gather(*(scrape(app.metrics_port) for _ in range(20)))
+            assert [value(r, "billing_wallets_below_minimum") for r in results] == [1.0] * 20
+            assert all(value(r, "billing_metrics_scrape_errors_total") == 0 for r in results)
+        connections = await conn.fetchval(
+            "select count(*) from pg_stat_activity where application_name = 'consofta-billing-metrics'"
+        )
+        assert connections == 1
+    finally:
+        await conn.close()
+
+
+async def test_metrics_listen_on_their_own_host_not_the_grpc_one(db_url: str) -> None:
+    # Two loopback addresses: gRPC on 127.0.0.1, metrics on 127.0.0.2 only.
+    config = replace(
+        load_config({}), grpc_host="127.0.0.1", grpc_port=0, metrics_host="127.0.0.2", metrics_port=0
+    )
+    app = await start_server(config, database_url=db_url)
+    try:
+        assert app.metrics_port
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.2:{app.metrics_port}/metrics") as response:
+                assert response.status == 200
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await session.get(f"http://127.0.0.1:{app.metrics_port}/metrics")
+    finally:
+        await app.stop(grace_s=1)

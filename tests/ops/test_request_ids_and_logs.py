@@ -72,3 +72,18 @@ async def test_request_id_comes_back_on_error_responses(
     else:
         assert GENERATED.match(returned)
     assert [(line["code"], line["request_id"]) for line in lines] == [(code.name, returned)]
+
+
+async def test_an_invalid_company_id_is_logged_as_a_short_prefix_never_whole(stubs: Stubs) -> None:
+    huge = "x" * 1_000_000 + "\n"
+    with structlog.testing.capture_logs() as logs, pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stubs.wallet.GetWallet(wallet_service_pb2.GetWalletRequest(company_id=huge))
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    (line,) = [line for line in logs if line["event"] == "rpc"]
+    assert line["company_id"] == "invalid:" + "x" * 32 + "…(1000001 chars)"
+    assert all(len(repr(entry)) < 2_000 for entry in logs)
+    # A control character in the prefix is escaped, so the line stays one line.
+    with structlog.testing.capture_logs() as logs, pytest.raises(grpc.aio.AioRpcError):
+        await stubs.wallet.GetWallet(wallet_service_pb2.GetWalletRequest(company_id="a\nb"))
+    (line,) = [line for line in logs if line["event"] == "rpc"]
+    assert line["company_id"] == "invalid:a\\nb…(3 chars)"

@@ -37,6 +37,7 @@ async def test_a_valid_succeeded_event_is_parsed(
         id=event["id"],
         type="payment_intent.succeeded",
         created_at_s=event["created"],
+        livemode=False,
         payment_intent_id=event["data"]["object"]["id"],
         status=ChargeStatus.SUCCEEDED,
         amount_cents=4_200,

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from service.config import RechargeCeilings
 from service.domain.money import NANOS_PER_CENT, usd
 from service.recharge import engine
 from service.recharge.engine import (
@@ -362,3 +363,47 @@ def test_same_key_retries_only_inside_the_idempotency_window() -> None:
     assert engine.may_retry_same_key(NOW - dt.timedelta(hours=22, minutes=59), NOW)
     assert not engine.may_retry_same_key(NOW - dt.timedelta(hours=23), NOW)
     assert engine.IDEMPOTENCY_WINDOW < dt.timedelta(hours=24)  # inside Stripe's 24 h
+
+
+# ---- deployment ceilings ---------------------------------------------------------------------------
+
+CEILINGS = RechargeCeilings(max_charge_nanos=usd(200), max_daily_nanos=usd(500), max_charges_per_hour=3)
+
+
+def test_a_burst_is_cut_to_the_largest_multiple_under_the_per_charge_maximum() -> None:
+    decision = decide(snap(balance_nanos=usd(-1000)), NOW, CEILINGS)
+    assert decision.charge == engine.Charge(Kind.AUTO, usd(200), 0, 4)
+    block = decision.limit_block
+    assert block is not None and (block.limit, block.wanted_nanos, block.notify) == (
+        engine.Limit.MAX_CHARGE,
+        usd(1050),
+        True,
+    )
+
+
+def test_what_is_left_of_the_day_cuts_then_holds_back_a_charge() -> None:
+    cut = decide(snap(balance_nanos=usd(-1000), charged_last_24h_nanos=usd(400)), NOW, CEILINGS)
+    assert cut.charge is not None and cut.charge.amount_nanos == usd(100)
+    assert cut.limit_block is not None and cut.limit_block.limit is engine.Limit.MAX_DAILY
+    held = decide(snap(charged_last_24h_nanos=usd(480), limit_notified=True), NOW, CEILINGS)
+    assert held.charge is None and held.reason == "daily_limit_reached"
+    assert held.limit_block is not None and not held.limit_block.notify
+
+
+def test_a_charge_no_ceiling_limits_clears_the_told_mark() -> None:
+    decision = decide(snap(limit_notified=True), NOW, CEILINGS)
+    assert decision.charge is not None and decision.limit_block is None and decision.clear_limit_block
+
+
+def test_too_many_charges_in_the_last_hour_pause_instead_of_charging() -> None:
+    assert decide(snap(charges_last_hour=2), NOW, CEILINGS).charge is not None
+    decision = decide(snap(charges_last_hour=3), NOW, CEILINGS)
+    assert decision.charge is None and decision.pause is engine.PauseReason.VELOCITY_LIMIT
+    # Nothing to charge, nothing to pause.
+    assert decide(snap(charges_last_hour=3, balance_nanos=usd(50)), NOW, CEILINGS).pause is None
+
+
+def test_a_pre_load_is_held_back_whole_when_the_day_has_no_room_for_it() -> None:
+    decision = decide(snap(preload_succeeded=False, charged_last_24h_nanos=usd(460)), NOW, CEILINGS)
+    assert decision.charge is None and decision.limit_block is not None
+    assert decision.limit_block.allowed_nanos == 0

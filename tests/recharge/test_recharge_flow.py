@@ -40,6 +40,7 @@ async def billing(db_url: str, fake: FakeStripe) -> AsyncIterator[BillingServer]
         grpc_host="127.0.0.1",
         grpc_port=0,
         webhook_port=0,
+        payment_provider="stripe",
         stripe_secret_key=fake.api_key,
         stripe_webhook_secret=DEFAULT_WEBHOOK_SECRET,
         stripe_api_base=fake.url,
@@ -305,6 +306,34 @@ async def test_a_refused_charge_is_final_and_pauses_until_a_new_card(
     await wallets.set_card(company, "pm_card_visa")
     await wait_until(lambda: _credited(wallets, company.company_id), what="credit after a new card")
     assert len(charges(fake)) == 1 and await wallets.paused_reason(company.company_id) is None
+
+
+async def test_a_charge_refused_after_its_card_was_removed_keeps_the_removal_as_the_reason(
+    wallets: Wallets, pool: asyncpg.Pool, fake: FakeStripe, start_loop: StartLoop
+) -> None:
+    """An attempt planned with a card that is then removed (detached at Stripe, forgotten here, paused
+    as card_removed) is refused when it reaches Stripe. That refusal is about a card nobody will charge
+    again: the attempt ends, and the company still reads "card_removed", not "provider_refused"."""
+    company = await wallets.create(balance_nanos=usd(5))
+    async with pool.acquire() as conn:
+        planned = await planning.plan_recharge(conn, company.company_id)
+    assert planned.attempt_id is not None
+    await wallets.provider.detach_payment_method(company.payment_method_id, f"detach-{company.company_id}")
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("delete from payment_cards where company_id = $1", company.company_id)
+        await conn.execute(
+            "update billing_settings set auto_recharge_paused_reason = 'card_removed' where company_id = $1",
+            company.company_id,
+        )
+
+    await start_loop()
+    await wait_until(
+        lambda: _has_status(wallets, company.company_id, "hard_declined"), what="the refused attempt"
+    )
+    assert await wallets.paused_reason(company.company_id) == "card_removed"
+    events = [e for e, _ in await wallets.events(company.company_id, prefix="recharge_")]
+    assert events == ["recharge_started", "recharge_failed"]
+    assert charges(fake) == [] and await wallets.credits(company.company_id) == []
 
 
 async def test_rejected_credentials_keep_the_attempt_open_for_an_operator(

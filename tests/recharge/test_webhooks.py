@@ -122,13 +122,16 @@ async def test_concurrent_deliveries_of_one_event_credit_once(
 
 
 def failed_event(fake: FakeStripe, pi_id: str, decline_code: str = "insufficient_funds") -> dict[str, Any]:
-    """A payment_intent.payment_failed event for this PaymentIntent, as Stripe would send it."""
-    pi = copy.deepcopy(fake.payment_intents[pi_id])
+    """The PaymentIntent fails at Stripe (the bank declined it), and the event Stripe sends for it.
+
+    The PaymentIntent itself changes too: the webhook handler fetches it again with our key and
+    trusts what it says, not the payload."""
+    pi = fake.payment_intents[pi_id]
     pi.update(
         status="requires_payment_method",
         last_payment_error={"type": "card_error", "code": "card_declined", "decline_code": decline_code},
     )
-    event = fake.make_event("payment_intent.payment_failed", pi)
+    event = fake.make_event("payment_intent.payment_failed", copy.deepcopy(pi))
     return event
 
 

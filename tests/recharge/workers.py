@@ -19,6 +19,7 @@ class Worker:
         self.env = {
             **os.environ,
             "DATABASE_URL": db_url,
+            "BILLING_PAYMENT_PROVIDER": "stripe",
             "BILLING_STRIPE_SECRET_KEY": fake.api_key,
             "BILLING_STRIPE_WEBHOOK_SECRET": DEFAULT_WEBHOOK_SECRET,
             "BILLING_STRIPE_API_BASE": fake.url,

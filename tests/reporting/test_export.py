@@ -13,7 +13,14 @@ import pytest
 from consofta.billing.v1 import reporting_pb2
 
 from service.api.wire.timestamps import timestamp
-from service.app.reporting.export import HEADER, MAX_CHUNK_BYTES, PAGE_ROWS, export_ledger
+from service.app.reporting.export import (
+    HEADER,
+    MAX_CHUNK_BYTES,
+    PAGE_ROWS,
+    csv_cell,
+    export_ledger,
+    safe_text,
+)
 from service.domain.money import NANOS_PER_USD, usd
 from tests.conftest import Stubs
 from tests.reporting import ledger_writer
@@ -189,3 +196,37 @@ async def test_export_of_an_empty_range_is_just_the_header(stubs: Stubs) -> None
     company = await stubs.new_company()
     text = await export_text(stubs, company, start_time=datetime.now(UTC) - timedelta(days=1))
     assert text == ",".join(HEADER) + "\r\n"
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'refund;=HYPERLINK("http://x")',  # a new cell in a ';' locale if left unquoted
+        "a; +1",
+        " =1+1",  # a leading space some spreadsheets strip
+        "\u00a0@SUM(A1)",
+        "x,y;-2",
+        'say "hi";@x',
+    ],
+)
+def test_cells_a_semicolon_or_a_leading_space_would_make_a_formula_read_back_as_one_text_cell(
+    text: str,
+) -> None:
+    line = ",".join(["1", csv_cell(safe_text(text)), "2"]) + "\r\n"
+    # Read by a ',' reader (ours) and by a ';' reader (a spreadsheet in a semicolon locale).
+    (row,) = csv.reader(io.StringIO(line, newline=""))
+    assert len(row) == 3 and row[1].replace("'", "") == text.replace("'", "")
+    (as_semicolon_locale,) = csv.reader(io.StringIO(line, newline=""), delimiter=";")
+    for cell in (*row, *as_semicolon_locale):
+        assert not cell.lstrip(' \u00a0"').startswith(FORMULA_STARTS), (text, cell)
+
+
+@pytest.mark.parametrize(
+    "text", ["Auto-recharge from Visa •••• 4242", "pi_3Mtw", "credit 5.00 - goodwill", ""]
+)
+def test_ordinary_text_is_left_as_it_is(text: str) -> None:
+    assert safe_text(text) == text
+    assert csv_cell(text) == text

@@ -58,6 +58,7 @@ async def stripe_world(db_url: str, fake_stripe: FakeStripe) -> AsyncIterator[St
         # A webhook secret starts the webhook server: a free port, never a fixed one, in tests.
         webhook_port=0,
         health_probe_interval_s=0.2,
+        payment_provider="stripe",
         stripe_secret_key=fake_stripe.api_key,
         stripe_webhook_secret=DEFAULT_WEBHOOK_SECRET,
         stripe_api_base=fake_stripe.url,

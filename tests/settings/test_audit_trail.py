@@ -48,7 +48,7 @@ async def test_changes_record_old_and_new_values_and_the_actor(stubs: Stubs, set
     ]
     assert rows == [
         ("monthly_recharge_cap", "1000.00", None, "unknown", "req-2"),
-        ("monthly_recharge_cap", None, "1000.00", "jane@example.com", "req-1"),
+        ("monthly_recharge_cap", "5000.00", "1000.00", "jane@example.com", "req-1"),
         ("recharge_amount", "50.00", "75.25", "jane@example.com", "req-1"),
     ]
     assert all(c.HasField("changed_at") for c in listed)

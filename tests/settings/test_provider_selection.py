@@ -1,16 +1,19 @@
-"""Which payment provider the server uses: the sandbox without a Stripe key (and it says so, once, at
-WARNING), Stripe with one."""
+"""Which payment provider the server uses: the one the operator chose (BILLING_PAYMENT_PROVIDER), never
+a default, except that the embedded database implies the sandbox. The sandbox says so at WARNING, is
+refused against an external database unless allowed, and its ledger entries say "sandbox"."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
+import asyncpg
 import grpc
 import pytest
 from consofta.billing.v1 import settings_service_pb2 as pb
 from consofta.billing.v1 import settings_service_pb2_grpc, wallet_service_pb2, wallet_service_pb2_grpc
 
-from service.config import load_config
+from service.config import ConfigError, load_config
 from service.payments.factory import SANDBOX_WARNING, make_provider
 from service.payments.sandbox_provider import SandboxProvider
 from service.payments.stripe_provider import StripeProvider
@@ -54,6 +57,9 @@ async def test_without_a_key_the_server_uses_the_sandbox_and_warns_once(db_url: 
                 pb.SetDefaultCardRequest(company_id="sand", payment_method_id="pm_card_visa", request_id="c1")
             )
             assert card.first_card
+            # The first card's pre-load is charged by the sandbox: its credit says it took no money.
+            credit = await _sandbox_credit(db_url, "sand")
+            assert "sandbox" in credit["description"] and "sandbox" in credit["reference"]
             assert card.card.payment_method_id.startswith("pm_sandbox_")
             assert (card.card.brand, card.card.last4) == ("visa", "4242")
             removed = await settings.RemoveCard(pb.RemoveCardRequest(company_id="sand", request_id="r1"))
@@ -64,7 +70,12 @@ async def test_without_a_key_the_server_uses_the_sandbox_and_warns_once(db_url: 
 
 async def test_with_a_key_the_stripe_provider_is_used_and_the_key_is_never_logged() -> None:
     async with FakeStripe() as fake:
-        config = replace(load_config({}), stripe_secret_key=fake.api_key, stripe_api_base=fake.url)
+        config = replace(
+            load_config({}),
+            payment_provider="stripe",
+            stripe_secret_key=fake.api_key,
+            stripe_api_base=fake.url,
+        )
         with every_log_line() as captured:
             provider = make_provider(config)
         try:
@@ -82,6 +93,7 @@ async def test_with_a_key_the_stripe_provider_is_used_and_the_key_is_never_logge
 def test_the_key_comes_from_the_environment() -> None:
     config = load_config(
         {
+            "BILLING_PAYMENT_PROVIDER": "stripe",
             "BILLING_STRIPE_SECRET_KEY": " sk_test_abc ",
             # Required with a key: the service could not verify a webhook without it.
             "BILLING_STRIPE_WEBHOOK_SECRET": "whsec_abc",
@@ -90,3 +102,70 @@ def test_the_key_comes_from_the_environment() -> None:
     )
     assert (config.stripe_secret_key, config.stripe_api_base) == ("sk_test_abc", "http://x")
     assert "sk_test_abc" not in repr(config)
+
+
+async def _sandbox_credit(db_url: str, company_id: str) -> asyncpg.Record:
+    conn = await asyncpg.connect(db_url)
+    try:
+        for _ in range(200):
+            row = await conn.fetchrow(
+                "select description, reference from ledger_entries"
+                " where company_id = $1 and entry_type = 'preload_credit'",
+                company_id,
+            )
+            if row is not None:
+                return row
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+    raise AssertionError("the pre-load was never credited")
+
+
+EXTERNAL = {"DATABASE_URL": "postgresql://billing@db.internal:5432/billing"}
+STRIPE = {"BILLING_STRIPE_SECRET_KEY": "sk_test_" + "abc", "BILLING_STRIPE_WEBHOOK_SECRET": "whsec_abc"}
+
+
+@pytest.mark.parametrize(
+    ("env", "provider"),
+    [
+        ({}, "sandbox"),  # the README's `dev.py serve`: embedded database, sandbox
+        ({"BILLING_PAYMENT_PROVIDER": "sandbox"}, "sandbox"),
+        ({**EXTERNAL, "BILLING_PAYMENT_PROVIDER": "sandbox", "BILLING_ALLOW_SANDBOX": "1"}, "sandbox"),
+        ({**EXTERNAL, **STRIPE, "BILLING_PAYMENT_PROVIDER": "stripe"}, "stripe"),
+        ({**STRIPE, "BILLING_PAYMENT_PROVIDER": "Stripe"}, "stripe"),
+    ],
+)
+def test_the_provider_is_the_one_chosen(env: dict[str, str], provider: str) -> None:
+    assert load_config(env).payment_provider == provider
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (EXTERNAL, "BILLING_PAYMENT_PROVIDER is not set"),
+        ({**EXTERNAL, **STRIPE}, "BILLING_PAYMENT_PROVIDER is not set"),
+        (STRIPE, "BILLING_PAYMENT_PROVIDER is not"),
+        ({**EXTERNAL, "BILLING_PAYMENT_PROVIDER": "sandbox"}, "BILLING_ALLOW_SANDBOX=1"),
+        (
+            {**EXTERNAL, "BILLING_PAYMENT_PROVIDER": "sandbox", "BILLING_ALLOW_SANDBOX": "yes"},
+            "must be 1 or 0",
+        ),
+        ({"BILLING_PAYMENT_PROVIDER": "stripe"}, "needs BILLING_STRIPE_SECRET_KEY"),
+        ({**STRIPE, "BILLING_PAYMENT_PROVIDER": "sandbox"}, "unset one of them"),
+        ({"BILLING_PAYMENT_PROVIDER": "paypal"}, "must be stripe or sandbox"),
+    ],
+)
+def test_a_provider_not_chosen_or_not_allowed_stops_the_start(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(env)
+    assert message in str(caught.value)
+    assert "abc" not in str(caught.value)
+
+
+def test_a_hand_built_config_cannot_get_the_sandbox_against_an_external_database() -> None:
+    external = replace(load_config({}), database_url=EXTERNAL["DATABASE_URL"])
+    with pytest.raises(ConfigError):
+        make_provider(external)
+    with pytest.raises(ConfigError):
+        make_provider(replace(load_config({}), stripe_secret_key="sk_test_" + "abc"))
+    assert isinstance(make_provider(replace(external, allow_sandbox=True)), SandboxProvider)

@@ -64,7 +64,8 @@ async def test_new_company_has_the_documented_defaults(stubs: Stubs, settings: S
     assert got.recharge_amount == usd(50)
     assert got.preload_amount == usd(50)
     assert got.auto_recharge_enabled is False
-    assert not got.HasField("monthly_recharge_cap")
+    # New companies start capped: a runaway recharge loop can take at most this much in a month.
+    assert got.monthly_recharge_cap == usd(5_000)
     assert got.auto_recharge_paused_reason == pb.AUTO_RECHARGE_PAUSED_REASON_UNSPECIFIED
     assert not got.HasField("card")
     assert not got.HasField("first_card_set_at")
@@ -98,7 +99,7 @@ async def test_update_with_a_mask_changes_only_the_named_fields(stubs: Stubs, se
     assert got.minimum_balance == usd(0)
     assert got.auto_recharge_enabled is False
     assert got.preload_amount == usd(50)
-    assert not got.HasField("monthly_recharge_cap")
+    assert got.monthly_recharge_cap == usd(5_000)  # the default, unchanged
     again = (await settings.GetBillingSettings(pb.GetBillingSettingsRequest(company_id=company))).settings
     assert again == got
 

@@ -9,7 +9,6 @@ posted while the export runs do not change it, and its rows sum to the balance m
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,6 +34,13 @@ HEADER = (
     "reference",
 )
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# Spreadsheets in locales whose list separator is ';' split an unquoted cell there, and may strip the
+# spaces before a cell's first character: both can start a new formula inside our text.
+_FORMULA_LEADING_SPACE = " \u00a0"
+# What may stand before a field's first character and still let it start a formula.
+_FORMULA_LEADING_CHARS = _FORMULA_LEADING_SPACE + '"'
+# A cell holding one of these is quoted (RFC 4180, plus ';' for those locales and edge spaces).
+_QUOTE_WHEN = frozenset(',;"\r\n')
 
 _PAGE_SQL = """
     select sequence, created_at, entry_type, description, amount_nanos, balance_after_nanos, reference
@@ -56,9 +62,26 @@ def iso_utc(moment: datetime) -> str:
 
 
 def safe_text(value: str | None) -> str:
-    """Text cells that a spreadsheet would evaluate as a formula get a leading apostrophe (OWASP)."""
-    text = value or ""
-    return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
+    """A text cell no spreadsheet evaluates as a formula (OWASP's leading apostrophe).
+
+    A spreadsheet whose list separator is ';' splits the line there whatever our quoting (the quote is
+    not at the start of its field), and may strip the spaces (or a quote) before a field's first
+    character. So every ';'-separated part of the text that would start with a formula character gets
+    the apostrophe, not only the start of the cell.
+    """
+    parts = (value or "").split(";")
+    return ";".join(
+        "'" + part if part.lstrip(_FORMULA_LEADING_CHARS).startswith(_FORMULA_PREFIXES) else part
+        for part in parts
+    )
+
+
+def csv_cell(text: str) -> str:
+    """One CSV field: quoted (quotes doubled) when it holds a separator, a quote, a line break or an
+    edge space, so that no reader, whatever its list separator, splits or trims it."""
+    if _QUOTE_WHEN.isdisjoint(text) and text == text.strip(_FORMULA_LEADING_SPACE):
+        return text
+    return '"' + text.replace('"', '""') + '"'
 
 
 def csv_row(entry: asyncpg.Record) -> list[str]:
@@ -76,11 +99,10 @@ def csv_row(entry: asyncpg.Record) -> list[str]:
 class _ChunkWriter:
     def __init__(self) -> None:
         self._buffer = io.StringIO()
-        self._writer = csv.writer(self._buffer, lineterminator="\r\n")
         self.rows = 0
 
     def write(self, row: list[str] | tuple[str, ...], *, is_entry: bool = True) -> None:
-        self._writer.writerow(row)
+        self._buffer.write(",".join(csv_cell(cell) for cell in row) + "\r\n")
         self.rows += 1 if is_entry else 0
 
     @property
@@ -90,7 +112,6 @@ class _ChunkWriter:
     def take(self) -> CsvChunk:
         chunk = CsvChunk(self._buffer.getvalue().encode("utf-8"), self.rows)
         self._buffer = io.StringIO()
-        self._writer = csv.writer(self._buffer, lineterminator="\r\n")
         self.rows = 0
         return chunk
 

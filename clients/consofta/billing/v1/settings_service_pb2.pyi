@@ -48,6 +48,10 @@ class _AutoRechargePausedReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapp
     """The payment provider refused the charge request itself (e.g. the card was detached meanwhile);
     nothing was charged. Setting a card again resumes auto-recharge.
     """
+    AUTO_RECHARGE_PAUSED_REASON_VELOCITY_LIMIT: _AutoRechargePausedReason.ValueType  # 9
+    """More automatic charges within an hour than the deployment allows (a runaway loop or abuse);
+    setting a card again resumes auto-recharge.
+    """
 
 class AutoRechargePausedReason(_AutoRechargePausedReason, metaclass=_AutoRechargePausedReasonEnumTypeWrapper):
     """Why auto-recharge is paused."""
@@ -71,6 +75,10 @@ AUTO_RECHARGE_PAUSED_REASON_OTHER: AutoRechargePausedReason.ValueType  # 7
 AUTO_RECHARGE_PAUSED_REASON_PROVIDER_REFUSED: AutoRechargePausedReason.ValueType  # 8
 """The payment provider refused the charge request itself (e.g. the card was detached meanwhile);
 nothing was charged. Setting a card again resumes auto-recharge.
+"""
+AUTO_RECHARGE_PAUSED_REASON_VELOCITY_LIMIT: AutoRechargePausedReason.ValueType  # 9
+"""More automatic charges within an hour than the deployment allows (a runaway loop or abuse);
+setting a card again resumes auto-recharge.
 """
 Global___AutoRechargePausedReason: _TypeAlias = AutoRechargePausedReason  # noqa: Y015
 
