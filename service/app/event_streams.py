@@ -232,8 +232,11 @@ class EventNotifier:
     def join_all(self, stream: _Buffer, own: AllCursor) -> AllCursor:
         """Register an all-companies stream caught up at `own`; returns the reader's position."""
         if self._all_head is None:
-            # The first one: the reader starts where this stream is.
+            # The first one: the reader starts where this stream is, and reads at once, so that it learns
+            # whether events are held back there (then it re-checks every HELD_BACK_RECHECK_S).
             self._all_head, self._all_start_lo = own, own.lo
+            self._all_dirty = True
+            self._wake.set()
         self._all_streams.add(stream)
         return self._all_head
 
