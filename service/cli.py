@@ -1,7 +1,9 @@
 """The `consofta-billing` command: run the service, manage its schema, probe it, and support work.
 
 Exit codes: 0 done; 1 the command failed (unknown company, the server is not serving...); 2 bad usage
-or configuration (one line on stderr names the argument or variable).
+or configuration, including an argument refused by the use case rather than by the parser (one line on
+stderr names the argument or variable). Commands other than `serve` and `worker` log only warnings and
+errors (to stderr) unless given -v; their result goes to stdout, as text or, with --json, as JSON.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from service.admin_commands import (
     wallet_credit,
     wallet_show,
 )
-from service.config import Config, ConfigError, load_config
+from service.config import Config, ConfigError, StartupError, load_config
 
 PROG = "consofta-billing"
 
@@ -36,7 +38,7 @@ class CommandError(Exception):
 
 
 def _company_id(value: str) -> str:
-    from service.api.validation import COMPANY_ID
+    from service.domain.ids import COMPANY_ID
 
     if not COMPANY_ID.fullmatch(value):
         raise argparse.ArgumentTypeError(
@@ -77,17 +79,20 @@ def _positive_int(value: str) -> int:
 # -- commands ---------------------------------------------------------------------------------------------
 
 
-async def _migrate(config: Config, _args: argparse.Namespace) -> int:
+async def _migrate(config: Config, args: argparse.Namespace) -> int:
+    from service.cli_output import emit
     from service.db.startup import apply_migrations
 
     async with database(config) as url:
-        print(await apply_migrations(url))
+        version = await apply_migrations(url)
+    emit(args, {"schema_version": version}, str(version))
     return 0
 
 
-async def _schema_version(config: Config, _args: argparse.Namespace) -> int:
+async def _schema_version(config: Config, args: argparse.Namespace) -> int:
     import asyncpg
 
+    from service.cli_output import emit
     from service.db.migrate import available_migrations, current_version
 
     async with database(config) as url:
@@ -96,31 +101,54 @@ async def _schema_version(config: Config, _args: argparse.Namespace) -> int:
             version = await current_version(conn)
         finally:
             await conn.close()
-    print(version)
     known = available_migrations()
     latest = known[-1].version if known else 0
+    emit(args, {"schema_version": version, "code_schema_version": latest}, str(version))
     if version != latest:
         print(f"{PROG}: this code's latest migration is {latest}; run `{PROG} migrate`", file=sys.stderr)
     return 0
 
 
 def _health(config: Config, args: argparse.Namespace) -> int:
+    from service.cli_output import emit
     from service.probe import check, probe_target
 
     target = args.target or probe_target(config.grpc_host, config.grpc_port)
     status = check(target, args.service, args.timeout_s)
-    print(f"{target} {args.service or '(server)'}: {status}")
+    record = {"target": target, "service": args.service, "status": status}
+    emit(args, record, f"{target} {args.service or '(server)'}: {status}")
     return 0 if status == "SERVING" else 1
 
 
-def _serve(config: Config, _args: argparse.Namespace) -> int:
-    from service.server import serve
-
+def _serve(config: Config, args: argparse.Namespace) -> int:
+    workers = config.grpc_workers if args.workers is None else args.workers
     try:
-        asyncio.run(serve(config))
+        if workers == 1:
+            from service.server import serve
+
+            asyncio.run(serve(config))
+        else:
+            from service.supervisor import WorkerStartError, serve_workers
+
+            try:
+                asyncio.run(serve_workers(config, workers))
+            except WorkerStartError as error:
+                raise CommandError(str(error)) from None
     except KeyboardInterrupt:
         pass
+    except ConfigError as error:  # found once the database answers: the connection budget, a port
+        print(f"{PROG}: configuration error: {error}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _workers(value: str) -> int:
+    from service.config import grpc_workers
+
+    try:
+        return grpc_workers(value, "--workers")
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _worker(config: Config, _args: argparse.Namespace) -> int:
@@ -144,15 +172,36 @@ def _parser() -> argparse.ArgumentParser:
         description="Consofta usage billing. Configuration comes from environment variables (see README).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Options every command takes, after its name: `wallet show acme --json -v`.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log progress to stderr (-vv: debug lines too)"
+    )
+    printing = argparse.ArgumentParser(add_help=False, parents=[verbose])
+    printing.add_argument("--json", action="store_true", help="print the result as one JSON document")
 
     def command(parent: argparse._SubParsersAction[argparse.ArgumentParser], name: str, handler: Handler,
-                help_text: str) -> argparse.ArgumentParser:  # fmt: skip
-        cmd = parent.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+                help_text: str, *, prints: bool = True) -> argparse.ArgumentParser:  # fmt: skip
+        cmd = parent.add_parser(
+            name,
+            help=help_text,
+            description=help_text[0].upper() + help_text[1:] + ".",
+            parents=[printing if prints else verbose],
+        )
         cmd.set_defaults(handler=handler)
         return cmd
 
-    command(sub, "serve", _serve, "run the gRPC server (migrates the database first)")
-    command(sub, "worker", _worker, "run only the auto-recharge loop, without gRPC (migrates first)")
+    serve = command(sub, "serve", _serve, "run the gRPC server (migrates the database first)", prints=False)
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N",
+        help="server processes sharing the gRPC port (1-64, or 'auto': one per usable core); "
+        "default BILLING_GRPC_WORKERS, else 1",
+    )
+    command(
+        sub, "worker", _worker, "run only the auto-recharge loop, without gRPC (migrates first)", prints=False
+    )
     command(sub, "migrate", _migrate, "apply pending schema migrations, print the schema version, exit")
     command(sub, "schema-version", _schema_version, "print the schema version of the database")
     health = command(
@@ -208,6 +257,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The long-running commands log what they do at the configured level; the others are quiet by default.
+_DAEMONS = frozenset({"serve", "worker"})
+
+
+def _log_level(config: Config, args: argparse.Namespace) -> str:
+    verbosity = getattr(args, "verbose", 0)
+    if verbosity >= 2:
+        return "debug"
+    if args.command in _DAEMONS:
+        return "debug" if verbosity else config.log_level
+    return "info" if verbosity else "warning"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -219,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from service.logs import configure_logging
 
-    configure_logging(config.log_format, config.log_level)
+    configure_logging(config.log_format, _log_level(config, args))
     try:
         outcome = args.handler(config, args)
         if asyncio.iscoroutine(outcome):
@@ -228,10 +290,16 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 1
+    except StartupError as error:  # a port taken, a data folder in use: what was started is stopped
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 2
     except Exception as error:
         from service.db.migrate import MigrationError
-        from service.domain.errors import BillingError
+        from service.domain.errors import BillingError, InvalidArgument
 
+        if isinstance(error, InvalidArgument):  # an argument refused by the use case: bad usage too
+            print(f"{PROG}: {error}", file=sys.stderr)
+            return 2
         if isinstance(error, BillingError | MigrationError):
             print(f"{PROG}: {error}", file=sys.stderr)
             return 1

@@ -26,6 +26,11 @@ class ConfigError(ValueError):
     """One bad setting; str() is the one-line message shown to the operator."""
 
 
+class StartupError(Exception):
+    """A setting that cannot be honoured at start (a port taken, a data folder in use): str() is one line
+    naming the setting; the command exits 2 after stopping whatever it had started."""
+
+
 @dataclass(frozen=True)
 class RechargeCeilings:
     """Limits on automatic charges that no company setting can lift (deployment configuration)."""
@@ -98,6 +103,13 @@ class Config:
     db_statement_timeout_s: float = 30.0
     # The deadline of a unary call that comes without one.
     default_deadline_s: float = 30.0
+    # Server processes `serve` runs on the gRPC port (service/supervisor.py); 1 serves in this process.
+    grpc_workers: int = 1
+    # Group commit of RecordUsage (service/app/usage_batcher.py): the most usages in one transaction,
+    # the most waiting, and how many transactions may be in flight at once.
+    usage_batch_max: int = 1000
+    usage_queue_max: int = 20_000
+    usage_flushers: int = 2
     # ---- payments, ceilings and listeners (abuse bounds) ----
     # "stripe" or "sandbox", chosen by BILLING_PAYMENT_PROVIDER; only the embedded database (no
     # DATABASE_URL) implies the sandbox, which is what load_config({}) gives.
@@ -197,6 +209,29 @@ def _usd_nanos(env: Mapping[str, str], name: str, default_nanos: int) -> int:
 def _dollars(amount_nanos: int) -> str:
     cents = amount_nanos // NANOS_PER_CENT
     return f"${cents // 100}.{cents % 100:02d}"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), which may be fewer than the machine has."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def grpc_workers(raw: str | None, name: str = "BILLING_GRPC_WORKERS") -> int:
+    """A number of server processes: 1-64, or `auto` for one per usable core; unset means 1."""
+    if raw is None:
+        return 1
+    if raw.strip().lower() == "auto":
+        return min(usable_cores(), 64)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number or 'auto'") from None
+    if not 1 <= value <= 64:
+        raise ConfigError(f"{name}={value} is out of range (1-64, or 'auto')")
+    return value
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -421,6 +456,10 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         db_acquire_timeout_s=_seconds(env, "BILLING_DB_ACQUIRE_TIMEOUT_S", 5.0, 0.01, 300.0),
         db_statement_timeout_s=_seconds(env, "BILLING_DB_STATEMENT_TIMEOUT_S", 30.0, 0.01, 3600.0),
         default_deadline_s=_seconds(env, "BILLING_DEFAULT_DEADLINE_S", 30.0, 0.01, 3600.0),
+        grpc_workers=grpc_workers(_get(env, "BILLING_GRPC_WORKERS")),
+        usage_batch_max=_int(env, "BILLING_USAGE_BATCH_MAX", 1000, 1, 10_000),
+        usage_queue_max=_int(env, "BILLING_USAGE_QUEUE_MAX", 20_000, 1000, 1_000_000),
+        usage_flushers=_int(env, "BILLING_USAGE_FLUSHERS", 2, 1, 16),
         # ---- payments, ceilings and listeners ----
         payment_provider=payment_provider,
         allow_sandbox=_flag(env, "BILLING_ALLOW_SANDBOX"),

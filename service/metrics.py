@@ -55,8 +55,19 @@ USAGE_DEBITED_NANOS = Counter(
 )
 RECHARGE_ATTEMPTS = Counter(
     "billing_recharge_attempts",
-    "Automatic recharge attempts, by outcome (e.g. succeeded, declined, failed, outcome_unknown).",
+    "Outcomes recorded for recharge attempts, by outcome (succeeded, processing, requires_action, "
+    "hard_decline, soft_decline, unknown, refused, ...; an attempt retried after an unknown outcome counts "
+    "each answer).",
     ["outcome"],
+    registry=REGISTRY,
+)
+
+STRIPE_WEBHOOKS = Counter(
+    "billing_stripe_webhooks",
+    "Stripe webhook deliveries, by result: applied, duplicate, held_for_review, ignored_type, ignored_final, "
+    "unknown_attempt, "
+    "rejected (HTTP 400: bad signature or payload) or retry_later (HTTP 503: Stripe delivers it again).",
+    ["result"],
     registry=REGISTRY,
 )
 
@@ -123,23 +134,44 @@ class ServerGauges:
             "Wallets whose balance is below their minimum (the same for every replica: use max()).",
             registry=self.registry,
         )
+        self.wallets_recharge_paused = Gauge(
+            "billing_wallets_recharge_paused",
+            "Wallets whose auto-recharge is paused until a card is set again (database-wide: use max()).",
+            registry=self.registry,
+        )
+        self.wallets_awaiting_recharge = Gauge(
+            "billing_wallets_awaiting_recharge",
+            "Wallets below their minimum that auto-recharge should be lifting: enabled, a card, not paused "
+            "and not held by the monthly cap (database-wide: use max()).",
+            registry=self.registry,
+        )
         self.scrape_errors = Counter(
             "billing_metrics_scrape_errors",
             "Scrapes whose database query failed (the gauge keeps its last value).",
             registry=self.registry,
         )
 
-    async def _count_below_minimum(self) -> int:
+    async def _count_wallets(self) -> asyncpg.Record:
         self.queries += 1
         if self._conn is None or self._conn.is_closed():
             self._conn = await asyncpg.connect(
                 self._database_url, server_settings={"application_name": "consofta-billing-metrics"}
             )
-        # A count over wallets (one row per company) is cheap at the scale of a scrape interval.
-        below = await self._conn.fetchval(
-            "select count(*) from wallets where balance_nanos < minimum_balance_nanos"
+        # One pass over wallets (one row per company): cheap at the scale of a scrape interval.
+        counts = await self._conn.fetchrow(
+            """
+            select count(*) filter (where w.balance_nanos < w.minimum_balance_nanos) as below_minimum,
+                   count(*) filter (where s.auto_recharge_paused_reason is not null) as paused,
+                   count(*) filter (
+                       where w.balance_nanos < w.minimum_balance_nanos and w.has_card
+                         and s.auto_recharge_enabled and s.auto_recharge_paused_reason is null
+                         and s.recharge_blocked_by_cap_at is null
+                   ) as awaiting_recharge
+              from wallets w left join billing_settings s using (company_id)
+            """
         )
-        return int(below)
+        assert counts is not None
+        return counts
 
     async def refresh(self) -> None:
         size = self._pool.get_size()
@@ -157,9 +189,10 @@ class ServerGauges:
 
     async def _refresh_below_minimum(self) -> None:
         try:
-            self.wallets_below_minimum.set(
-                await asyncio.wait_for(self._count_below_minimum(), timeout=self._timeout_s)
-            )
+            counts = await asyncio.wait_for(self._count_wallets(), timeout=self._timeout_s)
+            self.wallets_below_minimum.set(counts["below_minimum"])
+            self.wallets_recharge_paused.set(counts["paused"])
+            self.wallets_awaiting_recharge.set(counts["awaiting_recharge"])
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             self.scrape_errors.inc()
             log.warning("metrics query failed", error=str(exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from consofta.billing.v1 import (
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service import tracing
 from service.api.interceptors import EdgeInterceptor
 from service.api.limits import CallLimits
 from service.api.reflection import enable_reflection
@@ -27,7 +29,10 @@ from service.api.settings_servicer import SettingsServicer
 from service.api.usage_servicer import UsageServicer
 from service.api.wallet_servicer import WalletServicer
 from service.app.event_streams import EventNotifier
-from service.config import Config
+from service.app.usage_batcher import UsageBatcher
+from service.config import Config, StartupError
+from service.db.budget import check_connection_budget
+from service.db.connectivity import is_unreachable
 from service.db.embedded import EmbeddedPostgres
 from service.db.pool import CountingPool, create_pool
 from service.db.startup import apply_migrations, open_database
@@ -36,6 +41,7 @@ from service.health import DatabaseHealth
 from service.metrics import MetricsServer, ServerGauges
 from service.payments.factory import check_provider_choice, make_provider
 from service.payments.provider import PaymentProvider
+from service.preflight import check_ports, in_use_error
 from service.recharge.loop import LoopSettings, RechargeLoop
 from service.recharge.webhooks import WebhookServer
 
@@ -66,6 +72,7 @@ class BillingServer:
     events: EventNotifier | None = None
     metrics: MetricsServer | None = None
     edge: EdgeInterceptor | None = None
+    batcher: UsageBatcher | None = None
     recharge: RechargeLoop | None = None
     # None when no webhook secret is configured (the sandbox provider sends no webhooks).
     webhooks: WebhookServer | None = None
@@ -116,6 +123,10 @@ class BillingServer:
             ended = await self.edge.drain.drain(grace)
             if ended:
                 log.warning("calls still running at the end of the grace period ended", calls=ended)
+        if self.batcher is not None:
+            # Every call is answered by now; a flush still committing finishes (its callers retry and
+            # get replays), and nothing is left queued.
+            await self.batcher.stop(min(grace, 1.0))
         # Whatever gRPC itself still holds (health, reflection streams) gets a short grace of its own.
         await self.server.stop(min(grace, 1.0))
         if self.provider is not None:
@@ -133,14 +144,41 @@ class BillingServer:
         log.info("stopped")
 
 
-async def start_server(config: Config, database_url: str | None = None) -> BillingServer:
-    """Start everything; `database_url` overrides the config (tests pass their own database)."""
+async def start_server(
+    config: Config, database_url: str | None = None, *, reuse_port: bool = False, check_budget: bool = True
+) -> BillingServer:
+    """Start everything; `database_url` overrides the config (tests pass their own database).
+
+    A taken port fails before anything is started; any later failure stops, in reverse order, what this
+    call started (and only that), then raises.
+    `reuse_port`: share the gRPC and webhook ports with the other workers of `serve --workers N`
+    (SO_REUSEPORT; the kernel spreads connections over them). Off, a port already in use is an error.
+    `check_budget`: check this process's connections against max_connections (the supervisor checks
+    all its workers' at once instead).
+    """
     check_provider_choice(config)  # before anything is opened that a refusal would leave behind
-    embedded = None
-    if database_url is None:
-        database_url, embedded = await open_database(config)
+    if not reuse_port:
+        # Workers of `serve --workers N` share ports their siblings already hold; the parent checks.
+        check_ports(config)
+    undo: list[Callable[[], Awaitable[object]]] = []
     try:
-        await apply_migrations(database_url)
+        if database_url is None:
+            database_url, embedded = await open_database(config)
+            if embedded is not None:
+                undo.append(functools.partial(asyncio.to_thread, embedded.stop))
+        else:
+            embedded = None
+        try:
+            await apply_migrations(database_url)
+        except Exception as error:
+            if not is_unreachable(error):
+                raise
+            setting = "DATABASE_URL" if config.database_url or embedded is None else "BILLING_PGDATA"
+            raise StartupError(
+                f"{setting}: cannot reach the database ({type(error).__name__}: {error})"
+            ) from None
+        if check_budget:
+            await check_connection_budget(database_url, config, processes=1)
         pool = await create_pool(
             database_url,
             min_size=config.db_pool_min_size,
@@ -148,46 +186,66 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
             acquire_timeout_s=config.db_acquire_timeout_s,
             statement_timeout_s=config.db_statement_timeout_s,
         )
+        undo.append(pool.close)
         events = EventNotifier(database_url, pool, config.watch_stream_buffer_events)
-        try:
-            await events.start()
-        except BaseException:
-            await pool.close()
-            raise
-    except BaseException:
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
-        raise
+        await events.start()
+        undo.append(events.close)
 
-    edge = EdgeInterceptor(CallLimits(config), config.default_deadline_s)
-    server = grpc.aio.server(interceptors=[edge], options=server_options(config))
-    usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool), server)
-    wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool, events), server)
-    provider = make_provider(config)
-    bounds = RechargeBounds(config.recharge_amount_min_nanos, config.recharge_amount_max_nanos)
-    approval = ApprovalLevels(
-        config.recharge_ceilings.approval_minimum_balance_nanos,
-        config.recharge_ceilings.approval_monthly_cap_nanos,
-    )
-    settings_service_pb2_grpc.add_SettingsServiceServicer_to_server(
-        SettingsServicer(pool, provider, bounds, approval), server
-    )
-    health = DatabaseHealth(pool, SERVICE_NAMES, config.health_probe_interval_s)
-    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
-    enable_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
-    port = server.add_insecure_port(f"{config.grpc_host}:{config.grpc_port}")
-    metrics = None
-    if config.metrics_port is not None:
-        metrics = MetricsServer(ServerGauges(pool, lambda: pool.waiting, database_url))
+        edge = EdgeInterceptor(CallLimits(config), config.default_deadline_s)
+        traced = tracing.active()
+        # The tracing interceptor goes first, so that its span is current for the whole call, the edge's
+        # canonical log line (which carries the trace id) included.
+        interceptors = [edge] if traced is None else [traced.server_interceptor, edge]
+        # SO_REUSEPORT only among the workers of one `serve --workers N`: otherwise a second server on a
+        # taken port must fail, not share it with the first.
+        server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[*server_options(config), ("grpc.so_reuseport", int(reuse_port))],
+        )
+        batcher = UsageBatcher(
+            pool,
+            max_batch=config.usage_batch_max,
+            max_queue=config.usage_queue_max,
+            max_flushes=config.usage_flushers,
+        )
+        usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool, batcher), server)
+        wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool, events), server)
+        provider = make_provider(config)
+        undo.append(provider.aclose)
+        bounds = RechargeBounds(config.recharge_amount_min_nanos, config.recharge_amount_max_nanos)
+        approval = ApprovalLevels(
+            config.recharge_ceilings.approval_minimum_balance_nanos,
+            config.recharge_ceilings.approval_monthly_cap_nanos,
+        )
+        settings_service_pb2_grpc.add_SettingsServiceServicer_to_server(
+            SettingsServicer(pool, provider, bounds, approval), server
+        )
+        health = DatabaseHealth(pool, SERVICE_NAMES, config.health_probe_interval_s)
+        health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+        enable_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
+        )
         try:
-            await metrics.start(config.metrics_host, config.metrics_port)
-        except BaseException:  # e.g. the port is taken: leave nothing running behind us
-            await provider.aclose()
-            await events.close()
-            await pool.close()
-            if embedded is not None:
-                await asyncio.to_thread(embedded.stop)
-            raise
+            port = server.add_insecure_port(f"{config.grpc_host}:{config.grpc_port}")
+        except RuntimeError as error:  # taken between the pre-check and now
+            raise in_use_error("BILLING_GRPC_PORT", config.grpc_host, config.grpc_port, str(error)) from None
+        metrics = None
+        if config.metrics_port is not None:
+            metrics = MetricsServer(ServerGauges(pool, lambda: pool.waiting, database_url))
+            try:
+                await metrics.start(config.metrics_host, config.metrics_port)
+            except OSError as error:
+                raise in_use_error(
+                    "BILLING_METRICS_PORT", config.metrics_host, config.metrics_port, error
+                ) from None
+            undo.append(metrics.stop)
+    except BaseException:
+        for step in reversed(undo):
+            try:
+                await step()
+            except Exception:
+                log.exception("could not undo a start-up step", step=getattr(step, "__qualname__", "?"))
+        raise
     await health.start()
     await server.start()
     log.info(
@@ -209,6 +267,7 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
         events=events,
         metrics=metrics,
         edge=edge,
+        batcher=batcher,
     )
     try:
         settings = LoopSettings.from_config(config)
@@ -218,7 +277,12 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
             running.webhooks = WebhookServer(
                 pool, provider, settings.backoff, on_settled=running.recharge.wake
             )
-            await running.webhooks.start(config.webhook_host, config.webhook_port)
+            try:
+                await running.webhooks.start(config.webhook_host, config.webhook_port, reuse_port=reuse_port)
+            except OSError as error:
+                raise in_use_error(
+                    "BILLING_WEBHOOK_PORT", config.webhook_host, config.webhook_port, error
+                ) from None
             # Webhooks stop first, then the loop: no new charge starts while the process is going away,
             # and both need the pool, which closes last.
             webhooks = running.webhooks
@@ -232,6 +296,15 @@ async def start_server(config: Config, database_url: str | None = None) -> Billi
 
 async def serve(config: Config) -> None:
     """Run until SIGTERM or Ctrl-C, then shut down gracefully."""
+    traced = tracing.start()
+    try:
+        await _serve_until_stopped(config)
+    finally:
+        if traced is not None:
+            traced.shutdown()
+
+
+async def _serve_until_stopped(config: Config) -> None:
     app = await start_server(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

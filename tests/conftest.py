@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 
 import asyncpg
 import grpc
@@ -15,10 +15,12 @@ from consofta.billing.v1 import (
     wallet_service_pb2,
     wallet_service_pb2_grpc,
 )
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from service.config import load_config
+from service import tracing
 from service.logs import configure_logging
 from service.server import BillingServer, start_server
+from tests.support.config import server_config
 from tests.support.database import TestPostgres
 from tests.support.ledger import assert_ledger_invariants
 
@@ -55,13 +57,7 @@ async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture
 async def app(db_url: str) -> AsyncIterator[BillingServer]:
-    config = replace(
-        load_config({}),
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        # Port 0 everywhere: tests of several worktrees run side by side on one machine.
-        metrics_port=0,
-        webhook_port=0,
+    config = server_config(
         db_pool_max_size=20,
         health_probe_interval_s=0.2,
     )
@@ -101,3 +97,15 @@ async def billing(app: BillingServer) -> AsyncIterator[AsyncBillingClient]:
     """The client library (clients/), as other services call us."""
     async with AsyncBillingClient(f"127.0.0.1:{app.port}") as client:
         yield client
+
+
+@pytest.fixture
+def traced() -> Iterator[InMemorySpanExporter]:
+    """Tracing on for one test, every span kept in memory; ask for it before the server fixture."""
+    exporter = InMemorySpanExporter()
+    running = tracing.start({}, exporter=exporter)
+    assert running is not None
+    try:
+        yield exporter
+    finally:
+        running.shutdown()

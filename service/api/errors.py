@@ -2,7 +2,9 @@
 
 A BillingError carries a google.rpc.ErrorInfo (reason, domain, metadata); an InvalidArgument also carries a
 google.rpc.BadRequest listing every field violation. Clients decode them from `grpc-status-details-bin`.
-Any other exception is a fault of ours: it is logged once with its traceback, and the caller gets
+A database that cannot be reached is UNAVAILABLE and a serialization failure ABORTED (both retried by
+clients under the same key; `service/db/connectivity.py` tells them apart). Any other exception is a
+fault of ours: it is logged once, as one line with its traceback and the request id, and the caller gets
 INTERNAL with the request id to quote, never the exception's text.
 """
 
@@ -14,18 +16,21 @@ import structlog
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from service.db import connectivity
 from service.db.pool import AcquireTimeout
 from service.domain.errors import (
     Aborted,
     AlreadyExists,
     ApprovalRequired,
     BillingError,
+    DatabaseUnavailable,
     DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PoolExhausted,
     ResourceExhausted,
+    TransactionConflict,
     Unavailable,
 )
 
@@ -62,6 +67,13 @@ def _packed(message: object) -> any_pb2.Any:
 
 def rich_status(error: BillingError) -> tuple[grpc.StatusCode, str, bytes]:
     """(code, message, serialized google.rpc.Status) for an error."""
+    code, status = status_message(error)
+    return code, error.message, status.SerializeToString()
+
+
+def status_message(error: BillingError) -> tuple[grpc.StatusCode, status_pb2.Status]:
+    """The google.rpc.Status an error is sent as: in the trailers of a failed call, or in the slot of a
+    batch item."""
     code = status_code_of(error)
     details = [
         _packed(
@@ -79,8 +91,7 @@ def rich_status(error: BillingError) -> tuple[grpc.StatusCode, str, bytes]:
                 )
             )
         )
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=details)
-    return code, error.message, status.SerializeToString()
+    return code, status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=details)
 
 
 def status_of(error: Exception, method: str, request_id: str) -> tuple[grpc.StatusCode, str, bytes | None]:
@@ -95,5 +106,11 @@ def status_of(error: Exception, method: str, request_id: str) -> tuple[grpc.Stat
         return rich_status(DeadlineExceeded("the database cancelled the statement at its time limit"))
     if isinstance(error, TimeoutError):
         return rich_status(DeadlineExceeded("the call ran past its deadline"))
+    if connectivity.is_unreachable(error):
+        log.warning("database unavailable", method=method, error=f"{type(error).__name__}: {error}")
+        return rich_status(DatabaseUnavailable())
+    if connectivity.is_conflict(error):
+        log.info("transaction conflict", method=method, sqlstate=getattr(error, "sqlstate", None))
+        return rich_status(TransactionConflict())
     log.exception("unhandled error", method=method, exc_info=error)
     return grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})", None

@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 from grpc.aio import ServicerContext
 
+from service.api.decoding import Undecodable, tolerant
 from service.api.drain import Drain
 from service.api.edge_call import EdgeCall
 from service.api.limits import CallLimits
@@ -49,6 +50,8 @@ def _wrap_unary(
 ) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: ServicerContext[Any, Any]) -> Any:
         async with EdgeCall(method, context, request, edge.drain):
+            if isinstance(request, Undecodable):
+                raise request.error()
             with edge.admit(method, context):
                 deadline = edge.deadline(context)
                 if deadline is None:
@@ -64,6 +67,8 @@ def _wrap_server_stream(
 ) -> Callable[..., AsyncIterator[Any]]:
     async def handler(request: Any, context: ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         async with EdgeCall(method, context, request, edge.drain):
+            if isinstance(request, Undecodable):
+                raise request.error()
             with edge.admit(method, context):
                 async for response in behavior(request, context):
                     yield response
@@ -88,18 +93,39 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or method.startswith(self._SKIP_PREFIXES):
+        if handler is None:
             return handler
+        if method.startswith(self._SKIP_PREFIXES):
+            return _infrastructure(handler)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(method, handler.unary_unary, self._edge),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_server_stream(method, handler.unary_stream, self._edge),  # type: ignore[arg-type]
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
+
+
+def _infrastructure(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    """Health's unary methods: undecodable bytes are INVALID_ARGUMENT there too, without the edge's
+    line (streams, such as Watch and reflection, are left as gRPC serves them)."""
+    behavior: Callable[..., Any] | None = handler.unary_unary
+    if behavior is None:
+        return handler
+
+    async def checked(request: Any, context: ServicerContext[Any, Any]) -> Any:
+        if isinstance(request, Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{request.field}: {request.description}")
+        return await behavior(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        checked,
+        request_deserializer=tolerant(handler.request_deserializer),
+        response_serializer=handler.response_serializer,
+    )

@@ -13,7 +13,8 @@ import grpc
 import structlog
 from grpc.aio import ServicerContext
 
-from service.api.validation import COMPANY_ID
+from service.domain.ids import COMPANY_ID
+from service.tracing import trace_id as current_trace_id
 
 log = structlog.get_logger("rpc")
 
@@ -61,6 +62,9 @@ def write_line(
     }
     if company_id:
         fields["company_id"] = company_id
+    trace_id = current_trace_id()
+    if trace_id is not None:
+        fields["trace_id"] = trace_id
     if code in _ERROR_CODES:
         log.error("rpc", **fields)
     else:

@@ -13,7 +13,7 @@ from grpc.aio import ServicerContext
 
 from service.api.validation import Violations, check_company_id, check_request_key
 from service.api.wire.money import MoneyError, nanos_of
-from service.api.wire.settings import card_message, change_message, settings_message
+from service.api.wire.settings import RECHARGE_MODE_TABLE, card_message, change_message, settings_message
 from service.app import cards
 from service.app.settings import (
     DEFAULT_APPROVAL_LEVELS,
@@ -26,12 +26,18 @@ from service.app.settings import (
 )
 from service.domain.settings import (
     AUTO_RECHARGE_ENABLED,
+    BALANCE_ALERT_THRESHOLDS,
+    FIXED_AMOUNT,
     MONEY_FIELDS,
     MONTHLY_RECHARGE_CAP,
+    RECHARGE_MODE,
+    TARGET_BALANCE,
     WRITABLE_FIELDS,
     ApprovalLevels,
     RechargeBounds,
+    SettingValue,
 )
+from service.domain.text import excerpt
 from service.payments.provider import PaymentProvider
 
 # Who made a change, as the audit trail records it: set by the dashboard's backend (or the gateway in
@@ -90,30 +96,40 @@ def _mask_fields(v: Violations, request: pb.UpdateBillingSettingsRequest) -> lis
         elif path in WRITABLE_FIELDS:
             fields.append(path)
         elif path in _READ_ONLY_FIELDS:
-            v.add("update_mask", f"names {path!r}, which is read-only")
+            v.add("update_mask", f"names {excerpt(path)}, which is read-only")
         else:
             v.add(
                 "update_mask",
-                f"names {path!r}, which is not a field that can be changed; use any of "
+                f"names {excerpt(path)}, which is not a field that can be changed; use any of "
                 f"{', '.join(WRITABLE_FIELDS)}",
             )
     return list(dict.fromkeys(fields))
 
 
-def parse_update(v: Violations, request: pb.UpdateBillingSettingsRequest) -> dict[str, int | bool | None]:
+def parse_update(v: Violations, request: pb.UpdateBillingSettingsRequest) -> dict[str, SettingValue]:
     """The requested changes (field name -> new value), adding violations for what is malformed."""
     settings = request.settings
     if settings.company_id and settings.company_id != request.company_id:
         v.add("settings.company_id", "must be empty or equal to company_id")
-    changes: dict[str, int | bool | None] = {}
+    changes: dict[str, SettingValue] = {}
     for name in _mask_fields(v, request):
         field = f"settings.{name}"
         if name == AUTO_RECHARGE_ENABLED:
             changes[name] = settings.auto_recharge_enabled
+        elif name == RECHARGE_MODE:
+            mode = RECHARGE_MODE_TABLE.domain(settings.recharge_mode)
+            changes[name] = FIXED_AMOUNT if mode is None else mode
+        elif name == BALANCE_ALERT_THRESHOLDS:
+            amounts = [
+                _parse_amount(v, f"{field}[{index}]", given)
+                for index, given in enumerate(settings.balance_alert_thresholds)
+            ]
+            if all(amount is not None for amount in amounts):
+                changes[name] = tuple(amount for amount in amounts if amount is not None)
         elif name in MONEY_FIELDS:
             if not settings.HasField(name):  # type: ignore[arg-type]
-                if name == MONTHLY_RECHARGE_CAP:
-                    changes[name] = None  # named but unset: clear the cap
+                if name in (MONTHLY_RECHARGE_CAP, TARGET_BALANCE):
+                    changes[name] = None  # named but unset: clear it
                 else:
                     v.add(field, "is named in update_mask but not set; give an amount in USD")
                 continue

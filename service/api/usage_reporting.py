@@ -33,7 +33,7 @@ from service.app.reporting.usage_records import (
     UsageRecordQuery,
     list_usage_records,
 )
-from service.domain.periods import Grouping, periods
+from service.domain.periods import Grouping, current_month, month_range, periods
 from service.domain.usage_kinds import rate_keys_matching
 
 MAX_SUMMARY_RANGE = timedelta(days=1100)
@@ -82,10 +82,14 @@ class UsageReporting:
     ) -> reporting_pb2.GetUsageSummaryResponse:
         v = Violations()
         check_company_id(v, request.company_id)
+        # No range at all: the current month so far (in time_zone, once it is known to be valid).
+        month_so_far = not request.HasField("start_time") and not request.HasField("end_time")
         start = parse_moment(
-            v, request.HasField("start_time"), request.start_time, "start_time", required=True
+            v, request.HasField("start_time"), request.start_time, "start_time", required=not month_so_far
         )
-        end = parse_moment(v, request.HasField("end_time"), request.end_time, "end_time", required=True)
+        end = parse_moment(
+            v, request.HasField("end_time"), request.end_time, "end_time", required=not month_so_far
+        )
         check_ordered(v, start, end, "start_time", "end_time")
         if start is not None and end is not None and end - start > MAX_SUMMARY_RANGE:
             v.add("end_time", f"must be at most {MAX_SUMMARY_RANGE.days} days after start_time")
@@ -94,7 +98,12 @@ class UsageReporting:
             v.add("grouping", f"must be {GROUPINGS.choices()}")
         zone = parse_time_zone(v, request.time_zone)
         v.raise_if_any()
-        assert start is not None and end is not None and grouping is not None and zone is not None
+        assert grouping is not None and zone is not None
+        if month_so_far:
+            now = datetime.now(UTC)
+            start = month_range(*current_month(now, zone), zone)[0]
+            end = now
+        assert start is not None and end is not None
         summary = await usage_summary(self._pool, request.company_id, periods(start, end, zone, grouping))
         return summary_response(summary)
 

@@ -1,4 +1,4 @@
-"""UsageService: a thin edge over the RecordUsage use case and the usage reports."""
+"""UsageService: a thin edge over the RecordUsage use case (through the usage batcher) and the reports."""
 
 from __future__ import annotations
 
@@ -10,14 +10,19 @@ import asyncpg
 from consofta.billing.v1 import usage_service_pb2, usage_service_pb2_grpc
 from grpc.aio import ServicerContext
 
+from service.api.errors import status_message
 from service.api.usage_reporting import UsageReporting
 from service.api.validation import Violations, check_company_id, check_request_key, parse_occurred_at
 from service.api.wire.money import money
 from service.api.wire.records import usage_record_message
 from service.api.wire.usage import parse_usage
-from service.app.record_usage import RecordUsageCommand, record_usage
+from service.app.record_usage import RecordedUsage, RecordUsageCommand
+from service.app.usage_batcher import UsageBatcher
+from service.domain.errors import BillingError, InvalidArgument
 from service.domain.usage_kinds import kind_of
 from service.metrics import observe_usage
+
+MAX_BATCH_ITEMS = 1000
 
 
 def parse_hold_id(v: Violations, value: str) -> uuid.UUID | None:
@@ -31,34 +36,75 @@ def parse_hold_id(v: Violations, value: str) -> uuid.UUID | None:
         return None
 
 
+def record_usage_command(request: usage_service_pb2.RecordUsageRequest, now: datetime) -> RecordUsageCommand:
+    """The command a RecordUsage request (or a batch item) stands for; InvalidArgument names each bad
+    field."""
+    v = Violations()
+    check_company_id(v, request.company_id)
+    check_request_key(v, request.idempotency_key, "idempotency_key")
+    usage = parse_usage(v, request.usage)
+    occurred_at = parse_occurred_at(v, request.HasField("occurred_at"), request.occurred_at, now)
+    hold_id = parse_hold_id(v, request.hold_id)
+    v.raise_if_any()
+    assert usage is not None
+    return RecordUsageCommand(
+        request.company_id, request.idempotency_key, usage, occurred_at, now, hold_id=hold_id
+    )
+
+
+def record_usage_response(recorded: RecordedUsage) -> usage_service_pb2.RecordUsageResponse:
+    record = recorded.record
+    if not recorded.replayed:
+        observe_usage(kind_of(record.usage).name, record.amount_nanos)
+    return usage_service_pb2.RecordUsageResponse(
+        usage_record=usage_record_message(record),
+        balance_after=money(record.balance_after_nanos),
+        below_minimum=record.below_minimum,
+        replayed=recorded.replayed,
+    )
+
+
+def _error_result(error: BillingError) -> usage_service_pb2.RecordUsageBatchResult:
+    return usage_service_pb2.RecordUsageBatchResult(error=status_message(error)[1])
+
+
 class UsageServicer(UsageReporting, usage_service_pb2_grpc.UsageServiceServicer):
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, batcher: UsageBatcher) -> None:
         self._pool = pool
+        self._batcher = batcher
 
     async def RecordUsage(
         self, request: usage_service_pb2.RecordUsageRequest, context: ServicerContext[Any, Any]
     ) -> usage_service_pb2.RecordUsageResponse:
+        cmd = record_usage_command(request, datetime.now(UTC))
+        recorded = await self._batcher.record(cmd, context.time_remaining())
+        return record_usage_response(recorded)
+
+    async def RecordUsageBatch(
+        self, request: usage_service_pb2.RecordUsageBatchRequest, context: ServicerContext[Any, Any]
+    ) -> usage_service_pb2.RecordUsageBatchResponse:
+        items = request.items
+        if not items or len(items) > MAX_BATCH_ITEMS:
+            v = Violations()
+            v.add("items", f"has {len(items)} usages; give 1 to {MAX_BATCH_ITEMS}")
+            v.raise_if_any()
         now = datetime.now(UTC)
-        v = Violations()
-        check_company_id(v, request.company_id)
-        check_request_key(v, request.idempotency_key, "idempotency_key")
-        usage = parse_usage(v, request.usage)
-        occurred_at = parse_occurred_at(v, request.HasField("occurred_at"), request.occurred_at, now)
-        hold_id = parse_hold_id(v, request.hold_id)
-        v.raise_if_any()
-        assert usage is not None
-        recorded = await record_usage(
-            self._pool,
-            RecordUsageCommand(
-                request.company_id, request.idempotency_key, usage, occurred_at, now, hold_id=hold_id
-            ),
-        )
-        record = recorded.record
-        if not recorded.replayed:
-            observe_usage(kind_of(record.usage).name, record.amount_nanos)
-        return usage_service_pb2.RecordUsageResponse(
-            usage_record=usage_record_message(record),
-            balance_after=money(record.balance_after_nanos),
-            below_minimum=record.below_minimum,
-            replayed=recorded.replayed,
-        )
+        results: list[usage_service_pb2.RecordUsageBatchResult | None] = []
+        cmds: list[RecordUsageCommand] = []
+        for item in items:
+            try:
+                cmds.append(record_usage_command(item, now))
+                results.append(None)
+            except InvalidArgument as error:
+                results.append(_error_result(error))
+        outcomes = iter(await self._batcher.record_many(cmds, context.time_remaining()) if cmds else ())
+        response = usage_service_pb2.RecordUsageBatchResponse()
+        for result in results:
+            if result is None:
+                outcome = next(outcomes)
+                if isinstance(outcome, BillingError):
+                    result = _error_result(outcome)
+                else:
+                    result = usage_service_pb2.RecordUsageBatchResult(recorded=record_usage_response(outcome))
+            response.results.append(result)
+        return response

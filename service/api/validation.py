@@ -10,9 +10,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from service.api.wire.timestamps import datetime_of
 from service.domain.errors import FieldViolation, InvalidArgument
+from service.domain.ids import COMPANY_ID
 from service.domain.periods import time_zone
+from service.domain.text import excerpt, has_unprintable
 
-COMPANY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # Printable ASCII: space (0x20) to tilde (0x7e).
 IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
 MAX_DISPLAY_NAME_CHARS = 200
@@ -48,6 +49,9 @@ def check_request_key(v: Violations, value: str, field: str) -> None:
         v.add(field, f"is {len(value)} characters long; the limit is 255")
     elif not IDEMPOTENCY_KEY.fullmatch(value):
         v.add(field, "must be printable ASCII characters only")
+    elif value != value.strip(" "):
+        # " k " and "k" would be two keys that read the same: refused rather than trimmed.
+        v.add(field, "must not start or end with a space")
 
 
 def check_display_name(v: Violations, value: str, field: str = "display_name") -> None:
@@ -55,8 +59,8 @@ def check_display_name(v: Violations, value: str, field: str = "display_name") -
         v.add(field, "is required")
     elif len(value) > MAX_DISPLAY_NAME_CHARS:
         v.add(field, f"is {len(value)} characters long; the limit is {MAX_DISPLAY_NAME_CHARS}")
-    elif any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        v.add(field, "must not contain control characters")
+    elif has_unprintable(value):
+        v.add(field, "must not contain control, format or line-separator characters")
 
 
 def parse_occurred_at(
@@ -115,5 +119,5 @@ def parse_time_zone(v: Violations, name: str, field: str = "time_zone") -> zonei
         return None
     zone = time_zone(name)
     if zone is None:
-        v.add(field, f'{name[:64]!r} is not an IANA time zone name (e.g. "America/New_York", "UTC")')
+        v.add(field, f'{excerpt(name)} is not an IANA time zone name (e.g. "America/New_York", "UTC")')
     return zone

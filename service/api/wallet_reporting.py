@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -19,6 +20,7 @@ from service.api.validation import (
 from service.api.wire.reporting import statement_message
 from service.app.reporting.export import export_ledger
 from service.app.reporting.statements import statement
+from service.domain.periods import current_month
 
 EARLIEST_STATEMENT_YEAR = 1970
 LATEST_STATEMENT_YEAR = 9998
@@ -32,14 +34,18 @@ class WalletReporting:
     ) -> reporting_pb2.GetStatementResponse:
         v = Violations()
         check_company_id(v, request.company_id)
-        if not EARLIEST_STATEMENT_YEAR <= request.year <= LATEST_STATEMENT_YEAR:
-            v.add("year", f"must be between {EARLIEST_STATEMENT_YEAR} and {LATEST_STATEMENT_YEAR}")
-        if not 1 <= request.month <= 12:
-            v.add("month", "must be between 1 and 12")
+        # Neither year nor month: the current month (in time_zone, once it is known to be valid).
+        this_month = request.year == 0 and request.month == 0
+        if not this_month:
+            if not EARLIEST_STATEMENT_YEAR <= request.year <= LATEST_STATEMENT_YEAR:
+                v.add("year", f"must be between {EARLIEST_STATEMENT_YEAR} and {LATEST_STATEMENT_YEAR}")
+            if not 1 <= request.month <= 12:
+                v.add("month", "must be between 1 and 12")
         zone = parse_time_zone(v, request.time_zone)
         v.raise_if_any()
         assert zone is not None
-        result = await statement(self._pool, request.company_id, request.year, request.month, zone)
+        year, month = current_month(datetime.now(UTC), zone) if this_month else (request.year, request.month)
+        result = await statement(self._pool, request.company_id, year, month, zone)
         return reporting_pb2.GetStatementResponse(statement=statement_message(result))
 
     async def ExportWalletTransactions(

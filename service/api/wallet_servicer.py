@@ -20,30 +20,66 @@ from service.api.validation import (
     parse_moment,
 )
 from service.api.wallet_reporting import WalletReporting
-from service.api.wire.money import MoneyError, nanos_of
+from service.api.wire.money import MoneyError, money, nanos_of
 from service.api.wire.usage import parse_usage
 from service.api.wire.wallets import (
     CREDIT_KINDS,
     TRANSACTION_TYPES,
     authorization_response,
     event_message,
+    extension_response,
     hold_message,
     transaction_message,
     wallet_message,
 )
-from service.app.credits import CreditKind, credit_violations, credit_wallet
+from service.app.corrections import void_usage_record
+from service.app.credits import CreditKind, credit_violations, credit_wallet, debit_wallet
 from service.app.event_streams import EventNotifier, watch_events
 from service.app.holds import (
     DEFAULT_HOLD_DURATION,
     MAX_HOLD_DURATION,
+    MAX_HOLD_EXTENSION_QUANTITY,
     MIN_HOLD_DURATION,
     authorize_usage,
+    extend_hold,
     release_hold,
 )
 from service.app.transactions import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, TransactionQuery, list_transactions
 from service.app.wallets import create_wallet, get_wallet
 
 DEFAULT_ACTOR = "api"
+
+
+def _amount(
+    v: Violations,
+    request: wallet_service_pb2.DebitWalletRequest | wallet_service_pb2.VoidUsageRecordRequest,
+    *,
+    required: bool,
+) -> int | None:
+    if not request.HasField("amount"):
+        if required:
+            v.add("amount", "is required")
+        return None
+    try:
+        return nanos_of(request.amount)
+    except MoneyError as exc:
+        v.add("amount", str(exc))
+        return None
+
+
+def _hold_duration(
+    v: Violations, request: wallet_service_pb2.AuthorizeUsageRequest | wallet_service_pb2.ExtendHoldRequest
+) -> timedelta:
+    if not request.HasField("hold_duration"):
+        return DEFAULT_HOLD_DURATION
+    given = request.hold_duration
+    if given.nanos != 0:
+        v.add("hold_duration", "must be whole seconds")
+    elif not MIN_HOLD_DURATION.total_seconds() <= given.seconds <= MAX_HOLD_DURATION.total_seconds():
+        v.add("hold_duration", f"must be between {MIN_HOLD_DURATION} and {MAX_HOLD_DURATION}")
+    else:
+        return timedelta(seconds=given.seconds)
+    return DEFAULT_HOLD_DURATION
 
 
 def parse_uuid(v: Violations, value: str, field: str) -> uuid.UUID | None:
@@ -150,6 +186,50 @@ class WalletServicer(WalletReporting, wallet_service_pb2_grpc.WalletServiceServi
             transaction=transaction_message(credit.entry), replayed=credit.replayed
         )
 
+    async def DebitWallet(
+        self, request: wallet_service_pb2.DebitWalletRequest, context: ServicerContext[Any, Any]
+    ) -> wallet_service_pb2.DebitWalletResponse:
+        v = Violations()
+        check_company_id(v, request.company_id)
+        check_request_key(v, request.request_id, "request_id")
+        amount_nanos = _amount(v, request, required=True) or 0
+        actor = request.actor or DEFAULT_ACTOR
+        if not v.items:
+            for violation in credit_violations(amount_nanos, request.reason, actor):
+                v.add(violation.field, violation.description)
+        v.raise_if_any()
+        debit = await debit_wallet(
+            self._pool, request.company_id, amount_nanos, request.reason, request.request_id, actor
+        )
+        return wallet_service_pb2.DebitWalletResponse(
+            transaction=transaction_message(debit.entry), replayed=debit.replayed
+        )
+
+    async def VoidUsageRecord(
+        self, request: wallet_service_pb2.VoidUsageRecordRequest, context: ServicerContext[Any, Any]
+    ) -> wallet_service_pb2.VoidUsageRecordResponse:
+        v = Violations()
+        check_company_id(v, request.company_id)
+        check_request_key(v, request.request_id, "request_id")
+        record_id = parse_uuid(v, request.usage_record_id, "usage_record_id")
+        amount_nanos = _amount(v, request, required=False)
+        actor = request.actor or DEFAULT_ACTOR
+        if not v.items:
+            checked = 1 if amount_nanos is None else amount_nanos
+            for violation in credit_violations(checked, request.reason, actor):
+                v.add(violation.field, violation.description)
+        v.raise_if_any()
+        assert record_id is not None
+        void = await void_usage_record(
+            self._pool, request.company_id, record_id, request.reason, request.request_id, actor, amount_nanos
+        )
+        return wallet_service_pb2.VoidUsageRecordResponse(
+            transaction=transaction_message(void.entry),
+            record_amount=money(void.record_amount_nanos),
+            voided_amount=money(void.voided_nanos),
+            replayed=void.replayed,
+        )
+
     async def AuthorizeUsage(
         self, request: wallet_service_pb2.AuthorizeUsageRequest, context: ServicerContext[Any, Any]
     ) -> wallet_service_pb2.AuthorizeUsageResponse:
@@ -157,19 +237,36 @@ class WalletServicer(WalletReporting, wallet_service_pb2_grpc.WalletServiceServi
         check_company_id(v, request.company_id)
         check_request_key(v, request.request_id, "request_id")
         usage = parse_usage(v, request.usage)
-        duration = DEFAULT_HOLD_DURATION
-        if request.HasField("hold_duration"):
-            given = request.hold_duration
-            if given.nanos != 0:
-                v.add("hold_duration", "must be whole seconds")
-            elif not MIN_HOLD_DURATION.total_seconds() <= given.seconds <= MAX_HOLD_DURATION.total_seconds():
-                v.add("hold_duration", f"must be between {MIN_HOLD_DURATION} and {MAX_HOLD_DURATION}")
-            else:
-                duration = timedelta(seconds=given.seconds)
+        duration = _hold_duration(v, request)
         v.raise_if_any()
         assert usage is not None
-        result = await authorize_usage(self._pool, request.company_id, usage, request.request_id, duration)
+        result = await authorize_usage(
+            self._pool, request.company_id, usage, request.request_id, duration, request.allow_partial
+        )
         return authorization_response(result)
+
+    async def ExtendHold(
+        self, request: wallet_service_pb2.ExtendHoldRequest, context: ServicerContext[Any, Any]
+    ) -> wallet_service_pb2.ExtendHoldResponse:
+        v = Violations()
+        check_company_id(v, request.company_id)
+        hold_id = parse_uuid(v, request.hold_id, "hold_id")
+        check_request_key(v, request.request_id, "request_id")
+        if not 1 <= request.additional_quantity <= MAX_HOLD_EXTENSION_QUANTITY:
+            v.add("additional_quantity", f"must be between 1 and {MAX_HOLD_EXTENSION_QUANTITY:,}")
+        duration = _hold_duration(v, request)
+        v.raise_if_any()
+        assert hold_id is not None
+        result = await extend_hold(
+            self._pool,
+            request.company_id,
+            hold_id,
+            request.request_id,
+            request.additional_quantity,
+            duration,
+            request.allow_partial,
+        )
+        return extension_response(result)
 
     async def ReleaseHold(
         self, request: wallet_service_pb2.ReleaseHoldRequest, context: ServicerContext[Any, Any]

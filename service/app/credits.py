@@ -1,8 +1,12 @@
-"""Manual credits: support adds money to a wallet (a goodwill credit or a correction) with a reason.
+"""Manual credits and debits: support adds money to a wallet (a goodwill credit or a correction), or
+takes it (a manual debit, the pair of a credit), with a reason.
 
 One round trip to credit_wallet(): claim the request id, lock the wallet, append the ledger entry, store
-the credit, emit the `manual_credit` wallet event, all in one transaction. The admin CLI calls
-`credit_wallet` directly; CreditWallet is its gRPC edge.
+the credit, emit the `manual_credit` (or `manual_debit`) wallet event, all in one transaction. The admin
+CLI calls `credit_wallet` directly; CreditWallet and DebitWallet are its gRPC edge. The same rules hold
+both ways: a positive amount of at most MAX_CREDIT_NANOS, a reason, an actor, one request id. A manual
+debit may take the balance below zero (it corrects usage that happened); it appears on statements as
+its own line.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ from service.app.db_errors import raise_domain_error
 from service.domain.errors import FieldViolation, InvalidArgument
 from service.domain.ledger import LedgerEntry
 from service.domain.money import usd
+from service.domain.text import has_unprintable
 
 CREDIT_WALLET = "credit_wallet"
-CreditKind = Literal["manual_credit", "adjustment"]
+CreditKind = Literal["manual_credit", "adjustment", "manual_debit"]
 CREDIT_KINDS: tuple[CreditKind, ...] = ("manual_credit", "adjustment")
+MANUAL_DEBIT: CreditKind = "manual_debit"
 # Anything above this in one credit is a slipped digit, not goodwill: support splits a real one.
 MAX_CREDIT_NANOS = usd(100_000)
 MAX_REASON_CHARS = 500
@@ -43,6 +49,7 @@ class Credit:
     company_id: str
     request_id: str
     kind: CreditKind
+    # Signed as on the ledger: negative for a manual debit.
     amount_nanos: int
     reason: str
     actor: str
@@ -69,16 +76,17 @@ def credit_violations(amount_nanos: int, reason: str, actor: str) -> list[FieldV
             FieldViolation("amount", f"must be at most {MAX_CREDIT_NANOS // usd(1):,} USD in one credit")
         )
     if not reason.strip():
-        found.append(FieldViolation("reason", "is required: say why the money is added"))
+        found.append(FieldViolation("reason", "is required: say why the money is added or taken"))
     elif len(reason) > MAX_REASON_CHARS:
         found.append(
             FieldViolation("reason", f"is {len(reason)} characters long; the limit is {MAX_REASON_CHARS}")
         )
-    elif any(ord(c) < 0x20 and c not in "\n\t" for c in reason):
-        found.append(FieldViolation("reason", "must not contain control characters"))
+    elif has_unprintable(reason):
+        # One line: the reason is shown in statements, exports and the CLI's tables.
+        found.append(FieldViolation("reason", "must be one line without control or format characters"))
     if not actor.strip() or len(actor) > MAX_ACTOR_CHARS:
         found.append(FieldViolation("actor", f"must be 1 to {MAX_ACTOR_CHARS} characters"))
-    elif any(ord(c) < 0x20 or ord(c) == 0x7F for c in actor):
+    elif has_unprintable(actor):
         found.append(FieldViolation("actor", "must not contain control characters"))
     return found
 
@@ -98,6 +106,29 @@ async def credit_wallet(
         violations.append(FieldViolation("kind", f"must be one of {', '.join(CREDIT_KINDS)}"))
     if violations:
         raise InvalidArgument(violations)
+    return await _post(pool, company_id, amount_nanos, reason, request_id, kind, actor)
+
+
+async def debit_wallet(
+    pool: asyncpg.Pool, company_id: str, amount_nanos: int, reason: str, request_id: str, actor: str = "api"
+) -> Credit:
+    """Take `amount_nanos` (positive) from a wallet once per (company, request id): the pair of
+    `credit_wallet`, under the same rules. The entry and the stored row carry the negative amount."""
+    violations = credit_violations(amount_nanos, reason, actor)
+    if violations:
+        raise InvalidArgument(violations)
+    return await _post(pool, company_id, -amount_nanos, reason, request_id, MANUAL_DEBIT, actor)
+
+
+async def _post(
+    pool: asyncpg.Pool,
+    company_id: str,
+    amount_nanos: int,
+    reason: str,
+    request_id: str,
+    kind: CreditKind,
+    actor: str,
+) -> Credit:
     request = idempotency.Request(
         CREDIT_WALLET,
         company_id,

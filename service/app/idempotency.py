@@ -120,6 +120,8 @@ def _typed(kind: Any, value: Any) -> Any:
         return datetime.fromisoformat(value)
     if kind is uuid.UUID:
         return uuid.UUID(value)
+    if typing.get_origin(kind) is tuple:
+        return tuple(value)
     return value
 
 

@@ -62,14 +62,17 @@ def _dimension(usage: Usage, name: str) -> str | None:
     return None if value is None else str(value)
 
 
-def sql_arguments(cmd: RecordUsageCommand, proposed_id: uuid.UUID) -> tuple[object, ...]:
-    """record_usage()'s arguments for the command, in RECORD_USAGE_SQL's order."""
+def sql_arguments(
+    cmd: RecordUsageCommand, proposed_id: uuid.UUID, request: idempotency.Request | None = None
+) -> tuple[object, ...]:
+    """record_usage()'s arguments for the command, in RECORD_USAGE_SQL's order (record_usages() takes
+    the same, one array each)."""
     metering = meter(cmd.usage)
     return (
         proposed_id,
         cmd.company_id,
         cmd.idempotency_key,
-        cmd.request().fingerprint,
+        (request or cmd.request()).fingerprint,
         kind_of(cmd.usage).name,
         metering.rate_key,
         _dimension(cmd.usage, "direction"),
@@ -84,15 +87,20 @@ def sql_arguments(cmd: RecordUsageCommand, proposed_id: uuid.UUID) -> tuple[obje
 
 async def record_usage(pool: asyncpg.Pool, cmd: RecordUsageCommand) -> RecordedUsage:
     request = cmd.request()
-    proposed_id = uuid.uuid4()
+    return await record_usage_prepared(pool, cmd, request, sql_arguments(cmd, uuid.uuid4(), request))
+
+
+async def record_usage_prepared(
+    pool: asyncpg.Pool, cmd: RecordUsageCommand, request: idempotency.Request, arguments: tuple[object, ...]
+) -> RecordedUsage:
+    """record_usage() for a command whose request and sql_arguments() are already built."""
     try:
-        row = await pool.fetchrow(RECORD_USAGE_SQL, *sql_arguments(cmd, proposed_id))
+        row = await pool.fetchrow(RECORD_USAGE_SQL, *arguments)
     except asyncpg.PostgresError as exc:
-        metering = meter(cmd.usage)
-        raise_domain_error(exc, cmd.company_id, rate_key=metering.rate_key, hold_id=cmd.hold_id)
+        raise_domain_error(exc, cmd.company_id, rate_key=str(arguments[5]), hold_id=cmd.hold_id)
     assert row is not None
     record = rows.usage_record(row)
-    if row["usage_record_id"] == proposed_id:
+    if row["usage_record_id"] == arguments[0]:
         return RecordedUsage(record, replayed=False)
     idempotency.check(request, RECORD_USAGE, row["request_hash"], usage_record_id=str(row["usage_record_id"]))
     return RecordedUsage(record, replayed=True)

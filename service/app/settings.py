@@ -20,12 +20,15 @@ from service.app import idempotency, page_tokens
 from service.app.rows import Row
 from service.domain.errors import ApprovalRequired, CompanyNotFound, FieldViolation, InvalidArgument
 from service.domain.settings import (
+    BALANCE_ALERT_THRESHOLDS,
+    FIXED_AMOUNT,
     MONEY_FIELDS,
     PAUSED_NO_CARD,
     WRITABLE_FIELDS,
     ApprovalLevels,
     RechargeBounds,
     SettingsValues,
+    SettingValue,
     audit_text,
     check_settings,
     may_raise_above_approval_level,
@@ -41,9 +44,12 @@ DEFAULT_APPROVAL_LEVELS = ApprovalLevels()
 SETTINGS_SQL = """
     select b.company_id, w.minimum_balance_nanos, b.recharge_amount_nanos, b.auto_recharge_enabled,
            b.preload_amount_nanos, b.monthly_recharge_cap_nanos, b.auto_recharge_paused_reason,
-           b.first_card_set_at, b.updated_at,
+           b.first_card_set_at, b.updated_at, b.recharge_mode, b.target_balance_nanos,
            c.payment_method_id, c.brand, c.last4, c.exp_month, c.exp_year, c.fingerprint,
-           c.updated_at as card_updated_at
+           c.updated_at as card_updated_at,
+           array(select t.threshold_nanos from balance_alert_thresholds t
+                  where t.company_id = b.company_id order by t.threshold_nanos)
+               as balance_alert_thresholds_nanos
       from billing_settings b
       join wallets w using (company_id)
       left join payment_cards c using (company_id)
@@ -85,6 +91,10 @@ class BillingSettings:
     first_card_set_at: datetime | None
     updated_at: datetime
     card: Card | None
+    # Ascending.
+    balance_alert_thresholds_nanos: tuple[int, ...] = ()
+    recharge_mode: str = FIXED_AMOUNT
+    target_balance_nanos: int | None = None
 
     @property
     def values(self) -> SettingsValues:
@@ -94,6 +104,9 @@ class BillingSettings:
             auto_recharge_enabled=self.auto_recharge_enabled,
             preload_amount_nanos=self.preload_amount_nanos,
             monthly_recharge_cap_nanos=self.monthly_recharge_cap_nanos,
+            balance_alert_thresholds_nanos=self.balance_alert_thresholds_nanos,
+            recharge_mode=self.recharge_mode,
+            target_balance_nanos=self.target_balance_nanos,
         )
 
 
@@ -131,6 +144,9 @@ def settings_of(row: Row) -> BillingSettings:
         first_card_set_at=row["first_card_set_at"],
         updated_at=row["updated_at"],
         card=card_of(row),
+        balance_alert_thresholds_nanos=tuple(row["balance_alert_thresholds_nanos"]),
+        recharge_mode=row["recharge_mode"],
+        target_balance_nanos=row["target_balance_nanos"],
     )
 
 
@@ -193,7 +209,7 @@ async def replay_of(conn: Any, seen: idempotency.Seen, kind: type[T], current: A
 async def update_settings(
     pool: asyncpg.Pool,
     company_id: str,
-    changes: Mapping[str, int | bool | None],
+    changes: Mapping[str, SettingValue],
     request_id: str,
     actor: str,
     bounds: RechargeBounds,
@@ -212,7 +228,9 @@ async def update_settings(
         company_id,
         request_id,
         idempotency.fingerprint(
-            UPDATE_OPERATION, company_id, *(p for name in sorted(changes) for p in (name, changes[name]))
+            UPDATE_OPERATION,
+            company_id,
+            *(p for name in sorted(changes) for p in (name, _part(changes[name]))),
         ),
     )
     async with pool.acquire() as conn, conn.transaction():
@@ -265,7 +283,8 @@ async def update_settings(
             """
             update billing_settings
                set recharge_amount_nanos = $2, auto_recharge_enabled = $3, preload_amount_nanos = $4,
-                   monthly_recharge_cap_nanos = $5, auto_recharge_paused_reason = $6, updated_at = now()
+                   monthly_recharge_cap_nanos = $5, auto_recharge_paused_reason = $6, recharge_mode = $7,
+                   target_balance_nanos = $8, updated_at = now()
              where company_id = $1
             """,
             company_id,
@@ -274,7 +293,11 @@ async def update_settings(
             new.preload_amount_nanos,
             new.monthly_recharge_cap_nanos,
             paused_reason,
+            new.recharge_mode,
+            new.target_balance_nanos,
         )
+        if BALANCE_ALERT_THRESHOLDS in changes:
+            await _replace_thresholds(conn, company_id, new.balance_alert_thresholds_nanos)
         after = await get_settings(conn, company_id)
         await record_changes(conn, company_id, actor, request_id, audit_view(before), audit_view(after))
         if after.values != before.values:
@@ -283,6 +306,32 @@ async def update_settings(
             await conn.execute("select pg_notify($1, $2)", RECHARGE_WANTED_CHANNEL, company_id)
         await idempotency.save_result(conn, request, after)
         return Applied(after, replayed=False)
+
+
+def _part(value: SettingValue) -> int | bool | str | None:
+    """A change as a fingerprint part: the thresholds as their sorted amounts, joined."""
+    if isinstance(value, tuple):
+        return ",".join(str(amount) for amount in sorted(value))
+    return value
+
+
+async def _replace_thresholds(conn: Any, company_id: str, thresholds_nanos: tuple[int, ...]) -> None:
+    """Under the wallet lock: each threshold starts below when the balance is below it now, so it alerts
+    on a debit only once the balance has been at or above it (see note_balance_alerts.sql)."""
+    await conn.execute(
+        "delete from balance_alert_thresholds where company_id = $1 and threshold_nanos <> all($2::bigint[])",
+        company_id,
+        list(thresholds_nanos),
+    )
+    await conn.execute(
+        """
+        insert into balance_alert_thresholds (company_id, threshold_nanos, below)
+        select $1, t, w.balance_nanos < t from unnest($2::bigint[]) t, wallets w where w.company_id = $1
+        on conflict (company_id, threshold_nanos) do nothing
+        """,
+        company_id,
+        list(thresholds_nanos),
+    )
 
 
 # ---- the audit trail, paginated (AIP-158) -------------------------------------------------------

@@ -85,20 +85,16 @@ async def create_wallet(
         if not claim["claimed"]:
             idempotency.check(request, claim["operation"], claim["request_hash"])
             return CreatedWallet(await get_wallet(conn, company_id), replayed=True)
-        try:
-            inserted = await conn.fetchval(
-                """
-                insert into companies (company_id, display_name, create_request_id) values ($1, $2, $3)
-                on conflict (company_id) do nothing
-                returning company_id
-                """,
-                company_id,
-                display_name,
-                request_id,
-            )
-        except asyncpg.UniqueViolationError:
-            # The request id created another company. Which one is none of this caller's business.
-            raise idempotency.key_reused(request) from None
+        inserted = await conn.fetchval(
+            """
+            insert into companies (company_id, display_name, create_request_id) values ($1, $2, $3)
+            on conflict (company_id) do nothing
+            returning company_id
+            """,
+            company_id,
+            display_name,
+            request_id,
+        )
         if inserted is None:
             raise CompanyExists(
                 f"company {company_id!r} already has a wallet", metadata={"company_id": company_id}

@@ -175,6 +175,7 @@ async def _apply_repeatables(conn: asyncpg.Connection, *, all_of_them: bool) -> 
         row["name"]: row["checksum"]
         for row in await conn.fetch("select name, checksum from schema_repeatables")
     }
+    names = []
     for repeatable in available_repeatables():
         if not all_of_them and recorded.get(repeatable.name) == repeatable.checksum:
             continue
@@ -187,7 +188,10 @@ async def _apply_repeatables(conn: asyncpg.Connection, *, all_of_them: bool) -> 
             repeatable.name,
             repeatable.checksum,
         )
-        log.info("repeatable applied", name=repeatable.name)
+        names.append(repeatable.name)
+    if names:
+        # One line for all of them: a first start applies every file, and each would be a line of noise.
+        log.info("repeatables applied", names=names)
 
 
 async def migrate(conn: asyncpg.Connection) -> int:
@@ -201,6 +205,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
             for row in await conn.fetch("select version, name, checksum from schema_migrations")
         }
         changed = False
+        done: list[Migration] = []
         legacy = {(version, name, checksum) for version, name, checksum in LEGACY_MIGRATIONS}
         if {(v, row["name"], row["checksum"]) for v, row in applied.items()} == legacy and migrations:
             await _upgrade_legacy(conn, migrations[0])
@@ -221,7 +226,9 @@ async def migrate(conn: asyncpg.Connection) -> int:
                 migration.checksum,
             )
             changed = True
-            log.info("migration applied", version=migration.version, name=migration.name)
+            done.append(migration)
+        if done:
+            log.info("migrations applied", versions=[m.version for m in done], names=[m.name for m in done])
         unknown = sorted(set(applied) - {m.version for m in migrations})
         if unknown:
             # A newer replica got there first (rolling deploy); older code keeps running on a schema

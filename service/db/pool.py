@@ -8,7 +8,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import structlog
 from asyncpg.pool import PoolAcquireContext
+
+log = structlog.get_logger(__name__)
 
 
 def with_database(url: str, database: str) -> str:
@@ -58,7 +61,16 @@ class _CountedAcquire:
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self._inner.__aexit__(kind, error, tb)
+        try:
+            await self._inner.__aexit__(kind, error, tb)
+        except Exception as release_error:
+            if kind is not None:
+                raise
+            # The caller's work is done (a transaction inside the block has committed), but resetting the
+            # connection for the next caller failed: the server killed it meanwhile (pg_terminate_backend,
+            # a restart). asyncpg has already terminated it and given its slot back to the pool. Raising
+            # here would turn a committed debit into an error the caller cannot tell from a failure.
+            log.warning("pooled connection lost after its work was done", error=repr(release_error))
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self._counted().__await__()

@@ -107,8 +107,27 @@ class PoolExhausted(Unavailable):
     reason = "DATABASE_POOL_EXHAUSTED"
 
 
+class DatabaseUnavailable(Unavailable):
+    """The database could not be reached, or the connection went away during the call. Whether a
+    mutation was applied is unknown to the caller: retrying with the same key is safe."""
+
+    reason = "DATABASE_UNAVAILABLE"
+
+    def __init__(self) -> None:
+        super().__init__("the database is unavailable; retry with the same idempotency key")
+
+
+class TransactionConflict(Aborted):
+    """A concurrent transaction got in the way (serialization failure, deadlock); nothing was applied."""
+
+    reason = "TRANSACTION_CONFLICT"
+
+    def __init__(self) -> None:
+        super().__init__("a concurrent change got in the way; nothing was applied, retry the call")
+
+
 class ResourceExhausted(BillingError):
-    """A limit that keeps one caller from hurting the others was reached; retry later."""
+    """The service is at a bound it keeps on purpose (a full queue); retry later with the same key."""
 
     reason = "RESOURCE_EXHAUSTED"
 
@@ -139,6 +158,24 @@ class DeadlineExceeded(BillingError):
     reason = "DEADLINE_EXCEEDED"
 
 
+class UsageQueueFull(ResourceExhausted):
+    reason = "USAGE_QUEUE_FULL"
+
+    def __init__(self, queued: int) -> None:
+        super().__init__(
+            f"{queued} usages are already waiting to be recorded; nothing was recorded. Retry later with "
+            "the same idempotency key",
+            metadata={"queued": str(queued)},
+        )
+
+
+class UsageNotRecorded(Unavailable):
+    """A usage the service took but could not record (a database outage that outlasted the retries, a
+    deadline that passed in the queue, a shutdown); nothing was recorded for it."""
+
+    reason = "USAGE_NOT_RECORDED"
+
+
 class PaymentProviderUnavailable(Unavailable):
     reason = "PAYMENT_PROVIDER_UNAVAILABLE"
 
@@ -161,6 +198,22 @@ class HoldAlreadyCaptured(FailedPrecondition):
 
 class HoldReleased(FailedPrecondition):
     reason = "HOLD_RELEASED"
+
+
+class UsageRecordNotFound(NotFound):
+    reason = "USAGE_RECORD_NOT_FOUND"
+
+    def __init__(self, company_id: str, usage_record_id: str) -> None:
+        super().__init__(
+            f"company {company_id!r} has no usage record {usage_record_id!r}",
+            metadata={"company_id": company_id, "usage_record_id": usage_record_id},
+        )
+
+
+class VoidExceedsRecord(FailedPrecondition):
+    """A void would return more than the usage record debited (counting its earlier voids)."""
+
+    reason = "VOID_EXCEEDS_RECORD"
 
 
 class AmountOutOfRange(InvalidArgument):

@@ -15,7 +15,18 @@ RECHARGE_CREDIT = "recharge_credit"
 PRELOAD_CREDIT = "preload_credit"
 MANUAL_CREDIT = "manual_credit"
 ADJUSTMENT = "adjustment"
-ENTRY_TYPES = (USAGE_DEBIT, RECHARGE_CREDIT, PRELOAD_CREDIT, MANUAL_CREDIT, ADJUSTMENT)
+# Corrections: a usage record voided (a credit naming the record), money taken by hand.
+USAGE_VOID = "usage_void"
+MANUAL_DEBIT = "manual_debit"
+ENTRY_TYPES = (
+    USAGE_DEBIT,
+    RECHARGE_CREDIT,
+    PRELOAD_CREDIT,
+    MANUAL_CREDIT,
+    ADJUSTMENT,
+    USAGE_VOID,
+    MANUAL_DEBIT,
+)
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,15 @@ class Period:
     end: datetime
 
 
+# Files of the system's zoneinfo folder that are not zones of the tz database: "localtime" is this
+# host's own zone (an answer that would differ between replicas), "posixrules" and "Factory" are not
+# places.
+_NOT_ZONES = frozenset(("localtime", "posixrules", "Factory"))
+
+
 @functools.cache
 def _known_zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    return frozenset(zoneinfo.available_timezones()) - _NOT_ZONES
 
 
 def time_zone(name: str) -> zoneinfo.ZoneInfo | None:
@@ -49,6 +55,12 @@ def local_midnight(day: date, zone: zoneinfo.ZoneInfo) -> datetime:
 
 def _next_month(day: date) -> date:
     return date(day.year + day.month // 12, day.month % 12 + 1, 1)
+
+
+def current_month(now: datetime, zone: zoneinfo.ZoneInfo) -> tuple[int, int]:
+    """(year, month) of the instant `now` in `zone`: what a request that names no period is about."""
+    local = now.astimezone(zone)
+    return local.year, local.month
 
 
 def month_range(year: int, month: int, zone: zoneinfo.ZoneInfo) -> tuple[datetime, datetime]:

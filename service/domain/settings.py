@@ -9,6 +9,7 @@ block changing something else.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from service.domain.errors import FieldViolation
@@ -19,6 +20,14 @@ RECHARGE_AMOUNT = "recharge_amount"
 AUTO_RECHARGE_ENABLED = "auto_recharge_enabled"
 PRELOAD_AMOUNT = "preload_amount"
 MONTHLY_RECHARGE_CAP = "monthly_recharge_cap"
+BALANCE_ALERT_THRESHOLDS = "balance_alert_thresholds"
+RECHARGE_MODE = "recharge_mode"
+TARGET_BALANCE = "target_balance"
+# recharge_mode values.
+FIXED_AMOUNT = "fixed_amount"
+TOP_UP_TO_TARGET = "top_up_to_target"
+RECHARGE_MODES = (FIXED_AMOUNT, TOP_UP_TO_TARGET)
+MAX_TARGET_BALANCE_NANOS = usd(1_000_000)
 # The fields UpdateBillingSettings may change, in the order the audit trail lists them.
 WRITABLE_FIELDS = (
     MINIMUM_BALANCE,
@@ -26,12 +35,22 @@ WRITABLE_FIELDS = (
     AUTO_RECHARGE_ENABLED,
     PRELOAD_AMOUNT,
     MONTHLY_RECHARGE_CAP,
+    BALANCE_ALERT_THRESHOLDS,
+    RECHARGE_MODE,
+    TARGET_BALANCE,
 )
-MONEY_FIELDS = frozenset({MINIMUM_BALANCE, RECHARGE_AMOUNT, PRELOAD_AMOUNT, MONTHLY_RECHARGE_CAP})
+MONEY_FIELDS = frozenset(
+    {MINIMUM_BALANCE, RECHARGE_AMOUNT, PRELOAD_AMOUNT, MONTHLY_RECHARGE_CAP, TARGET_BALANCE}
+)
 
 MAX_MINIMUM_BALANCE_NANOS = usd(100_000)
 # Far above any sensible cap; it keeps every amount well inside a bigint.
 MAX_MONTHLY_RECHARGE_CAP_NANOS = usd(10_000_000)
+MAX_BALANCE_ALERT_THRESHOLDS = 5
+MAX_BALANCE_ALERT_THRESHOLD_NANOS = usd(10_000_000)
+
+# A setting's value: an amount in nanos, a flag, none (no cap), or the balance alert thresholds.
+SettingValue = int | bool | str | None | tuple[int, ...]
 
 # Why auto-recharge is paused, as stored in billing_settings.auto_recharge_paused_reason.
 PAUSED_NO_CARD = "no_card"
@@ -115,25 +134,48 @@ class SettingsValues:
     preload_amount_nanos: int
     # None: no cap.
     monthly_recharge_cap_nanos: int | None
+    # Ascending, distinct.
+    balance_alert_thresholds_nanos: tuple[int, ...] = ()
+    recharge_mode: str = FIXED_AMOUNT
+    # None: never set.
+    target_balance_nanos: int | None = None
 
-    def value_of(self, name: str) -> int | bool | None:
+    def value_of(self, name: str) -> SettingValue:
         return {
             MINIMUM_BALANCE: self.minimum_balance_nanos,
             RECHARGE_AMOUNT: self.recharge_amount_nanos,
             AUTO_RECHARGE_ENABLED: self.auto_recharge_enabled,
             PRELOAD_AMOUNT: self.preload_amount_nanos,
             MONTHLY_RECHARGE_CAP: self.monthly_recharge_cap_nanos,
+            BALANCE_ALERT_THRESHOLDS: self.balance_alert_thresholds_nanos,
+            RECHARGE_MODE: self.recharge_mode,
+            TARGET_BALANCE: self.target_balance_nanos,
         }[name]
 
-    def with_changes(self, changes: dict[str, int | bool | None]) -> SettingsValues:
-        merged = {name: self.value_of(name) for name in WRITABLE_FIELDS} | changes
-        cap = merged[MONTHLY_RECHARGE_CAP]
+    def with_changes(self, changes: Mapping[str, SettingValue]) -> SettingsValues:
+        merged: dict[str, SettingValue] = {name: self.value_of(name) for name in WRITABLE_FIELDS}
+        merged.update(changes)
+        thresholds = merged.pop(BALANCE_ALERT_THRESHOLDS)
+        assert isinstance(thresholds, tuple)
+        mode = merged.pop(RECHARGE_MODE)
+        assert isinstance(mode, str)
+        scalars: dict[str, int | bool | None] = {}
+        for name, value in merged.items():
+            assert not isinstance(value, (tuple, str)), name
+            scalars[name] = value
+        cap = scalars[MONTHLY_RECHARGE_CAP]
         return SettingsValues(
-            minimum_balance_nanos=int(merged[MINIMUM_BALANCE] or 0),
-            recharge_amount_nanos=int(merged[RECHARGE_AMOUNT] or 0),
-            auto_recharge_enabled=bool(merged[AUTO_RECHARGE_ENABLED]),
-            preload_amount_nanos=int(merged[PRELOAD_AMOUNT] or 0),
+            minimum_balance_nanos=int(scalars[MINIMUM_BALANCE] or 0),
+            recharge_amount_nanos=int(scalars[RECHARGE_AMOUNT] or 0),
+            auto_recharge_enabled=bool(scalars[AUTO_RECHARGE_ENABLED]),
+            preload_amount_nanos=int(scalars[PRELOAD_AMOUNT] or 0),
             monthly_recharge_cap_nanos=None if cap is None else int(cap),
+            # Kept as given until checked (check_settings refuses duplicates), then stored ascending.
+            balance_alert_thresholds_nanos=thresholds,
+            recharge_mode=mode,
+            target_balance_nanos=None
+            if scalars[TARGET_BALANCE] is None
+            else int(scalars[TARGET_BALANCE] or 0),
         )
 
 
@@ -145,11 +187,13 @@ def dollars(amount_nanos: int) -> str:
     return f"{sign}${whole:,}.{digits}"
 
 
-def audit_text(value: int | bool | str | None, *, is_money: bool) -> str | None:
+def audit_text(value: SettingValue | str, *, is_money: bool) -> str | None:
     """How a value reads in settings_changes: amounts as plain dollars ("50.00"), booleans as
-    "true"/"false", no value as NULL."""
+    "true"/"false", no value as NULL, the alert thresholds as dollars joined by commas ("" for none)."""
     if value is None:
         return None
+    if isinstance(value, tuple):
+        return ",".join(audit_text(amount, is_money=True) or "" for amount in value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if is_money and isinstance(value, int):
@@ -258,4 +302,62 @@ def check_settings(
                     f"{dollars(new.recharge_amount_nanos)}; raise or clear the cap in the same request",
                 )
             )
+    if RECHARGE_MODE in changed or TARGET_BALANCE in changed or MINIMUM_BALANCE in changed:
+        _check_target(out, field_prefix, new, changed, bounds)
+    if BALANCE_ALERT_THRESHOLDS in changed:
+        _check_thresholds(out, field_prefix + BALANCE_ALERT_THRESHOLDS, new.balance_alert_thresholds_nanos)
     return out
+
+
+def _check_thresholds(out: list[FieldViolation], field: str, thresholds: tuple[int, ...]) -> None:
+    if len(thresholds) > MAX_BALANCE_ALERT_THRESHOLDS:
+        out.append(
+            FieldViolation(field, f"at most {MAX_BALANCE_ALERT_THRESHOLDS} thresholds, got {len(thresholds)}")
+        )
+        return
+    for index, amount in enumerate(thresholds):
+        _check_amount(
+            out,
+            f"{field}[{index}]",
+            amount,
+            0,
+            MAX_BALANCE_ALERT_THRESHOLD_NANOS,
+            "a balance alert threshold",
+        )
+    if len(set(thresholds)) != len(thresholds):
+        out.append(FieldViolation(field, "must not name the same amount twice"))
+
+
+def _check_target(
+    out: list[FieldViolation],
+    prefix: str,
+    new: SettingsValues,
+    changed: frozenset[str],
+    bounds: RechargeBounds,
+) -> None:
+    """A top-up needs a target far enough above the minimum that each top-up charges at least the
+    smallest recharge amount; checked on the resulting settings, reported on a field the request named."""
+    target = new.target_balance_nanos
+    if new.recharge_mode not in RECHARGE_MODES:
+        out.append(FieldViolation(prefix + RECHARGE_MODE, f"must be one of {', '.join(RECHARGE_MODES)}"))
+        return
+    if TARGET_BALANCE in changed and target is not None:
+        if not _check_amount(
+            out, prefix + TARGET_BALANCE, target, 0, MAX_TARGET_BALANCE_NANOS, "the target balance"
+        ):
+            return
+    if new.recharge_mode != TOP_UP_TO_TARGET:
+        return
+    field = prefix + (TARGET_BALANCE if TARGET_BALANCE in changed else RECHARGE_MODE)
+    if target is None:
+        out.append(
+            FieldViolation(field, "a top-up to a target needs target_balance; set it in the same request")
+        )
+    elif target < new.minimum_balance_nanos + bounds.min_nanos:
+        out.append(
+            FieldViolation(
+                field,
+                f"the target balance must be at least the minimum balance plus the smallest recharge "
+                f"({dollars(new.minimum_balance_nanos + bounds.min_nanos)}), got {dollars(target)}",
+            )
+        )

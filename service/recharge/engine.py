@@ -113,6 +113,15 @@ class WalletSnapshot:
     charges_last_hour: int = 0
     # recharge_limited has been emitted and no unlimited charge happened since.
     limit_notified: bool = False
+    # What the active holds reserve: the recharge follows the available balance (balance - held), so a
+    # long call's hold starts it before the call has used the money.
+    held_nanos: int = 0
+    # None: add the recharge amount (a multiple of it); else bring the available balance up to this.
+    top_up_target_nanos: int | None = None
+
+    @property
+    def available_nanos(self) -> int:
+        return self.balance_nanos - self.held_nanos
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,27 +227,31 @@ def apply_ceilings(s: WalletSnapshot, wanted: Decision, ceilings: RechargeCeilin
     if s.charges_last_hour >= ceilings.max_charges_per_hour:
         return Decision(None, None, "velocity_limit", pause=PauseReason.VELOCITY_LIMIT)
     daily_room = max(0, ceilings.max_daily_nanos - s.charged_last_24h_nanos)
-    if charge.kind is Kind.PRELOAD:
-        fits = charge.amount_nanos <= min(ceilings.max_charge_nanos, daily_room)
-        allowed_multiple = 1 if fits else 0
-        unit = charge.amount_nanos
-    else:
-        unit = s.recharge_amount_nanos
-        allowed_multiple = min(charge.multiple, ceilings.max_charge_nanos // unit, daily_room // unit)
-    if allowed_multiple == charge.multiple:
+    room = min(ceilings.max_charge_nanos, daily_room)
+    if charge.amount_nanos <= room:
         return replace(wanted, clear_limit_block=s.limit_notified)
+    if charge.kind is Kind.PRELOAD:
+        # A pre-load is the amount the company chose to start with: whole, or not at all.
+        allowed_multiple, allowed_nanos = 0, 0
+    elif s.top_up_target_nanos is not None:
+        # A top-up is not a multiple of anything: cut it to whole cents.
+        allowed_nanos = room // NANOS_PER_CENT * NANOS_PER_CENT
+        allowed_multiple = 1 if allowed_nanos else 0
+    else:
+        allowed_multiple = room // s.recharge_amount_nanos
+        allowed_nanos = allowed_multiple * s.recharge_amount_nanos
     by_charge = ceilings.max_charge_nanos < charge.amount_nanos and ceilings.max_charge_nanos <= daily_room
     block = LimitBlock(
         limit=Limit.MAX_CHARGE if by_charge else Limit.MAX_DAILY,
         wanted_nanos=charge.amount_nanos,
-        allowed_nanos=allowed_multiple * unit,
+        allowed_nanos=allowed_nanos,
         limit_nanos=ceilings.max_charge_nanos if by_charge else ceilings.max_daily_nanos,
         charged_last_24h_nanos=s.charged_last_24h_nanos,
         notify=not s.limit_notified,
     )
-    if allowed_multiple == 0:
+    if allowed_nanos == 0:
         return replace(wanted, charge=None, reason="daily_limit_reached", limit_block=block)
-    cut = Charge(charge.kind, allowed_multiple * unit, charge.retry_number, allowed_multiple)
+    cut = Charge(charge.kind, allowed_nanos, charge.retry_number, allowed_multiple)
     return replace(wanted, charge=cut, limit_block=block)
 
 
@@ -261,13 +274,15 @@ def _by_settings(snapshot: WalletSnapshot, now: dt.datetime) -> Decision:
 
     if not s.auto_recharge_enabled:
         return Decision(None, None, "auto_recharge_off")
-    if s.balance_nanos >= s.minimum_balance_nanos:
+    if s.available_nanos >= s.minimum_balance_nanos:
         return Decision(None, None, "above_minimum")
     retry_number, wait_until = _backoff(s.last_auto, s.payment_method_id, now)
     if wait_until is not None:
         return Decision(None, None, "soft_decline_backoff", wait_until=wait_until)
 
-    multiple = recharge_multiple(s.balance_nanos, s.minimum_balance_nanos, s.recharge_amount_nanos)
+    if s.top_up_target_nanos is not None:
+        return _top_up(s, retry_number)
+    multiple = recharge_multiple(s.available_nanos, s.minimum_balance_nanos, s.recharge_amount_nanos)
     wanted_nanos = multiple * s.recharge_amount_nanos
     if s.monthly_cap_nanos is None or s.charged_this_month_nanos + wanted_nanos <= s.monthly_cap_nanos:
         charge = Charge(Kind.AUTO, wanted_nanos, retry_number, multiple)
@@ -287,6 +302,34 @@ def _by_settings(snapshot: WalletSnapshot, now: dt.datetime) -> Decision:
     if allowed_multiple == 0:
         return Decision(None, block, "monthly_cap_reached")
     return Decision(Charge(Kind.AUTO, allowed_nanos, retry_number, allowed_multiple), block, "")
+
+
+def top_up_amount(available_nanos: int, target_nanos: int) -> int:
+    """What brings `available_nanos` up to `target_nanos`, rounded up to a whole cent (cards charge cents)."""
+    shortfall = max(0, target_nanos - available_nanos)
+    return -(-shortfall // NANOS_PER_CENT) * NANOS_PER_CENT
+
+
+def _top_up(s: WalletSnapshot, retry_number: int) -> Decision:
+    """A top-up to the target: one charge of the shortfall, cut to the monthly cap in whole cents."""
+    assert s.top_up_target_nanos is not None
+    wanted_nanos = top_up_amount(s.available_nanos, s.top_up_target_nanos)
+    if s.monthly_cap_nanos is None or s.charged_this_month_nanos + wanted_nanos <= s.monthly_cap_nanos:
+        return Decision(
+            Charge(Kind.AUTO, wanted_nanos, retry_number, 1), None, "", clear_cap_block=s.cap_block_notified
+        )
+    room_nanos = max(0, s.monthly_cap_nanos - s.charged_this_month_nanos)
+    allowed_nanos = room_nanos // NANOS_PER_CENT * NANOS_PER_CENT
+    block = CapBlock(
+        wanted_nanos=wanted_nanos,
+        allowed_nanos=allowed_nanos,
+        cap_nanos=s.monthly_cap_nanos,
+        charged_this_month_nanos=s.charged_this_month_nanos,
+        notify=not s.cap_block_notified,
+    )
+    if allowed_nanos == 0:
+        return Decision(None, block, "monthly_cap_reached")
+    return Decision(Charge(Kind.AUTO, allowed_nanos, retry_number, 1), block, "")
 
 
 @dataclass(frozen=True, slots=True)

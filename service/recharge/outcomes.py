@@ -18,6 +18,7 @@ import asyncpg
 import structlog
 
 from service.domain.money import NANOS_PER_CENT
+from service.metrics import RECHARGE_ATTEMPTS
 from service.payments.provider import ChargeResult, ChargeStatus
 
 from . import engine
@@ -193,6 +194,7 @@ async def apply_outcome(
                 "kind": attempt.kind.value,
             },
         )
+    RECHARGE_ATTEMPTS.labels(outcome=outcome.value).inc()
     log.info(
         "recharge attempt updated",
         company_id=attempt.company_id,

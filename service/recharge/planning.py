@@ -31,11 +31,13 @@ class Planned:
 
 
 _SNAPSHOT_SQL = """
-    select w.balance_nanos, w.minimum_balance_nanos, now() as now,
+    select w.balance_nanos, w.minimum_balance_nanos, now() as now, held_nanos(w.company_id) as held_nanos,
            coalesce(s.auto_recharge_enabled, false) as auto_recharge_enabled,
            s.recharge_amount_nanos, coalesce(s.preload_amount_nanos, 0) as preload_amount_nanos,
            s.monthly_recharge_cap_nanos, s.auto_recharge_paused_reason, s.first_card_set_at,
            s.recharge_blocked_by_cap_at, s.recharge_limited_at,
+           case when s.recharge_mode = 'top_up_to_target' then s.target_balance_nanos end
+               as top_up_target_nanos,
            c.payment_method_id, c.brand, c.last4, pc.provider_customer_id
       from wallets w
       left join billing_settings s using (company_id)
@@ -117,6 +119,8 @@ async def plan_recharge(
             charged_last_24h_nanos=int(counts["charged_last_24h_nanos"]),
             charges_last_hour=int(counts["charges_last_hour"]),
             limit_notified=wallet["recharge_limited_at"] is not None,
+            held_nanos=wallet["held_nanos"],
+            top_up_target_nanos=wallet["top_up_target_nanos"],
         )
         decision = engine.decide(snapshot, now, ceilings)
         await _note_ceilings(conn, company_id, snapshot, decision, ceilings)
@@ -178,6 +182,7 @@ async def plan_recharge(
                 "multiple": charge.multiple,
                 "retry_number": charge.retry_number,
                 "balance_nanos": snapshot.balance_nanos,
+                "held_nanos": snapshot.held_nanos,
                 "minimum_balance_nanos": snapshot.minimum_balance_nanos,
                 "card": card_label(wallet["brand"], wallet["last4"]),
             },
@@ -266,7 +271,8 @@ _CANDIDATES_SQL = """
       join payment_cards c using (company_id)
       join payment_customers pc using (company_id)
      where s.auto_recharge_paused_reason is null
-       and ((s.auto_recharge_enabled and w.balance_nanos < w.minimum_balance_nanos)
+       and ((s.auto_recharge_enabled
+             and w.balance_nanos - held_nanos(w.company_id) < w.minimum_balance_nanos)
             or (s.first_card_set_at is not null and s.preload_amount_nanos > 0
                 and not exists (select 1 from recharge_attempts a
                                  where a.company_id = w.company_id and a.kind = 'preload'

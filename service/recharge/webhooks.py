@@ -29,6 +29,7 @@ import structlog
 from aiohttp import web
 
 from service.domain.money import NANOS_PER_CENT
+from service.metrics import STRIPE_WEBHOOKS
 from service.payments.provider import (
     ChargeResult,
     CredentialsRejected,
@@ -203,12 +204,12 @@ class WebhookServer:
         self._runner: web.AppRunner | None = None
         self.port = 0
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_post(WEBHOOK_PATH, self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, reuse_port=reuse_port or None)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
         log.info("stripe webhooks listening", host=host, port=self.port, path=WEBHOOK_PATH)
@@ -225,6 +226,7 @@ class WebhookServer:
             event = self._provider.parse_webhook(payload, signature)
         except InvalidWebhook as e:
             log.warning("stripe webhook rejected", reason=str(e))
+            STRIPE_WEBHOOKS.labels(result="rejected").inc()
             return web.json_response({"error": "invalid signature or payload"}, status=400)
         try:
             fetched = await fetch_payment_intent(self._provider, event)
@@ -234,6 +236,7 @@ class WebhookServer:
                 event_id=event.id,
                 error=str(e),
             )
+            STRIPE_WEBHOOKS.labels(result="retry_later").inc()
             return web.json_response({"error": "try again"}, status=503)
         try:
             result, company_id = await apply_event(
@@ -242,8 +245,10 @@ class WebhookServer:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
             # Nothing was recorded; Stripe retries a non-2xx delivery.
             log.error("stripe webhook not applied", event_id=event.id, error=str(e))
+            STRIPE_WEBHOOKS.labels(result="retry_later").inc()
             return web.json_response({"error": "try again"}, status=503)
         log.info("stripe webhook", event_id=event.id, type=event.type, result=result)
+        STRIPE_WEBHOOKS.labels(result=result).inc()
         if company_id is not None and self._on_settled is not None:
             self._on_settled(company_id)
         return web.json_response({"received": True, "result": result})

@@ -1,5 +1,6 @@
--- CreditWallet in one round trip: claim the request id, lock, append the ledger entry, store the credit,
--- emit the event. On a replay the stored credit comes back with the claim, for the caller to compare.
+-- CreditWallet (and DebitWallet, p_entry_type 'manual_debit' with a negative amount) in one round trip:
+-- claim the request id, lock, append the ledger entry, store the credit, emit the event
+-- ('manual_credit', or 'manual_debit'). On a replay the stored credit comes back with the claim, for the caller to compare.
 create or replace function credit_wallet(
     p_company_id text, p_request_id text, p_request_hash bytea, p_entry_type text, p_amount_nanos bigint,
     p_reason text, p_actor text,
@@ -30,7 +31,9 @@ begin
     values (p_company_id, p_request_id, p_entry_type, p_amount_nanos, p_reason, p_actor,
             v_entry.sequence, v_entry.balance_after_nanos)
     returning * into credit;
-    perform emit_wallet_event(p_company_id => p_company_id, p_event_type => 'manual_credit', p_payload => jsonb_build_object(
+    perform emit_wallet_event(p_company_id => p_company_id,
+        p_event_type => case when p_entry_type = 'manual_debit' then 'manual_debit' else 'manual_credit' end,
+        p_payload => jsonb_build_object(
         'entry_type', p_entry_type, 'amount_nanos', p_amount_nanos, 'balance_nanos', v_entry.balance_after_nanos,
         'ledger_sequence', v_entry.sequence, 'reason', p_reason, 'actor', p_actor,
         'request_id', p_request_id));

@@ -5,6 +5,10 @@
 -- lock). Then "the entries before instant t" is a prefix of the sequence, found with one index probe, and
 -- a statement's opening balance is exactly balance_after_nanos of the last entry of that prefix: months
 -- chain exactly, and an export's rows sum to the balance movement.
+--
+-- record_usages() appends a whole run per wallet in one statement and gives it the same created_at, no
+-- earlier than the wallet's last entry, which is this rule already; it sets billing.ledger_time_checked
+-- (transaction-local, around that one statement) so that its rows skip this per-row trigger.
 create or replace function ledger_entries_monotonic_time() returns trigger
 language plpgsql as $$
 declare
@@ -20,4 +24,5 @@ end
 $$;
 
 create or replace trigger ledger_entries_monotonic_time before insert on ledger_entries
-    for each row execute function ledger_entries_monotonic_time();
+    for each row when (current_setting('billing.ledger_time_checked', true) is distinct from 'on')
+    execute function ledger_entries_monotonic_time();

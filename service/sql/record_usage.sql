@@ -91,7 +91,7 @@ begin
 
     if p_hold_id is not null then
         update holds set state = 'captured', captured_at = now(), usage_record_id = p_usage_record_id
-         where hold_id = p_hold_id;
+         where company_id = p_company_id and hold_id = p_hold_id;
     end if;
 
     if v_entry.balance_before_nanos >= v_wallet.minimum_balance_nanos

@@ -19,8 +19,8 @@ ALLOWED: dict[str, set[str]] = {
     "db": {"sql", "migrations", "config"},
     "payments": {"domain", "config"},
     "app": {"domain", "db", "payments", "config"},
-    "recharge": {"domain", "db", "app", "payments", "config"},
-    "api": {"domain", "db", "app", "payments", "config", "metrics"},
+    "recharge": {"domain", "db", "app", "payments", "config", "metrics"},
+    "api": {"domain", "db", "app", "payments", "config", "metrics", "tracing"},
 }
 
 

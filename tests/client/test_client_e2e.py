@@ -21,8 +21,9 @@ from consofta.billing.client import (
     Unavailable,
     money,
     nanos_of,
+    usage,
 )
-from consofta.billing.v1 import settings_service_pb2, wallet_service_pb2
+from consofta.billing.v1 import settings_service_pb2, usage_service_pb2, wallet_service_pb2
 
 from service.server import BillingServer
 from tests.support.lossy_proxy import LossyProxy
@@ -178,3 +179,28 @@ async def test_authorize_a_call_then_record_it_against_the_hold(billing: AsyncBi
     assert released.hold.id == second.hold.id
     wallet = (await billing.get_wallet(company)).wallet
     assert nanos_of(wallet.available_balance) == nanos_of(wallet.balance)
+
+
+async def test_a_batch_whose_response_is_lost_is_retried_with_every_items_key(
+    client_class: type[AsyncBillingClient], billing: AsyncBillingClient, proxy: LossyProxy, db_url: str
+) -> None:
+    company = await _new_company(billing, "lost-batch")
+    items = [
+        usage_service_pb2.RecordUsageRequest(
+            company_id=company, usage=usage("email", count=n)
+        )  # no keys: the client picks
+        for n in range(1, 11)
+    ]
+    items.append(usage_service_pb2.RecordUsageRequest(company_id="nobody", usage=usage("email", count=1)))
+    retry = RetryPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05)
+    async with client_class(f"127.0.0.1:{proxy.port}", retry=retry, timeout_s=2.0) as client:
+        proxy.lose_next_response("reset")
+        reply = await client.record_usage_batch(items)
+    assert proxy.responses_lost == 1
+    recorded = [r.recorded for r in reply.results[:10]]
+    assert all(r.replayed for r in recorded)  # the first attempt had committed every item
+    assert len({r.usage_record.idempotency_key for r in recorded}) == 10
+    assert reply.results[10].WhichOneof("result") == "error"
+    assert reply.results[10].error.code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert await _debits(db_url, company) == (10, 10)
+    assert nanos_of(recorded[-1].balance_after) == -sum(range(1, 11)) * EMAIL_NANOS

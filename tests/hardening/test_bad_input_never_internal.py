@@ -76,7 +76,7 @@ async def test_refused_requests_leave_pooled_connections_clean(stubs: Stubs) -> 
             )
     # Two at a time, the server's limit for concurrent statements; the pool hands out each connection in turn.
     request = reporting_pb2.GetStatementRequest(company_id=company, year=2026, month=1, time_zone="UTC")
-    statements = []
+    statements: list[reporting_pb2.GetStatementResponse] = []
     for _ in range(13):
         statements += await asyncio.gather(
             stubs.wallet.GetStatement(request), stubs.wallet.GetStatement(request)

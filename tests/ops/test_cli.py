@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
 
 import asyncpg
 import pytest
 
 from service.app.record_usage import RecordUsageCommand, record_usage
+from service.db.embedded import running_url
 from service.db.migrate import available_migrations
 from service.domain.usage_kinds import EmailUsage
 from tests.support.process import ENTRY_POINT
@@ -76,6 +81,16 @@ async def test_migrate_and_schema_version(db_url: str) -> None:
     assert (migrated.code, migrated.out) == (0, f"{LATEST}\n")
     shown = await run("schema-version", database_url=db_url)
     assert (shown.code, shown.out) == (0, f"{LATEST}\n")
+    as_json = await run("schema-version", "--json", database_url=db_url)
+    assert json.loads(as_json.out) == {"schema_version": LATEST, "code_schema_version": LATEST}
+
+
+async def test_commands_log_only_warnings_unless_verbose(db_url: str) -> None:
+    quiet = await run("migrate", database_url=db_url)
+    assert (quiet.code, quiet.err) == (0, "")
+    verbose = await run("migrate", "-v", database_url=db_url)
+    assert verbose.code == 0
+    assert [json.loads(line)["event"] for line in verbose.err.splitlines()] == ["schema version"]
 
 
 async def test_company_create_then_wallet_show_with_its_last_entries(db_url: str) -> None:
@@ -130,6 +145,14 @@ async def test_wallet_credit_adds_a_manual_credit_once_per_request_id(db_url: st
     shown = await run("wallet", "show", "acme", database_url=db_url)
     assert "balance   12.500000001 USD" in shown.out
     assert "manual_credit" in shown.out and "goodwill, ticket 481" in shown.out
+    as_json = await run("wallet", "show", "acme", "--last", "1", "--json", database_url=db_url)
+    assert as_json.code == 0 and as_json.err == ""
+    wallet = json.loads(as_json.out)
+    assert (wallet["balance_nanos"], wallet["balance_usd"]) == (12_500_000_001, "12.500000001")
+    assert wallet["ledger_entries"] == 2
+    assert [(e["sequence"], e["entry_type"], e["amount_nanos"]) for e in wallet["entries"]] == [
+        (2, "manual_credit", 1)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -140,6 +163,10 @@ async def test_wallet_credit_adds_a_manual_credit_once_per_request_id(db_url: st
         (("-5", "--reason", "x"), 2, "argument AMOUNT_USD: '-5' must be a positive amount in USD"),
         (("0.0000000001", "--reason", "x"), 2, "argument AMOUNT_USD: '0.0000000001' has more than 9 decimal"),
         (("5",), 2, "the following arguments are required: --reason"),
+        # Refused by the use case's own checks, not by the parser: still a bad argument, still exit 2.
+        (("100001", "--reason", "x"), 2, "amount: must be at most 100,000 USD in one credit"),
+        (("5", "--reason", ""), 2, "reason: is required"),
+        (("5", "--reason", "  "), 2, "reason: is required"),
     ],
 )
 async def test_wallet_credit_errors_name_the_argument(
@@ -195,3 +222,24 @@ async def test_health_of_a_server_that_is_not_there_is_exit_1() -> None:
     result = await run("health", "--target", "127.0.0.1:1", "--timeout-s", "1")
     assert result.code == 1
     assert "UNAVAILABLE" in result.out
+
+
+def test_a_running_embedded_postgres_is_found_from_its_postmaster_pid(tmp_path: Path) -> None:
+    # The attach path of every support command: the URL comes from postmaster.pid, or None when the
+    # postmaster is gone or not ready yet (then the command starts the embedded Postgres itself).
+    def write(pid: int, status: str) -> None:
+        fields = [str(pid), str(tmp_path), "1796198034", "5433", str(tmp_path), "", "  5677344   34", status]
+        (tmp_path / "postmaster.pid").write_text("\n".join(fields) + "\n")
+
+    assert running_url(tmp_path) is None
+    write(os.getpid(), "ready   ")
+    assert (
+        running_url(tmp_path)
+        == f"postgresql://postgres@/billing?host={quote(str(tmp_path), safe='')}&port=5433"
+    )
+    write(os.getpid(), "starting")
+    assert running_url(tmp_path) is None
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    write(dead.pid, "ready")
+    assert running_url(tmp_path) is None

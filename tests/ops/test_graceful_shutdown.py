@@ -1,6 +1,7 @@
 """SIGTERM on a real server process with 20 RecordUsage calls in flight.
 
-The calls are held in flight by a test transaction that locks the company's wallet row. Each call either
+The calls are held in flight by a test transaction that locks the company's wallet row: the usage batcher's
+flushers wait on it with the calls' usages, and the calls that came later wait in its queue. Each call either
 completes or fails with UNAVAILABLE (the server is going away: retry elsewhere with the same key), and
 nothing committed is lost: every call that returned OK is in the ledger, and retrying the others with
 their idempotency keys ends with exactly one record per call.
@@ -32,6 +33,7 @@ from tests.support.process import ServiceProcess
 pytestmark = pytest.mark.slow
 
 CALLS = 20
+FLUSHERS = 2
 COMPANY = "shutdown-co"
 
 
@@ -90,6 +92,7 @@ async def test_sigterm_with_20_calls_in_flight_loses_nothing(
             "BILLING_DB_POOL_MAX_SIZE": str(CALLS + 4),
             "BILLING_SHUTDOWN_GRACE_S": grace_s,
             "BILLING_HEALTH_PROBE_INTERVAL_S": "0.2",
+            "BILLING_USAGE_FLUSHERS": str(FLUSHERS),
         },
         tmp_path / "service.log",
     )
@@ -106,9 +109,13 @@ async def test_sigterm_with_20_calls_in_flight_loses_nothing(
             await lock.start()
             await locker.execute("select 1 from wallets where company_id = $1 for update", COMPANY)
             calls = [asyncio.create_task(_call(stub, n)) for n in range(CALLS)]
-            while await _backends_waiting_on_a_lock(locker) < CALLS:  # all 20 are inside the server
+            # Both flushers (BILLING_USAGE_FLUSHERS) wait on the lock: every call is inside the server,
+            # either in a flush or queued behind one.
+            while await _backends_waiting_on_a_lock(locker) < FLUSHERS:
                 assert not any(call.done() for call in calls), service.log_path.read_text()
                 await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            assert not any(call.done() for call in calls), service.log_path.read_text()
 
             service.signal(signal.SIGTERM)
             # Health goes NOT_SERVING first, and new calls are refused with UNAVAILABLE.

@@ -98,6 +98,38 @@ async def test_wallets_below_minimum_follows_the_database(
     assert value(await scrape(app.metrics_port), "billing_wallets_below_minimum") == 2
 
 
+async def test_paused_wallets_and_wallets_awaiting_a_recharge_follow_the_database(
+    app: BillingServer, stubs: Stubs, db_url: str
+) -> None:
+    assert app.metrics_port
+    company = await stubs.new_company()
+    await stubs.new_company()  # below its minimum too, but with no card and no auto-recharge
+
+    def gauges(samples: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> tuple[float, float]:
+        return value(samples, "billing_wallets_awaiting_recharge"), value(
+            samples, "billing_wallets_recharge_paused"
+        )
+
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute("update wallets set minimum_balance_nanos = 5000000000")
+        assert gauges(await scrape(app.metrics_port)) == (0, 0)
+        # Below the minimum with auto-recharge on and a card: the loop should be lifting it.
+        await conn.execute(
+            "update billing_settings set auto_recharge_enabled = true where company_id = $1", company
+        )
+        await conn.execute("update wallets set has_card = true where company_id = $1", company)
+        assert gauges(await scrape(app.metrics_port)) == (1, 0)
+        await conn.execute(
+            "update billing_settings set auto_recharge_paused_reason = 'hard_decline', "
+            "auto_recharge_paused_at = now() where company_id = $1",
+            company,
+        )
+        assert gauges(await scrape(app.metrics_port)) == (0, 1)
+    finally:
+        await conn.close()
+
+
 async def test_pool_gauges_show_connections_in_use_and_callers_waiting(app: BillingServer) -> None:
     assert app.metrics_port
     pool = app.pool

@@ -28,9 +28,10 @@ async def test_recharges_list_shows_each_attempt_with_its_outcome(
     assert result.code == 0, result.err
     lines = result.out.splitlines()
     assert lines[0] == f"company   {company.company_id}: 2 recharge attempt(s), newest first"
-    newest, oldest = lines[1], lines[2]
+    assert lines[1].split()[:5] == ["at", "(UTC)", "attempt", "kind", "status"]  # the table's header
+    newest, oldest = lines[2], lines[3]
     (pi,) = [p for p in fake.payment_intents_for(company.customer_id) if p["status"] == "succeeded"]
-    assert "succeeded" in newest and "50.000000000 USD" in newest and pi["id"] in newest
+    assert "succeeded" in newest and "50.000000000" in newest and pi["id"] in newest
     assert "soft_declined" in oldest and "insufficient_funds" in oldest
 
 

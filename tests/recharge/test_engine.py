@@ -407,3 +407,20 @@ def test_a_pre_load_is_held_back_whole_when_the_day_has_no_room_for_it() -> None
     decision = decide(snap(preload_succeeded=False, charged_last_24h_nanos=usd(460)), NOW, CEILINGS)
     assert decision.charge is None and decision.limit_block is not None
     assert decision.limit_block.allowed_nanos == 0
+
+
+def test_a_top_up_is_cut_to_whole_cents_under_the_ceilings() -> None:
+    wide_cap = {"monthly_cap_nanos": None}
+    top_up = snap(balance_nanos=usd(-1000), top_up_target_nanos=usd(100), **wide_cap)
+    decision = decide(top_up, NOW, CEILINGS)
+    assert decision.charge == engine.Charge(Kind.AUTO, usd(200), 0, 1)
+    assert decision.limit_block is not None and decision.limit_block.wanted_nanos == usd(1100)
+    # What is left of the day, in whole cents (a fraction of a cent is never charged).
+    late = snap(
+        balance_nanos=usd(-1000),
+        top_up_target_nanos=usd(100),
+        charged_last_24h_nanos=usd(400) + 5_000_000,
+        **wide_cap,
+    )
+    cut = decide(late, NOW, CEILINGS)
+    assert cut.charge is not None and cut.charge.amount_nanos == usd(99) + 990_000_000

@@ -21,6 +21,7 @@ from service.recharge import attempts, outcomes, planning
 from service.recharge.engine import Kind
 from service.recharge.loop import LoopSettings, RechargeLoop
 from service.server import BillingServer, start_server
+from tests.support.config import server_config
 from tests.support.fake_stripe import DEFAULT_WEBHOOK_SECRET, ChargeOutcome, FakeStripe
 
 from .conftest import CALL_MINUTE_NANOS, FAST, Wallets, charge_posts, charges, wait_until
@@ -35,11 +36,7 @@ StartLoop = Callable[..., Awaitable[RechargeLoop]]
 async def billing(db_url: str, fake: FakeStripe) -> AsyncIterator[BillingServer]:
     """The whole service on port 0, with Stripe pointed at the fake. The sweep is slow on purpose: only
     the NOTIFY from the crossing debit can wake the loop in time."""
-    config = replace(
-        load_config({}),
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        webhook_port=0,
+    config = server_config(
         payment_provider="stripe",
         stripe_secret_key=fake.api_key,
         stripe_webhook_secret=DEFAULT_WEBHOOK_SECRET,

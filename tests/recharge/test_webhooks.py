@@ -13,6 +13,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from service.metrics import REGISTRY
 from service.payments.stripe_provider import StripeProvider
 from service.recharge import outcomes
 from service.recharge.loop import RechargeLoop
@@ -65,6 +66,10 @@ async def _status_is(wallets: Wallets, company_id: str, status: str) -> bool:
     return [a["status"] for a in await wallets.attempts(company_id)] == [status]
 
 
+def _delivered(result: str) -> float:
+    return REGISTRY.get_sample_value("billing_stripe_webhooks_total", {"result": result}) or 0.0
+
+
 async def _webhook_rows(pool: asyncpg.Pool) -> list[asyncpg.Record]:
     return await pool.fetch("select * from stripe_webhook_events order by received_at")
 
@@ -74,6 +79,7 @@ async def test_tampered_wrong_secret_stale_or_unsigned_webhooks_get_400_and_chan
 ) -> None:
     company, pi_id = await processing_company(wallets, fake, start_loop)
     succeeded = fake.settle_payment_intent(pi_id, ChargeOutcome.succeeded())
+    rejected_before = _delivered("rejected")
 
     assert (await send(fake, webhook_url, succeeded, tamper=True))[0] == 400
     assert (await send(fake, webhook_url, succeeded, wrong_secret=True))[0] == 400
@@ -85,6 +91,7 @@ async def test_tampered_wrong_secret_stale_or_unsigned_webhooks_get_400_and_chan
     assert await _status_is(wallets, company.company_id, "processing")
     assert await wallets.credits(company.company_id) == []
     assert await _webhook_rows(pool) == []
+    assert _delivered("rejected") - rejected_before == 5
 
     # The genuine delivery settles it.
     status, answer = await send(fake, webhook_url, succeeded)
@@ -99,12 +106,17 @@ async def test_the_same_event_three_times_credits_once(
 ) -> None:
     company, pi_id = await processing_company(wallets, fake, start_loop)
     succeeded = fake.settle_payment_intent(pi_id, ChargeOutcome.succeeded())
+    before = {result: _delivered(result) for result in ("applied", "duplicate")}
     results = [await send(fake, webhook_url, succeeded) for _ in range(3)]
     assert [(s, a["result"]) for s, a in results] == [
         (200, "applied"),
         (200, "duplicate"),
         (200, "duplicate"),
     ]
+    assert (_delivered("applied") - before["applied"], _delivered("duplicate") - before["duplicate"]) == (
+        1,
+        2,
+    )
     assert len(await wallets.credits(company.company_id)) == 1
     assert [r["event_id"] for r in await _webhook_rows(pool)] == [succeeded["id"]]
     events = await wallets.events(company.company_id, prefix="recharge_succeeded")

@@ -71,7 +71,16 @@ async def statement(stubs: Stubs, company: str, year: int, month: int) -> report
 
 
 def movements(s: reporting_pb2.Statement) -> int:
-    listed = [*s.recharges, *s.manual_credits, *s.adjustments, *s.other_entries]
+    listed = [
+        *s.recharges,
+        *s.manual_credits,
+        *s.adjustments,
+        *s.usage_voids,
+        *s.manual_debits,
+        *s.other_entries,
+    ]
+    assert sum(nanos_of(e.amount) for e in s.usage_voids) == nanos_of(s.usage_voids_amount)
+    assert sum(nanos_of(e.amount) for e in s.manual_debits) == nanos_of(s.manual_debits_amount)
     assert sum(nanos_of(e.amount) for e in s.recharges) == nanos_of(s.recharges_amount)
     assert sum(nanos_of(e.amount) for e in s.manual_credits) == nanos_of(s.manual_credits_amount)
     assert sum(nanos_of(e.amount) for e in s.adjustments) == nanos_of(s.adjustments_amount)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -14,9 +14,9 @@ import pytest
 import structlog
 from consofta.billing.v1 import settings_service_pb2_grpc, wallet_service_pb2, wallet_service_pb2_grpc
 
-from service.config import load_config
 from service.server import BillingServer, start_server
 from tests.conftest import Stubs
+from tests.support.config import server_config
 from tests.support.fake_stripe import DEFAULT_WEBHOOK_SECRET, FakeStripe
 
 
@@ -51,12 +51,7 @@ async def fake_stripe() -> AsyncIterator[FakeStripe]:
 
 @pytest.fixture
 async def stripe_world(db_url: str, fake_stripe: FakeStripe) -> AsyncIterator[StripeWorld]:
-    config = replace(
-        load_config({}),
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        # A webhook secret starts the webhook server: a free port, never a fixed one, in tests.
-        webhook_port=0,
+    config = server_config(
         health_probe_interval_s=0.2,
         payment_provider="stripe",
         stripe_secret_key=fake_stripe.api_key,

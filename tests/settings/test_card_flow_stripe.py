@@ -61,10 +61,10 @@ async def test_setup_attach_get_remove(stripe_world: StripeWorld, pool: asyncpg.
         assert fake.customers[setup.customer_id]["metadata"] == {"company_id": company}
         intent = fake.setup_intents[setup.setup_intent_id]
         assert (intent["customer"], intent["usage"]) == (setup.customer_id, "off_session")
-        # A second setup reuses the customer.
+        # A second setup reuses the customer, and the SetupIntent still open for it.
         second = await start_setup(world, company, "setup-2")
         assert second.customer_id == setup.customer_id and len(fake.customers) == 1
-        assert second.setup_intent_id != setup.setup_intent_id
+        assert second.setup_intent_id == setup.setup_intent_id
         # Nothing of the secret is stored anywhere.
         dump = await pool.fetchval("select string_agg(t::text, ' ') from idempotency_keys t")
         assert setup.client_secret not in (dump or "")

@@ -19,12 +19,13 @@ from service.payments.sandbox_provider import SandboxProvider
 from service.payments.stripe_provider import StripeProvider
 from service.server import start_server
 from tests.settings.conftest import every_log_line
+from tests.support.config import server_config
 from tests.support.fake_stripe import FakeStripe
 from tests.support.rpc import rich_error
 
 
 async def test_without_a_key_the_server_uses_the_sandbox_and_warns_once(db_url: str) -> None:
-    config = replace(load_config({}), grpc_host="127.0.0.1", grpc_port=0)
+    config = server_config()
     assert config.stripe_secret_key == ""
     with every_log_line() as captured:
         app = await start_server(config, database_url=db_url)

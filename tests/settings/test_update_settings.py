@@ -4,7 +4,6 @@ every validation rule, idempotency, and where the minimum balance is stored."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from typing import TypeAlias
 
 import asyncpg
@@ -15,9 +14,9 @@ from consofta.billing.v1 import settings_service_pb2_grpc, wallet_service_pb2, w
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.type.money_pb2 import Money
 
-from service.config import load_config
 from service.server import start_server
 from tests.conftest import Stubs
+from tests.support.config import server_config
 from tests.support.rpc import rich_error
 
 # A string: the async stub type exists only in the generated .pyi.
@@ -307,7 +306,7 @@ async def test_update_is_idempotent_under_its_request_id(
 
 async def test_recharge_bounds_come_from_the_deployment_config(db_url: str) -> None:
     env = {"BILLING_RECHARGE_AMOUNT_MIN_USD": "20.00", "BILLING_RECHARGE_AMOUNT_MAX_USD": "500"}
-    config = replace(load_config(env), grpc_host="127.0.0.1", grpc_port=0)
+    config = server_config(env)
     app = await start_server(config, database_url=db_url)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:

@@ -629,6 +629,21 @@ class FakeStripe:
                 "footer": None,
                 "rendering_options": None,
             },
+            # The rest of Stripe's Customer (fixtures3.json), as a new test-mode customer has them.
+            "address": None,
+            "balance": 0,
+            "currency": None,
+            "default_source": None,
+            "delinquent": False,
+            "description": params.get("description"),
+            "discount": None,
+            "invoice_prefix": secrets.token_hex(4).upper(),
+            "next_invoice_sequence": 1,
+            "phone": None,
+            "preferred_locales": [],
+            "shipping": None,
+            "tax_exempt": "none",
+            "test_clock": None,
         }
         self.customers[customer["id"]] = customer
         return customer
@@ -679,6 +694,23 @@ class FakeStripe:
             or ["card"],
             "status": "requires_payment_method",
             "usage": params.get("usage", "off_session"),
+            # The rest of Stripe's SetupIntent (fixtures3.json), as a new one has them.
+            "application": None,
+            "automatic_payment_methods": None,
+            "cancellation_reason": None,
+            "description": params.get("description"),
+            "excluded_payment_method_types": None,
+            "flow_directions": None,
+            "last_setup_error": None,
+            "latest_attempt": None,
+            "mandate": None,
+            "next_action": None,
+            "on_behalf_of": None,
+            "payment_method_configuration_details": None,
+            "payment_method_options": {
+                "card": {"mandate_options": None, "network": None, "request_three_d_secure": "automatic"}
+            },
+            "single_use_mandate": None,
         }
         self.setup_intents[setup_id] = intent
         return intent
@@ -724,7 +756,13 @@ class FakeStripe:
                     "cvc_check": "pass",
                 },
                 "wallet": None,
+                "display_brand": card.brand,
+                "generated_from": None,
+                "networks": {"available": [card.brand], "preferred": None},
+                "regulated_status": "unregulated",
+                "three_d_secure_usage": {"supported": True},
             },
+            "customer_account": None,
         }
         self.payment_methods[new_id] = pm
         self._pm_outcome[new_id] = card.outcome
@@ -837,6 +875,35 @@ class FakeStripe:
             or ["card"],
             "setup_future_usage": params.get("setup_future_usage"),
             "status": "requires_confirmation" if pm else "requires_payment_method",
+            # The rest of Stripe's PaymentIntent (fixtures3.json), as an off-session card charge has them.
+            "amount_details": {"tip": {}},
+            "application": None,
+            "application_fee_amount": None,
+            "automatic_payment_methods": None,
+            "canceled_at": None,
+            "cancellation_reason": None,
+            "customer_account": None,
+            "excluded_payment_method_types": None,
+            "managed_payments": {"enabled": False},
+            "on_behalf_of": None,
+            "payment_method_configuration_details": None,
+            "payment_method_options": {
+                "card": {
+                    "installments": None,
+                    "mandate_options": None,
+                    "network": None,
+                    "request_three_d_secure": "automatic",
+                }
+            },
+            "processing": None,
+            "receipt_email": params.get("receipt_email"),
+            "review": None,
+            "shipping": None,
+            "source": None,
+            "statement_descriptor": params.get("statement_descriptor"),
+            "statement_descriptor_suffix": params.get("statement_descriptor_suffix"),
+            "transfer_data": None,
+            "transfer_group": None,
         }
         self.payment_intents[pi_id] = pi
         self.make_event("payment_intent.created", pi)
@@ -882,6 +949,7 @@ class FakeStripe:
             "code": outcome.code,
             "decline_code": outcome.decline_code,
             "message": outcome.message,
+            "param": None,
             "charge": charge_id,
             "doc_url": f"https://docs.stripe.com/error-codes/{outcome.code}",
             "payment_method": copy.deepcopy(self.payment_methods[pi["payment_method"]]),

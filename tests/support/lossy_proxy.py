@@ -65,7 +65,12 @@ class LossyProxy:
         assert task is not None
         self._tasks.add(task)
         self.connections += 1
-        server_reader, server_writer = await asyncio.open_connection(*self._upstream)
+        try:
+            server_reader, server_writer = await asyncio.open_connection(*self._upstream)
+        except OSError:  # the server is down (being restarted): the client sees the connection cut
+            client_writer.transport.abort()
+            self._tasks.discard(task)
+            return
         stalled = asyncio.Event()
         cut = asyncio.Event()
 

@@ -68,6 +68,35 @@ class ServiceProcess:
                 await asyncio.sleep(0.1)
         raise AssertionError(f"service not SERVING after {timeout_s}s:\n{self.log_path.read_text()}")
 
+    async def wait_all_workers(self, workers: int, timeout_s: float = 60) -> None:
+        """For `serve --workers N`: wait until N worker processes listen on the gRPC port.
+
+        Health answers as soon as the first worker does, and connections made before the others
+        listen all stay on it."""
+        import psutil
+
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"service exited with {self.proc.returncode}:\n{self.log_path.read_text()}"
+                )
+            listening = 0
+            for child in psutil.Process(self.proc.pid).children():
+                try:
+                    sockets = child.net_connections(kind="tcp")
+                except psutil.Error:
+                    continue
+                if any(c.status == psutil.CONN_LISTEN and c.laddr.port == self.port for c in sockets):
+                    listening += 1
+            if listening >= workers:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(
+            f"not {workers} workers listening after {timeout_s}s:\n{self.log_path.read_text()}"
+        )
+
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)

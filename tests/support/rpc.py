@@ -17,11 +17,9 @@ class RichError:
     fields: dict[str, str]
 
 
-def rich_error(error: grpc.aio.AioRpcError) -> RichError:
-    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+def _decoded(code: grpc.StatusCode, message: str, status: status_pb2.Status | None) -> RichError:
     reason, metadata, fields = "", {}, {}
-    if raw is not None:
-        status = status_pb2.Status.FromString(raw if isinstance(raw, bytes) else raw.encode())
+    if status is not None:
         # types-protobuf types DESCRIPTOR as the upb or the pure-Python descriptor; Is() takes either.
         for detail in status.details:
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):  # type: ignore[arg-type]
@@ -32,4 +30,18 @@ def rich_error(error: grpc.aio.AioRpcError) -> RichError:
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
                 fields = {v.field: v.description for v in bad.field_violations}
-    return RichError(error.code(), error.details() or "", reason, metadata, fields)
+    return RichError(code, message, reason, metadata, fields)
+
+
+def rich_error(error: grpc.aio.AioRpcError) -> RichError:
+    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    status = None
+    if raw is not None:
+        status = status_pb2.Status.FromString(raw if isinstance(raw, bytes) else raw.encode())
+    return _decoded(error.code(), error.details() or "", status)
+
+
+def rich_status(status: status_pb2.Status) -> RichError:
+    """A google.rpc.Status carried in a message (a RecordUsageBatch slot), decoded like a call's error."""
+    code = next(c for c in grpc.StatusCode if c.value[0] == status.code)
+    return _decoded(code, status.message, status)

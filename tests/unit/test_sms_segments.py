@@ -1,4 +1,6 @@
-"""Segment counting as carriers do it: GSM-7 160/153 with 2-septet extension characters, UCS-2 70/67."""
+"""Segment counting as carriers do it: GSM-7 160/153 with 2-septet extension characters, UCS-2 70/67
+with user-perceived characters (grapheme clusters) never split. The expected counts of the UCS-2
+boundary examples were checked with Twilio's calculator (npm `sms-segments-calculator` 1.3.0)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.domain.sms_segments import GSM7_BASIC, GSM7_EXTENSION, SmsEncoding, count_segments
+from service.domain.sms_graphemes import grapheme_clusters
+from service.domain.sms_segments import GSM7_BASIC, GSM7_EXTENSION, SmsEncoding, count_segments, ucs2_units
+
+FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467\u200d\U0001f466"  # 11 code units, one character
 
 
 @pytest.mark.parametrize(
@@ -78,3 +83,86 @@ def test_gsm_segments_hold_every_septet(body: str) -> None:
 @given(st.text(max_size=1600))
 def test_any_text_gets_at_least_one_segment(body: str) -> None:
     assert count_segments(body).segments >= 1
+
+
+def test_family_emoji_straddling_unit_67_moves_whole_to_the_next_segment() -> None:
+    # Units 61-71: split by surrogate pairs only, the first segment would take 66 units (the man, the
+    # woman and two joiners) and the message would fit in two segments; kept whole, it needs three.
+    body = "ж" * 60 + FAMILY + "ж" * 57
+    assert ucs2_units(body) == 128
+    assert (count_segments(body).segments, count_segments(body).encoding) == (3, SmsEncoding.UCS2)
+    # Ending exactly at unit 67, it stays in the first segment.
+    assert count_segments("ж" * 56 + FAMILY + "ж" * 67).segments == 2
+    assert count_segments("ж" * 56 + FAMILY + "ж" * 68).segments == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "cluster"),
+    [
+        ("flag", "\U0001f1eb\U0001f1f7"),
+        ("skin tone", "\U0001f44d\U0001f3fd"),
+        ("combining acute", "e\u0301"),
+        ("keycap", "1\ufe0f\u20e3"),
+        ("rainbow flag", "\U0001f3f3\ufe0f\u200d\U0001f308"),
+        ("hangul jamo", "\u1100\u1161\u11a8"),
+    ],
+)
+def test_a_cluster_is_never_split_at_the_first_boundary(name: str, cluster: str) -> None:
+    assert len(grapheme_clusters(cluster)) == 1, name
+    width = ucs2_units(cluster)
+    # Straddling unit 67 (one unit too far), it moves whole: 68 - width units stay in the first segment
+    # and the second gets width + 68 - width = 68 units, too many. Split by code unit, two would do.
+    assert count_segments("ж" * (68 - width) + cluster + "ж" * (68 - width)).segments == 3
+    # Ending exactly at unit 67, it stays in the first segment.
+    assert count_segments("ж" * (67 - width) + cluster + "ж" * 67).segments == 2
+
+
+def test_cr_lf_is_two_characters_that_may_be_split() -> None:
+    assert count_segments("ж" * 66 + "\r\n" + "ж" * 66).segments == 2
+
+
+def test_sequences_the_calculator_splits_follow_its_unicode_10_rules() -> None:
+    # Later versions of UAX #29 keep these whole (an Indic conjunct; a modifier on an emoji that became
+    # a modifier base after Unicode 10), which would bill 3; Twilio's calculator splits them and bills 2.
+    assert count_segments("ж" * 65 + "\u0915\u094d\u0937" + "ж" * 66).segments == 2
+    assert count_segments("ж" * 65 + "\U0001faf6\U0001f3fd" + "ж" * 65).segments == 2
+
+
+def test_a_cluster_longer_than_a_segment_takes_one_of_its_own() -> None:
+    assert count_segments("a" + "\u0301" * 80).segments == 2
+    assert count_segments("ж" * 40 + "a" + "\u0301" * 40 + "ж" * 40).segments == 3
+
+
+_ANY_TEXT = st.text(
+    st.characters(exclude_categories=["Cs"])
+    | st.sampled_from(["\u200d", "\U0001f3fd", "\u0301", "\U0001f1eb"]),
+    max_size=400,
+)
+
+
+@given(_ANY_TEXT)
+def test_clusters_cover_the_body_exactly(body: str) -> None:
+    clusters = grapheme_clusters(body)
+    assert "".join(clusters) == body
+    assert all(clusters)
+
+
+@given(_ANY_TEXT)
+def test_ucs2_segments_hold_every_unit(body: str) -> None:
+    counted = count_segments(body)
+    if counted.encoding is SmsEncoding.GSM7:
+        return
+    units = ucs2_units(body)
+    if units <= 70:
+        assert counted.segments == 1
+    else:
+        assert counted.segments >= -(-units // 67)
+        # Each boundary wastes less than the widest character; a character wider than a segment may add
+        # one segment of its own.
+        widest = max(ucs2_units(cluster) for cluster in grapheme_clusters(body))
+        assert (counted.segments - 1) * (67 - widest + 1) <= units or widest > 67
+
+
+@given(_ANY_TEXT, st.characters(exclude_categories=["Cs"]))
+def test_a_longer_message_never_needs_fewer_segments(body: str, char: str) -> None:
+    assert count_segments(body + char).segments >= count_segments(body).segments

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import replace
 
 import asyncpg
 import grpc
@@ -13,10 +12,10 @@ from consofta.billing.v1 import wallet_service_pb2, wallet_service_pb2_grpc
 
 from service.api.wire.money import money
 from service.app.events import AllCursor, WalletEvent, read_all_events
-from service.config import load_config
 from service.domain.money import usd
 from service.server import BillingServer, start_server
 from tests.conftest import Stubs
+from tests.support.config import server_config
 from tests.support.rpc import rich_error
 from tests.wallet.conftest import ARRIVAL_TIMEOUT_S, add_card, credit, emails, record, watch
 
@@ -92,7 +91,7 @@ async def test_a_server_restart_changes_nothing_for_a_resuming_consumer(
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
     all_reader.cancel()
 
-    config = replace(load_config({}), grpc_host="127.0.0.1", grpc_port=0, health_probe_interval_s=0.2)
+    config = server_config(health_probe_interval_s=0.2)
     restarted = await start_server(config, database_url=db_url)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{restarted.port}") as channel:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from google.type.money_pb2 import Money
 
 from service.domain.money import CURRENCY_CODE, NANOS_PER_USD
+from service.domain.text import excerpt
 
 
 def money(amount_nanos: int) -> Money:
@@ -20,8 +21,9 @@ class MoneyError(ValueError):
 
 def nanos_of(value: Money) -> int:
     """The nano-USD amount of a Money, or MoneyError saying what is wrong with it."""
-    if value.currency_code.upper() != CURRENCY_CODE:
-        raise MoneyError(f"currency_code must be {CURRENCY_CODE!r}, got {value.currency_code!r}")
+    # Exactly "USD", as ISO 4217 spells it: a lowercase "usd" is refused rather than guessed at.
+    if value.currency_code != CURRENCY_CODE:
+        raise MoneyError(f"currency_code must be {CURRENCY_CODE!r}, got {excerpt(value.currency_code)}")
     if not -NANOS_PER_USD < value.nanos < NANOS_PER_USD:
         raise MoneyError("nanos must be between -999,999,999 and 999,999,999")
     if (value.units > 0 and value.nanos < 0) or (value.units < 0 and value.nanos > 0):

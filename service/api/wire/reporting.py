@@ -23,6 +23,7 @@ def usage_totals(by_rate_key: dict[RateKey, Sums]) -> list[reporting_pb2.UsageTo
             quantity=sums.quantity,
             billable_units=sums.billable_units,
             amount=money(sums.amount_nanos),
+            voided_amount=money(sums.voided_nanos),
         )
         for key in RATE_KEYS
         if (sums := by_rate_key.get(key)) is not None
@@ -43,6 +44,7 @@ def summary_response(summary: UsageSummary) -> reporting_pb2.GetUsageSummaryResp
         ],
         totals=usage_totals(summary.totals),
         amount=money(summary.amount_nanos),
+        voided_amount=money(summary.voided_nanos),
     )
 
 
@@ -88,6 +90,10 @@ def statement_message(s: Statement) -> reporting_pb2.Statement:
         adjustments_amount=money(_sum(s.adjustments)),
         other_entries=_entries(s.other_entries),
         other_entries_amount=money(_sum(s.other_entries)),
+        usage_voids=_entries(s.usage_voids),
+        usage_voids_amount=money(_sum(s.usage_voids)),
+        manual_debits=_entries(s.manual_debits),
+        manual_debits_amount=money(_sum(s.manual_debits)),
     )
 
 

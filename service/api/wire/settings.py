@@ -8,9 +8,10 @@ from service.api.wire.enums import EnumTable
 from service.api.wire.money import money
 from service.api.wire.timestamps import timestamp
 from service.app.settings import BillingSettings, Card, SettingsChange
-from service.domain.settings import PAUSED_REASONS
+from service.domain.settings import PAUSED_REASONS, RECHARGE_MODES
 
 PAUSED_REASON_TABLE: EnumTable[str] = EnumTable(pb.AutoRechargePausedReason.DESCRIPTOR, PAUSED_REASONS)
+RECHARGE_MODE_TABLE: EnumTable[str] = EnumTable(pb.RechargeMode.DESCRIPTOR, RECHARGE_MODES)
 
 
 def paused_reason(reason: str | None) -> int:
@@ -51,6 +52,10 @@ def settings_message(settings: BillingSettings) -> pb.BillingSettings:
         message.card.CopyFrom(card_message(settings.card))
     if settings.first_card_set_at is not None:
         message.first_card_set_at.CopyFrom(timestamp(settings.first_card_set_at))
+    message.recharge_mode = RECHARGE_MODE_TABLE.wire(settings.recharge_mode)  # type: ignore[assignment]
+    if settings.target_balance_nanos is not None:
+        message.target_balance.CopyFrom(money(settings.target_balance_nanos))
+    message.balance_alert_thresholds.extend(money(t) for t in settings.balance_alert_thresholds_nanos)
     return message
 
 

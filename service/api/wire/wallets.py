@@ -8,7 +8,7 @@ from service.api.wire.enums import EnumTable
 from service.api.wire.money import money
 from service.api.wire.timestamps import timestamp
 from service.app.events import WalletEvent
-from service.app.holds import Authorization, Denial, Hold, HoldState
+from service.app.holds import Authorization, Denial, Extension, Hold, HoldState
 from service.app.wallets import Wallet, WalletStatus
 from service.domain.ledger import ADJUSTMENT, ENTRY_TYPES, MANUAL_CREDIT, LedgerEntry
 
@@ -72,6 +72,7 @@ def hold_message(hold: Hold) -> wallet_service_pb2.Hold:
         created_at=timestamp(hold.created_at),
         expires_at=timestamp(hold.expires_at),
         usage_record_id="" if hold.usage_record_id is None else str(hold.usage_record_id),
+        authorized_quantity=hold.authorized_quantity,
     )
 
 
@@ -81,9 +82,25 @@ def authorization_response(result: Authorization) -> wallet_service_pb2.Authoriz
         amount=money(result.amount_nanos),
         available_balance=money(result.available_nanos),
         replayed=result.replayed,
+        affordable_quantity=result.affordable_quantity,
     )
     if result.hold is not None:
         reply.hold.CopyFrom(hold_message(result.hold))
+    if result.denial is not None:
+        reply.denial = DENIALS.wire(result.denial)  # type: ignore[assignment]
+        reply.denial_message = result.denial_message
+    return reply
+
+
+def extension_response(result: Extension) -> wallet_service_pb2.ExtendHoldResponse:
+    reply = wallet_service_pb2.ExtendHoldResponse(
+        extended=result.extended,
+        hold=hold_message(result.hold),
+        added_amount=money(result.added_amount_nanos),
+        affordable_quantity=result.affordable_quantity,
+        available_balance=money(result.available_nanos),
+        replayed=result.replayed,
+    )
     if result.denial is not None:
         reply.denial = DENIALS.wire(result.denial)  # type: ignore[assignment]
         reply.denial_message = result.denial_message

@@ -3,7 +3,12 @@
 The month is the ledger's sequence range (opening, closing] (see ledger_range.py). Opening and closing
 balances are balance_after_nanos of the boundary entries, not sums over time, and every movement is an
 entry of that range, so opening + movements == closing holds exactly, and each month's closing is the
-next month's opening. Credits and adjustments are listed one by one.
+next month's opening. Credits, adjustments and corrections are listed one by one.
+
+Corrections are lines of their own: a voided usage record stays in the usage debits of the month it was
+debited, and its void (a `usage_void` entry, naming the record) is listed under usage_voids in the month
+the void was made; a manual debit is listed under manual_debits. Both are ledger entries of the range, so
+the statement still ties out.
 
 Usage debits are not read one by one: usage_debit_totals (migration 0006_usage_debit_totals)
 keeps, per rate key, running totals of the debits' ledger amounts at the end of each 15-minute bucket
@@ -26,7 +31,15 @@ from service.app import rows
 from service.app.reporting.companies import Queryable, require_wallet
 from service.app.reporting.ledger_range import boundary_before
 from service.app.reporting.summaries import Sums, bucket_floor
-from service.domain.ledger import ADJUSTMENT, MANUAL_CREDIT, PRELOAD_CREDIT, RECHARGE_CREDIT, LedgerEntry
+from service.domain.ledger import (
+    ADJUSTMENT,
+    MANUAL_CREDIT,
+    MANUAL_DEBIT,
+    PRELOAD_CREDIT,
+    RECHARGE_CREDIT,
+    USAGE_VOID,
+    LedgerEntry,
+)
 from service.domain.periods import month_range
 from service.domain.usage_kinds import RATE_KEYS, RateKey
 
@@ -50,6 +63,8 @@ class Statement:
     recharges: list[LedgerEntry] = field(default_factory=list)
     manual_credits: list[LedgerEntry] = field(default_factory=list)
     adjustments: list[LedgerEntry] = field(default_factory=list)
+    usage_voids: list[LedgerEntry] = field(default_factory=list)
+    manual_debits: list[LedgerEntry] = field(default_factory=list)
     other_entries: list[LedgerEntry] = field(default_factory=list)
 
     @property
@@ -58,7 +73,14 @@ class Statement:
 
     @property
     def movements_nanos(self) -> int:
-        listed = self.recharges + self.manual_credits + self.adjustments + self.other_entries
+        listed = (
+            self.recharges
+            + self.manual_credits
+            + self.adjustments
+            + self.usage_voids
+            + self.manual_debits
+            + self.other_entries
+        )
         return self.usage_debits_nanos + sum(e.amount_nanos for e in listed)
 
 
@@ -84,7 +106,7 @@ _SLIVER_SQL = """
     select r.rate_key, count(*) as record_count, sum(r.quantity)::bigint as quantity,
            sum(r.billable_units)::bigint as billable_units, sum(e.amount_nanos)::bigint as amount_nanos
       from ledger_entries e
-      join usage_records r on r.usage_record_id = e.usage_record_id
+      join usage_records r on r.company_id = e.company_id and r.usage_record_id = e.usage_record_id
      where e.company_id = $1 and e.created_at >= $2 and e.created_at < $3 and e.entry_type = 'usage_debit'
      group by r.rate_key
 """
@@ -153,6 +175,10 @@ async def statement(
             result.manual_credits.append(entry)
         elif kind == ADJUSTMENT:
             result.adjustments.append(entry)
+        elif kind == USAGE_VOID:
+            result.usage_voids.append(entry)
+        elif kind == MANUAL_DEBIT:
+            result.manual_debits.append(entry)
         else:
             result.other_entries.append(entry)
     return result

@@ -5,6 +5,10 @@ range start or end at an odd minute, or a local midnight off the quarter-hour gr
 today has) is left out of the rollup read, and the records of its two sides are read individually from
 usage_records instead. So the result is exact for every zone and range, and a month over a million
 records reads about 21 thousand rollup rows and at most two buckets' worth of records.
+
+Voids are shown separately, never netted: each category's sums keep the amounts as recorded, and
+`voided_nanos` says how much of those records has been voided so far (read from usage_voids joined to
+the voided records, by the records' occurrence; voids are few, so this is a small read).
 """
 
 from __future__ import annotations
@@ -29,12 +33,15 @@ class Sums:
     quantity: int = 0
     billable_units: int = 0
     amount_nanos: int = 0
+    # Voided so far of the records summed (summaries only; statements list voids as entries).
+    voided_nanos: int = 0
 
     def add(self, other: Sums) -> None:
         self.record_count += other.record_count
         self.quantity += other.quantity
         self.billable_units += other.billable_units
         self.amount_nanos += other.amount_nanos
+        self.voided_nanos += other.voided_nanos
 
 
 @dataclass
@@ -56,6 +63,10 @@ class UsageSummary:
     def amount_nanos(self) -> int:
         return sum(s.amount_nanos for s in self.totals.values())
 
+    @property
+    def voided_nanos(self) -> int:
+        return sum(s.voided_nanos for s in self.totals.values())
+
 
 def bucket_floor(moment: datetime) -> datetime:
     return moment - (moment - _BUCKET_ORIGIN) % BUCKET
@@ -76,6 +87,16 @@ _SUMMARY_SQL = """
               join usage_records r
                 on r.company_id = $1 and r.occurred_at >= sliver.lo and r.occurred_at < sliver.hi) parts
      group by g, rate_key
+"""
+
+
+_VOIDED_SQL = """
+    select width_bucket(r.occurred_at, $2::timestamptz[]) as g, r.rate_key,
+           sum(v.amount_nanos)::bigint as voided_nanos
+      from usage_voids v
+      join usage_records r on r.company_id = v.company_id and r.usage_record_id = v.usage_record_id
+     where v.company_id = $1 and r.occurred_at >= $3 and r.occurred_at < $4
+     group by 1, 2
 """
 
 
@@ -107,4 +128,8 @@ async def usage_summary(pool: asyncpg.Pool, company_id: str, periods: list[Perio
         sums = Sums(row["record_count"], row["quantity"], row["billable_units"], row["amount_nanos"])
         result[index].by_rate_key.setdefault(key, Sums()).add(sums)
         totals[key].add(sums)
+    for row in await pool.fetch(_VOIDED_SQL, company_id, boundaries, start, end):
+        voided = Sums(voided_nanos=row["voided_nanos"])
+        result[row["g"] - 1].by_rate_key.setdefault(row["rate_key"], Sums()).add(voided)
+        totals[row["rate_key"]].add(voided)
     return UsageSummary(result, dict(totals))

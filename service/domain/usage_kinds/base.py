@@ -68,12 +68,18 @@ class Category:
 
 
 def bounded(field: str, value: int, low: int, high: int, what: str) -> list[FieldViolation]:
-    """The violation of an integer outside [low, high], in the unit `what` ("seconds")."""
+    """The violation of an integer outside [low, high], in the plural unit `what` ("seconds")."""
     if value < low:
-        return [FieldViolation(field, f"must be at least {low:,} {what}, got {value:,}")]
+        return [FieldViolation(field, f"must be at least {counted(low, what)}, got {value:,}")]
     if value > high:
-        return [FieldViolation(field, f"must be at most {high:,} {what} in one record, got {value:,}")]
+        return [FieldViolation(field, f"must be at most {counted(high, what)} in one record, got {value:,}")]
     return []
+
+
+def counted(number: int, plural: str) -> str:
+    """ "1 email", "0 seconds", "1,000 emails": the unit singular for exactly one."""
+    unit = plural.removesuffix("s") if abs(number) == 1 else plural
+    return f"{number:,} {unit}"
 
 
 class UsageKind(Generic[U]):
@@ -91,6 +97,8 @@ class UsageKind(Generic[U]):
     dimensions: ClassVar[tuple[str, ...]] = ()
     # The field that holds what was used, as stored (a call's duration_seconds).
     quantity_field: ClassVar[str]
+    # How much quantity one billable unit covers at most (60 seconds in a call's started minute).
+    quantity_per_unit: ClassVar[int] = 1
     # The seed's price per billable unit for each rate key, in nano-USD.
     default_rates_nanos: ClassVar[Mapping[RateKey, int]]
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from service.domain.errors import FieldViolation
-from service.domain.pricing import billable_minutes
+from service.domain.pricing import SECONDS_PER_MINUTE, billable_minutes
 from service.domain.usage_kinds.base import Direction, Metering, NumberType, RateKey, UsageKind, bounded
 
 MAX_CALL_SECONDS = 7 * 24 * 3600
@@ -27,6 +27,7 @@ class Call(UsageKind[CallUsage]):
     plural = "calls"
     dimensions = ("direction", "number_type")
     quantity_field = "duration_seconds"
+    quantity_per_unit = SECONDS_PER_MINUTE
     # Per minute: outbound $0.0140 to either kind of number; inbound $0.0085 local, $0.0220 toll-free.
     default_rates_nanos: ClassVar[Mapping[RateKey, int]] = {
         "call_outbound_local": 14_000_000,

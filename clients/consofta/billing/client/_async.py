@@ -177,6 +177,21 @@ class AsyncBillingClient:
             self._usage.RecordUsage, rq.with_key(request), timeout_s=timeout_s, request_id=request_id
         )
 
+    async def record_usage_batch(
+        self,
+        requests: Sequence[usage_service_pb2.RecordUsageRequest],
+        *,
+        timeout_s: float | None = None,
+        request_id: str | None = None,
+    ) -> usage_service_pb2.RecordUsageBatchResponse:
+        """RecordUsageBatch: up to 1,000 usages in one call, one result per item in order (`recorded`, or
+        `error`, a google.rpc.Status). Each item without a key gets one before the first attempt, so a
+        retry of the whole call replays the items already applied instead of debiting them again."""
+        batch = usage_service_pb2.RecordUsageBatchRequest(items=[rq.with_key(r) for r in requests])
+        return await self.call(
+            self._usage.RecordUsageBatch, batch, timeout_s=timeout_s, request_id=request_id
+        )
+
     async def record(
         self,
         company: str,

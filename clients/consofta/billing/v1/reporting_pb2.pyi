@@ -146,7 +146,10 @@ class GetUsageSummaryRequest(_message.Message):
     """The IANA time zone whose days or months are used, e.g. "America/New_York" or "UTC"."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
-        """The start of the range, inclusive, compared with each record's occurrence time."""
+        """The start of the range, inclusive, compared with each record's occurrence time. With neither
+        start_time nor end_time, the range is the current month so far: from the first moment of this
+        month in time_zone to now. Giving only one of the two is INVALID_ARGUMENT.
+        """
 
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp:
@@ -180,6 +183,7 @@ class UsageTotal(_message.Message):
     QUANTITY_FIELD_NUMBER: _builtins.int
     BILLABLE_UNITS_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
+    VOIDED_AMOUNT_FIELD_NUMBER: _builtins.int
     record_count: _builtins.int
     """How many usage records it sums."""
     quantity: _builtins.int
@@ -192,7 +196,13 @@ class UsageTotal(_message.Message):
 
     @_builtins.property
     def amount(self) -> _money_pb2.Money:
-        """The amount debited for it."""
+        """The amount debited for it, as recorded: voids are not netted here."""
+
+    @_builtins.property
+    def voided_amount(self) -> _money_pb2.Money:
+        """How much of these records has been voided so far (VoidUsageRecord), shown separately: the net usage
+        is amount minus voided_amount. A void counts with its record's occurrence, whenever it was made.
+        """
 
     def __init__(
         self,
@@ -202,10 +212,11 @@ class UsageTotal(_message.Message):
         quantity: _builtins.int = ...,
         billable_units: _builtins.int = ...,
         amount: _money_pb2.Money | None = ...,
+        voided_amount: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "category", b"category"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "category", b"category", "voided_amount", b"voided_amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "billable_units", b"billable_units", "category", b"category", "quantity", b"quantity", "record_count", b"record_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "billable_units", b"billable_units", "category", b"category", "quantity", b"quantity", "record_count", b"record_count", "voided_amount", b"voided_amount"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -266,6 +277,7 @@ class GetUsageSummaryResponse(_message.Message):
     PERIODS_FIELD_NUMBER: _builtins.int
     TOTALS_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
+    VOIDED_AMOUNT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def periods(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsagePeriod]:
         """Every period of the range in order, including periods without usage."""
@@ -278,16 +290,21 @@ class GetUsageSummaryResponse(_message.Message):
     def amount(self) -> _money_pb2.Money:
         """The amount of every record in the range: exactly the sum of the records' amounts."""
 
+    @_builtins.property
+    def voided_amount(self) -> _money_pb2.Money:
+        """The sum of the totals' voided_amount: what has been voided of the range's records."""
+
     def __init__(
         self,
         *,
         periods: _abc.Iterable[Global___UsagePeriod] | None = ...,
         totals: _abc.Iterable[Global___UsageTotal] | None = ...,
         amount: _money_pb2.Money | None = ...,
+        voided_amount: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "voided_amount", b"voided_amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "periods", b"periods", "totals", b"totals"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "periods", b"periods", "totals", b"totals", "voided_amount", b"voided_amount"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -492,7 +509,9 @@ class GetStatementRequest(_message.Message):
     company_id: _builtins.str
     """The company whose statement to return."""
     year: _builtins.int
-    """The statement's year, e.g. 2025."""
+    """The statement's year, e.g. 2025. With neither year nor month (both 0), the statement is of the
+    current month in time_zone, so far.
+    """
     month: _builtins.int
     """The statement's month, 1 to 12."""
     time_zone: _builtins.str
@@ -595,6 +614,10 @@ class Statement(_message.Message):
     ADJUSTMENTS_AMOUNT_FIELD_NUMBER: _builtins.int
     OTHER_ENTRIES_FIELD_NUMBER: _builtins.int
     OTHER_ENTRIES_AMOUNT_FIELD_NUMBER: _builtins.int
+    USAGE_VOIDS_FIELD_NUMBER: _builtins.int
+    USAGE_VOIDS_AMOUNT_FIELD_NUMBER: _builtins.int
+    MANUAL_DEBITS_FIELD_NUMBER: _builtins.int
+    MANUAL_DEBITS_AMOUNT_FIELD_NUMBER: _builtins.int
     company_id: _builtins.str
     """The company."""
     year: _builtins.int
@@ -665,6 +688,25 @@ class Statement(_message.Message):
     def other_entries_amount(self) -> _money_pb2.Money:
         """The sum of the other entries."""
 
+    @_builtins.property
+    def usage_voids(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatementEntry]:
+        """Usage records voided (VoidUsageRecord), one entry each (amounts positive), each naming its record in
+        reference as `void:<request id>` and by usage_record_id on the ledger. usage_debits stay as debited:
+        a void is a correction of its own, posted when it was made.
+        """
+
+    @_builtins.property
+    def usage_voids_amount(self) -> _money_pb2.Money:
+        """The sum of the usage voids."""
+
+    @_builtins.property
+    def manual_debits(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatementEntry]:
+        """Money taken by hand (DebitWallet), one entry each (amounts negative)."""
+
+    @_builtins.property
+    def manual_debits_amount(self) -> _money_pb2.Money:
+        """The sum of the manual debits."""
+
     def __init__(
         self,
         *,
@@ -688,10 +730,14 @@ class Statement(_message.Message):
         adjustments_amount: _money_pb2.Money | None = ...,
         other_entries: _abc.Iterable[Global___StatementEntry] | None = ...,
         other_entries_amount: _money_pb2.Money | None = ...,
+        usage_voids: _abc.Iterable[Global___StatementEntry] | None = ...,
+        usage_voids_amount: _money_pb2.Money | None = ...,
+        manual_debits: _abc.Iterable[Global___StatementEntry] | None = ...,
+        manual_debits_amount: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["adjustments_amount", b"adjustments_amount", "closing_balance", b"closing_balance", "end_time", b"end_time", "manual_credits_amount", b"manual_credits_amount", "opening_balance", b"opening_balance", "other_entries_amount", b"other_entries_amount", "recharges_amount", b"recharges_amount", "start_time", b"start_time", "usage_debits_amount", b"usage_debits_amount"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["adjustments_amount", b"adjustments_amount", "closing_balance", b"closing_balance", "end_time", b"end_time", "manual_credits_amount", b"manual_credits_amount", "manual_debits_amount", b"manual_debits_amount", "opening_balance", b"opening_balance", "other_entries_amount", b"other_entries_amount", "recharges_amount", b"recharges_amount", "start_time", b"start_time", "usage_debits_amount", b"usage_debits_amount", "usage_voids_amount", b"usage_voids_amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjustments", b"adjustments", "adjustments_amount", b"adjustments_amount", "closing_balance", b"closing_balance", "closing_ledger_sequence", b"closing_ledger_sequence", "company_id", b"company_id", "end_time", b"end_time", "manual_credits", b"manual_credits", "manual_credits_amount", b"manual_credits_amount", "month", b"month", "opening_balance", b"opening_balance", "opening_ledger_sequence", b"opening_ledger_sequence", "other_entries", b"other_entries", "other_entries_amount", b"other_entries_amount", "recharges", b"recharges", "recharges_amount", b"recharges_amount", "start_time", b"start_time", "time_zone", b"time_zone", "usage_debits", b"usage_debits", "usage_debits_amount", b"usage_debits_amount", "year", b"year"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjustments", b"adjustments", "adjustments_amount", b"adjustments_amount", "closing_balance", b"closing_balance", "closing_ledger_sequence", b"closing_ledger_sequence", "company_id", b"company_id", "end_time", b"end_time", "manual_credits", b"manual_credits", "manual_credits_amount", b"manual_credits_amount", "manual_debits", b"manual_debits", "manual_debits_amount", b"manual_debits_amount", "month", b"month", "opening_balance", b"opening_balance", "opening_ledger_sequence", b"opening_ledger_sequence", "other_entries", b"other_entries", "other_entries_amount", b"other_entries_amount", "recharges", b"recharges", "recharges_amount", b"recharges_amount", "start_time", b"start_time", "time_zone", b"time_zone", "usage_debits", b"usage_debits", "usage_debits_amount", b"usage_debits_amount", "usage_voids", b"usage_voids", "usage_voids_amount", b"usage_voids_amount", "year", b"year"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

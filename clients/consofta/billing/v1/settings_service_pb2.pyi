@@ -82,6 +82,34 @@ setting a card again resumes auto-recharge.
 """
 Global___AutoRechargePausedReason: _TypeAlias = AutoRechargePausedReason  # noqa: Y015
 
+class _RechargeMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RechargeModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RechargeMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RECHARGE_MODE_UNSPECIFIED: _RechargeMode.ValueType  # 0
+    """Not set: RECHARGE_MODE_FIXED_AMOUNT."""
+    RECHARGE_MODE_FIXED_AMOUNT: _RechargeMode.ValueType  # 1
+    """Charge `recharge_amount`, or the smallest whole multiple of it that lifts the balance to the
+    minimum, in one charge.
+    """
+    RECHARGE_MODE_TOP_UP_TO_TARGET: _RechargeMode.ValueType  # 2
+    """Charge what brings the available balance up to `target_balance`, rounded up to a whole cent."""
+
+class RechargeMode(_RechargeMode, metaclass=_RechargeModeEnumTypeWrapper):
+    """How an automatic recharge decides its amount."""
+
+RECHARGE_MODE_UNSPECIFIED: RechargeMode.ValueType  # 0
+"""Not set: RECHARGE_MODE_FIXED_AMOUNT."""
+RECHARGE_MODE_FIXED_AMOUNT: RechargeMode.ValueType  # 1
+"""Charge `recharge_amount`, or the smallest whole multiple of it that lifts the balance to the
+minimum, in one charge.
+"""
+RECHARGE_MODE_TOP_UP_TO_TARGET: RechargeMode.ValueType  # 2
+"""Charge what brings the available balance up to `target_balance`, rounded up to a whole cent."""
+Global___RechargeMode: _TypeAlias = RechargeMode  # noqa: Y015
+
 @_typing.final
 class BillingSettings(_message.Message):
     """A company's billing settings: a singleton resource per company (AIP-156).
@@ -102,6 +130,9 @@ class BillingSettings(_message.Message):
     CARD_FIELD_NUMBER: _builtins.int
     FIRST_CARD_SET_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    RECHARGE_MODE_FIELD_NUMBER: _builtins.int
+    TARGET_BALANCE_FIELD_NUMBER: _builtins.int
+    BALANCE_ALERT_THRESHOLDS_FIELD_NUMBER: _builtins.int
     company_id: _builtins.str
     """The company the settings belong to. Output only."""
     auto_recharge_enabled: _builtins.bool
@@ -110,6 +141,10 @@ class BillingSettings(_message.Message):
     """Why auto-recharge is paused; UNSPECIFIED when it is not. Output only."""
     auto_recharge_paused_detail: _builtins.str
     """The stored reason as text (e.g. "card_removed"), empty when not paused. Output only."""
+    recharge_mode: Global___RechargeMode.ValueType
+    """How a recharge decides its amount. Default RECHARGE_MODE_FIXED_AMOUNT (UNSPECIFIED in a request
+    means that too).
+    """
     @_builtins.property
     def minimum_balance(self) -> _money_pb2.Money:
         """Auto-recharge charges the card when the balance drops below this amount. $0 to $100,000.
@@ -146,6 +181,25 @@ class BillingSettings(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the settings last changed. Output only."""
 
+    @_builtins.property
+    def target_balance(self) -> _money_pb2.Money:
+        """The balance a top-up recharge brings the available balance to. Required for
+        RECHARGE_MODE_TOP_UP_TO_TARGET: at least the minimum balance plus the smallest recharge amount (so
+        each top-up charges at least that), at most $1,000,000. Unset by default; kept when the mode
+        changes back. A top-up respects the monthly cap like a fixed recharge: cut to what fits, in whole
+        cents, or skipped.
+        """
+
+    @_builtins.property
+    def balance_alert_thresholds(self) -> _containers.RepeatedCompositeFieldContainer[_money_pb2.Money]:
+        """Balance alerts: up to 5 absolute balances, each $0 to $10,000,000 in whole cents, all different.
+        A debit that takes the balance from at or above one to below it emits `balance_alert` in its own
+        transaction, once per crossing; rising back to it or above (a recharge, a credit, a correction)
+        emits `balance_alert_resolved`. A threshold set above the balance counts as already crossed: it
+        alerts on no debit until the balance has risen above it. Returned in ascending order; naming the
+        field in update_mask with no values removes them all.
+        """
+
     def __init__(
         self,
         *,
@@ -160,10 +214,13 @@ class BillingSettings(_message.Message):
         card: Global___Card | None = ...,
         first_card_set_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        recharge_mode: Global___RechargeMode.ValueType = ...,
+        target_balance: _money_pb2.Money | None = ...,
+        balance_alert_thresholds: _abc.Iterable[_money_pb2.Money] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "first_card_set_at", b"first_card_set_at", "minimum_balance", b"minimum_balance", "monthly_recharge_cap", b"monthly_recharge_cap", "preload_amount", b"preload_amount", "recharge_amount", b"recharge_amount", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "first_card_set_at", b"first_card_set_at", "minimum_balance", b"minimum_balance", "monthly_recharge_cap", b"monthly_recharge_cap", "preload_amount", b"preload_amount", "recharge_amount", b"recharge_amount", "target_balance", b"target_balance", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_recharge_enabled", b"auto_recharge_enabled", "auto_recharge_paused_detail", b"auto_recharge_paused_detail", "auto_recharge_paused_reason", b"auto_recharge_paused_reason", "card", b"card", "company_id", b"company_id", "first_card_set_at", b"first_card_set_at", "minimum_balance", b"minimum_balance", "monthly_recharge_cap", b"monthly_recharge_cap", "preload_amount", b"preload_amount", "recharge_amount", b"recharge_amount", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_recharge_enabled", b"auto_recharge_enabled", "auto_recharge_paused_detail", b"auto_recharge_paused_detail", "auto_recharge_paused_reason", b"auto_recharge_paused_reason", "balance_alert_thresholds", b"balance_alert_thresholds", "card", b"card", "company_id", b"company_id", "first_card_set_at", b"first_card_set_at", "minimum_balance", b"minimum_balance", "monthly_recharge_cap", b"monthly_recharge_cap", "preload_amount", b"preload_amount", "recharge_amount", b"recharge_amount", "recharge_mode", b"recharge_mode", "target_balance", b"target_balance", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

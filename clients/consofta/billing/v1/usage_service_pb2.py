@@ -25,20 +25,27 @@ _sym_db = _symbol_database.Default()
 from consofta.billing.v1 import reporting_pb2 as consofta_dot_billing_dot_v1_dot_reporting__pb2
 from consofta.billing.v1 import usage_pb2 as consofta_dot_billing_dot_v1_dot_usage__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from google.type import money_pb2 as google_dot_type_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'consofta/billing/v1/usage_service.proto\x12\x13\x63onsofta.billing.v1\x1a#consofta/billing/v1/reporting.proto\x1a\x1f\x63onsofta/billing/v1/usage.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\xae\x01\n\x12RecordUsageRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12)\n\x05usage\x18\x03 \x01(\x0b\x32\x1a.consofta.billing.v1.Usage\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07hold_id\x18\x05 \x01(\t\"\xa1\x01\n\x13RecordUsageResponse\x12\x36\n\x0cusage_record\x18\x01 \x01(\x0b\x32 .consofta.billing.v1.UsageRecord\x12)\n\rbalance_after\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12\x15\n\rbelow_minimum\x18\x03 \x01(\x08\x12\x10\n\x08replayed\x18\x04 \x01(\x08\x32\x96\x04\n\x0cUsageService\x12`\n\x0bRecordUsage\x12\'.consofta.billing.v1.RecordUsageRequest\x1a(.consofta.billing.v1.RecordUsageResponse\x12o\n\x10ListUsageRecords\x12,.consofta.billing.v1.ListUsageRecordsRequest\x1a-.consofta.billing.v1.ListUsageRecordsResponse\x12l\n\x0fGetUsageSummary\x12+.consofta.billing.v1.GetUsageSummaryRequest\x1a,.consofta.billing.v1.GetUsageSummaryResponse\x12`\n\x0bGetRateCard\x12\'.consofta.billing.v1.GetRateCardRequest\x1a(.consofta.billing.v1.GetRateCardResponse\x12\x63\n\x0c\x45stimateCost\x12(.consofta.billing.v1.EstimateCostRequest\x1a).consofta.billing.v1.EstimateCostResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'consofta/billing/v1/usage_service.proto\x12\x13\x63onsofta.billing.v1\x1a#consofta/billing/v1/reporting.proto\x1a\x1f\x63onsofta/billing/v1/usage.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\x1a\x17google/type/money.proto\"\xae\x01\n\x12RecordUsageRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12)\n\x05usage\x18\x03 \x01(\x0b\x32\x1a.consofta.billing.v1.Usage\x12/\n\x0boccurred_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07hold_id\x18\x05 \x01(\t\"\xa1\x01\n\x13RecordUsageResponse\x12\x36\n\x0cusage_record\x18\x01 \x01(\x0b\x32 .consofta.billing.v1.UsageRecord\x12)\n\rbalance_after\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12\x15\n\rbelow_minimum\x18\x03 \x01(\x08\x12\x10\n\x08replayed\x18\x04 \x01(\x08\"Q\n\x17RecordUsageBatchRequest\x12\x36\n\x05items\x18\x01 \x03(\x0b\x32\'.consofta.billing.v1.RecordUsageRequest\"X\n\x18RecordUsageBatchResponse\x12<\n\x07results\x18\x01 \x03(\x0b\x32+.consofta.billing.v1.RecordUsageBatchResult\"\x85\x01\n\x16RecordUsageBatchResult\x12<\n\x08recorded\x18\x01 \x01(\x0b\x32(.consofta.billing.v1.RecordUsageResponseH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result2\x87\x05\n\x0cUsageService\x12`\n\x0bRecordUsage\x12\'.consofta.billing.v1.RecordUsageRequest\x1a(.consofta.billing.v1.RecordUsageResponse\x12o\n\x10RecordUsageBatch\x12,.consofta.billing.v1.RecordUsageBatchRequest\x1a-.consofta.billing.v1.RecordUsageBatchResponse\x12o\n\x10ListUsageRecords\x12,.consofta.billing.v1.ListUsageRecordsRequest\x1a-.consofta.billing.v1.ListUsageRecordsResponse\x12l\n\x0fGetUsageSummary\x12+.consofta.billing.v1.GetUsageSummaryRequest\x1a,.consofta.billing.v1.GetUsageSummaryResponse\x12`\n\x0bGetRateCard\x12\'.consofta.billing.v1.GetRateCardRequest\x1a(.consofta.billing.v1.GetRateCardResponse\x12\x63\n\x0c\x45stimateCost\x12(.consofta.billing.v1.EstimateCostRequest\x1a).consofta.billing.v1.EstimateCostResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'consofta.billing.v1.usage_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECORDUSAGEREQUEST']._serialized_start=193
-  _globals['_RECORDUSAGEREQUEST']._serialized_end=367
-  _globals['_RECORDUSAGERESPONSE']._serialized_start=370
-  _globals['_RECORDUSAGERESPONSE']._serialized_end=531
-  _globals['_USAGESERVICE']._serialized_start=534
-  _globals['_USAGESERVICE']._serialized_end=1068
+  _globals['_RECORDUSAGEREQUEST']._serialized_start=218
+  _globals['_RECORDUSAGEREQUEST']._serialized_end=392
+  _globals['_RECORDUSAGERESPONSE']._serialized_start=395
+  _globals['_RECORDUSAGERESPONSE']._serialized_end=556
+  _globals['_RECORDUSAGEBATCHREQUEST']._serialized_start=558
+  _globals['_RECORDUSAGEBATCHREQUEST']._serialized_end=639
+  _globals['_RECORDUSAGEBATCHRESPONSE']._serialized_start=641
+  _globals['_RECORDUSAGEBATCHRESPONSE']._serialized_end=729
+  _globals['_RECORDUSAGEBATCHRESULT']._serialized_start=732
+  _globals['_RECORDUSAGEBATCHRESULT']._serialized_end=865
+  _globals['_USAGESERVICE']._serialized_start=868
+  _globals['_USAGESERVICE']._serialized_end=1515
 # @@protoc_insertion_point(module_scope)

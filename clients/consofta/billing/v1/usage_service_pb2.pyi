@@ -3,10 +3,13 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from consofta.billing.v1 import usage_pb2 as _usage_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.rpc import status_pb2 as _status_pb2
 from google.type import money_pb2 as _money_pb2
 import builtins as _builtins
 import sys
@@ -106,3 +109,85 @@ class RecordUsageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordUsageResponse: _TypeAlias = RecordUsageResponse  # noqa: Y015
+
+@_typing.final
+class RecordUsageBatchRequest(_message.Message):
+    """Request for UsageService.RecordUsageBatch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordUsageRequest]:
+        """The usages, 1 to 1,000, each a complete RecordUsage request."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___RecordUsageRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordUsageBatchRequest: _TypeAlias = RecordUsageBatchRequest  # noqa: Y015
+
+@_typing.final
+class RecordUsageBatchResponse(_message.Message):
+    """Response for UsageService.RecordUsageBatch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordUsageBatchResult]:
+        """One result per item of the request, in the same order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___RecordUsageBatchResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordUsageBatchResponse: _TypeAlias = RecordUsageBatchResponse  # noqa: Y015
+
+@_typing.final
+class RecordUsageBatchResult(_message.Message):
+    """The outcome of one item of a RecordUsageBatch call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDED_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def recorded(self) -> Global___RecordUsageResponse:
+        """What RecordUsage would have answered: the item is recorded (or replayed)."""
+
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """The error RecordUsage would have failed with, with the same code, message and details
+        (google.rpc.ErrorInfo, google.rpc.BadRequest). Nothing was recorded for this item.
+        """
+
+    def __init__(
+        self,
+        *,
+        recorded: Global___RecordUsageResponse | None = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "recorded", b"recorded", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "recorded", b"recorded", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["recorded", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___RecordUsageBatchResult: _TypeAlias = RecordUsageBatchResult  # noqa: Y015

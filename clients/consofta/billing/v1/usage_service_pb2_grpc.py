@@ -42,6 +42,11 @@ class UsageServiceStub:
                 request_serializer=consofta_dot_billing_dot_v1_dot_usage__service__pb2.RecordUsageRequest.SerializeToString,
                 response_deserializer=consofta_dot_billing_dot_v1_dot_usage__service__pb2.RecordUsageResponse.FromString,
                 _registered_method=True)
+        self.RecordUsageBatch = channel.unary_unary(
+                '/consofta.billing.v1.UsageService/RecordUsageBatch',
+                request_serializer=consofta_dot_billing_dot_v1_dot_usage__service__pb2.RecordUsageBatchRequest.SerializeToString,
+                response_deserializer=consofta_dot_billing_dot_v1_dot_usage__service__pb2.RecordUsageBatchResponse.FromString,
+                _registered_method=True)
         self.ListUsageRecords = channel.unary_unary(
                 '/consofta.billing.v1.UsageService/ListUsageRecords',
                 request_serializer=consofta_dot_billing_dot_v1_dot_reporting__pb2.ListUsageRecordsRequest.SerializeToString,
@@ -76,6 +81,19 @@ class UsageServiceServicer:
         response with `replayed` set and debits nothing; the same key with a different request fails with
         ALREADY_EXISTS and ErrorInfo reason IDEMPOTENCY_KEY_REUSED. An unknown company is NOT_FOUND; a bad
         field is INVALID_ARGUMENT with a google.rpc.BadRequest naming it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordUsageBatch(self, request, context):
+        """Records up to 1,000 usages in one call. Each item is exactly a RecordUsage request (its own company,
+        idempotency key, usage, occurred_at and hold) and gets exactly what RecordUsage would answer it, in
+        its own slot of the response, in order: the response, or a google.rpc.Status with the same code and
+        details (a bad field, an unknown company, a reused key...). Items are independent: a bad item is
+        reported in its slot and the others are applied. An empty request, or one of more than 1,000 items,
+        is INVALID_ARGUMENT (field `items`). Retrying the whole call with the same keys is safe: applied items
+        come back as replays.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -118,6 +136,11 @@ def add_UsageServiceServicer_to_server(servicer, server):
                     servicer.RecordUsage,
                     request_deserializer=consofta_dot_billing_dot_v1_dot_usage__service__pb2.RecordUsageRequest.FromString,
                     response_serializer=consofta_dot_billing_dot_v1_dot_usage__service__pb2.RecordUsageResponse.SerializeToString,
+            ),
+            'RecordUsageBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordUsageBatch,
+                    request_deserializer=consofta_dot_billing_dot_v1_dot_usage__service__pb2.RecordUsageBatchRequest.FromString,
+                    response_serializer=consofta_dot_billing_dot_v1_dot_usage__service__pb2.RecordUsageBatchResponse.SerializeToString,
             ),
             'ListUsageRecords': grpc.unary_unary_rpc_method_handler(
                     servicer.ListUsageRecords,
@@ -169,6 +192,33 @@ class UsageService:
             '/consofta.billing.v1.UsageService/RecordUsage',
             consofta_dot_billing_dot_v1_dot_usage__service__pb2.RecordUsageRequest.SerializeToString,
             consofta_dot_billing_dot_v1_dot_usage__service__pb2.RecordUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordUsageBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/consofta.billing.v1.UsageService/RecordUsageBatch',
+            consofta_dot_billing_dot_v1_dot_usage__service__pb2.RecordUsageBatchRequest.SerializeToString,
+            consofta_dot_billing_dot_v1_dot_usage__service__pb2.RecordUsageBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,15 @@ class UsageServiceStub:
     ALREADY_EXISTS and ErrorInfo reason IDEMPOTENCY_KEY_REUSED. An unknown company is NOT_FOUND; a bad
     field is INVALID_ARGUMENT with a google.rpc.BadRequest naming it.
     """
+    RecordUsageBatch: _grpc.UnaryUnaryMultiCallable[_usage_service_pb2.RecordUsageBatchRequest, _usage_service_pb2.RecordUsageBatchResponse]
+    """Records up to 1,000 usages in one call. Each item is exactly a RecordUsage request (its own company,
+    idempotency key, usage, occurred_at and hold) and gets exactly what RecordUsage would answer it, in
+    its own slot of the response, in order: the response, or a google.rpc.Status with the same code and
+    details (a bad field, an unknown company, a reused key...). Items are independent: a bad item is
+    reported in its slot and the others are applied. An empty request, or one of more than 1,000 items,
+    is INVALID_ARGUMENT (field `items`). Retrying the whole call with the same keys is safe: applied items
+    come back as replays.
+    """
     ListUsageRecords: _grpc.UnaryUnaryMultiCallable[_reporting_pb2.ListUsageRecordsRequest, _reporting_pb2.ListUsageRecordsResponse]
     """Lists a company's usage records, newest occurrence first, filtered by category and occurrence time.
     Paginated with opaque tokens that stay valid while new usage is recorded (AIP-158).
@@ -71,6 +80,15 @@ class UsageServiceAsyncStub(UsageServiceStub):
     response with `replayed` set and debits nothing; the same key with a different request fails with
     ALREADY_EXISTS and ErrorInfo reason IDEMPOTENCY_KEY_REUSED. An unknown company is NOT_FOUND; a bad
     field is INVALID_ARGUMENT with a google.rpc.BadRequest naming it.
+    """
+    RecordUsageBatch: _aio.UnaryUnaryMultiCallable[_usage_service_pb2.RecordUsageBatchRequest, _usage_service_pb2.RecordUsageBatchResponse]  # type: ignore[assignment]
+    """Records up to 1,000 usages in one call. Each item is exactly a RecordUsage request (its own company,
+    idempotency key, usage, occurred_at and hold) and gets exactly what RecordUsage would answer it, in
+    its own slot of the response, in order: the response, or a google.rpc.Status with the same code and
+    details (a bad field, an unknown company, a reused key...). Items are independent: a bad item is
+    reported in its slot and the others are applied. An empty request, or one of more than 1,000 items,
+    is INVALID_ARGUMENT (field `items`). Retrying the whole call with the same keys is safe: applied items
+    come back as replays.
     """
     ListUsageRecords: _aio.UnaryUnaryMultiCallable[_reporting_pb2.ListUsageRecordsRequest, _reporting_pb2.ListUsageRecordsResponse]  # type: ignore[assignment]
     """Lists a company's usage records, newest occurrence first, filtered by category and occurrence time.
@@ -102,6 +120,21 @@ class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
         response with `replayed` set and debits nothing; the same key with a different request fails with
         ALREADY_EXISTS and ErrorInfo reason IDEMPOTENCY_KEY_REUSED. An unknown company is NOT_FOUND; a bad
         field is INVALID_ARGUMENT with a google.rpc.BadRequest naming it.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordUsageBatch(
+        self,
+        request: _usage_service_pb2.RecordUsageBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_usage_service_pb2.RecordUsageBatchResponse, _abc.Awaitable[_usage_service_pb2.RecordUsageBatchResponse]]:
+        """Records up to 1,000 usages in one call. Each item is exactly a RecordUsage request (its own company,
+        idempotency key, usage, occurred_at and hold) and gets exactly what RecordUsage would answer it, in
+        its own slot of the response, in order: the response, or a google.rpc.Status with the same code and
+        details (a bad field, an unknown company, a reused key...). Items are independent: a bad item is
+        reported in its slot and the others are applied. An empty request, or one of more than 1,000 items,
+        is INVALID_ARGUMENT (field `items`). Retrying the whole call with the same keys is safe: applied items
+        come back as replays.
         """
 
     @_abc_1.abstractmethod

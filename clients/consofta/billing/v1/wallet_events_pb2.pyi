@@ -21,8 +21,10 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class WalletEvent(_message.Message):
     """A notable change to a wallet, written in the same transaction as the change (an outbox).
 
-    Event types include `balance_below_minimum`, `manual_credit`, `wallet_suspended`,
-    `wallet_reactivated`, and the recharge events (`recharge_started`, `recharge_succeeded`,
+    Event types include `balance_below_minimum`, `manual_credit`, `manual_debit`, `usage_voided`,
+    `balance_alert` and `balance_alert_resolved` (payload: `threshold_nanos`, `balance_nanos`,
+    `balance_before_nanos`, `ledger_sequence`), `wallet_suspended`, `wallet_reactivated`, and the
+    recharge events (`recharge_started`, `recharge_succeeded`,
     `recharge_failed`, ...). A consumer must ignore types it does not know.
     """
 

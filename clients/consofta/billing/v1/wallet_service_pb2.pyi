@@ -74,6 +74,10 @@ class _TransactionTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Trans
     """A goodwill credit added by support."""
     TRANSACTION_TYPE_ADJUSTMENT: _TransactionType.ValueType  # 5
     """A correction by support."""
+    TRANSACTION_TYPE_USAGE_VOID: _TransactionType.ValueType  # 6
+    """A usage record voided in full or in part (a positive amount; usage_record_id names the record)."""
+    TRANSACTION_TYPE_MANUAL_DEBIT: _TransactionType.ValueType  # 7
+    """Money taken by hand (DebitWallet; a negative amount)."""
 
 class TransactionType(_TransactionType, metaclass=_TransactionTypeEnumTypeWrapper):
     """The kind of a ledger entry."""
@@ -90,6 +94,10 @@ TRANSACTION_TYPE_MANUAL_CREDIT: TransactionType.ValueType  # 4
 """A goodwill credit added by support."""
 TRANSACTION_TYPE_ADJUSTMENT: TransactionType.ValueType  # 5
 """A correction by support."""
+TRANSACTION_TYPE_USAGE_VOID: TransactionType.ValueType  # 6
+"""A usage record voided in full or in part (a positive amount; usage_record_id names the record)."""
+TRANSACTION_TYPE_MANUAL_DEBIT: TransactionType.ValueType  # 7
+"""Money taken by hand (DebitWallet; a negative amount)."""
 Global___TransactionType: _TypeAlias = TransactionType  # noqa: Y015
 
 class _CreditKind:
@@ -477,6 +485,158 @@ class CreditWalletResponse(_message.Message):
 Global___CreditWalletResponse: _TypeAlias = CreditWalletResponse  # noqa: Y015
 
 @_typing.final
+class DebitWalletRequest(_message.Message):
+    """Request for WalletService.DebitWallet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPANY_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    company_id: _builtins.str
+    """The company whose wallet to debit."""
+    reason: _builtins.str
+    """Why the money is taken, for the company and for audit: 1 to 500 characters."""
+    request_id: _builtins.str
+    """A key chosen by the caller (1 to 255 printable ASCII characters); a retry never debits twice."""
+    actor: _builtins.str
+    """Who asked for the debit, for audit; "api" when empty. At most 200 characters."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """The amount to take, in USD: more than zero and at most 100,000 USD."""
+
+    def __init__(
+        self,
+        *,
+        company_id: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "amount", b"amount", "company_id", b"company_id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DebitWalletRequest: _TypeAlias = DebitWalletRequest  # noqa: Y015
+
+@_typing.final
+class DebitWalletResponse(_message.Message):
+    """Response for WalletService.DebitWallet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    replayed: _builtins.bool
+    """True when this response is a replay of an earlier request with the same request id."""
+    @_builtins.property
+    def transaction(self) -> Global___WalletTransaction:
+        """The ledger entry the debit appended (a negative amount)."""
+
+    def __init__(
+        self,
+        *,
+        transaction: Global___WalletTransaction | None = ...,
+        replayed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transaction", b"transaction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replayed", b"replayed", "transaction", b"transaction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DebitWalletResponse: _TypeAlias = DebitWalletResponse  # noqa: Y015
+
+@_typing.final
+class VoidUsageRecordRequest(_message.Message):
+    """Request for WalletService.VoidUsageRecord."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPANY_ID_FIELD_NUMBER: _builtins.int
+    USAGE_RECORD_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    company_id: _builtins.str
+    """The company that owns the usage record."""
+    usage_record_id: _builtins.str
+    """The usage record to void (its id, a UUID)."""
+    reason: _builtins.str
+    """Why the record is voided: 1 to 500 characters."""
+    request_id: _builtins.str
+    """A key chosen by the caller (1 to 255 printable ASCII characters); a retry never voids twice."""
+    actor: _builtins.str
+    """Who voided it, for audit; "api" when empty. At most 200 characters."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """How much to give back, in USD, at most what is not voided yet; unset voids all of that."""
+
+    def __init__(
+        self,
+        *,
+        company_id: _builtins.str = ...,
+        usage_record_id: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "amount", b"amount", "company_id", b"company_id", "reason", b"reason", "request_id", b"request_id", "usage_record_id", b"usage_record_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidUsageRecordRequest: _TypeAlias = VoidUsageRecordRequest  # noqa: Y015
+
+@_typing.final
+class VoidUsageRecordResponse(_message.Message):
+    """Response for WalletService.VoidUsageRecord."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_FIELD_NUMBER: _builtins.int
+    RECORD_AMOUNT_FIELD_NUMBER: _builtins.int
+    VOIDED_AMOUNT_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    replayed: _builtins.bool
+    """True when this response is a replay of an earlier request with the same request id."""
+    @_builtins.property
+    def transaction(self) -> Global___WalletTransaction:
+        """The ledger entry the void appended (a positive amount naming the record)."""
+
+    @_builtins.property
+    def record_amount(self) -> _money_pb2.Money:
+        """The usage record's amount."""
+
+    @_builtins.property
+    def voided_amount(self) -> _money_pb2.Money:
+        """How much of the record is voided now, this void included."""
+
+    def __init__(
+        self,
+        *,
+        transaction: Global___WalletTransaction | None = ...,
+        record_amount: _money_pb2.Money | None = ...,
+        voided_amount: _money_pb2.Money | None = ...,
+        replayed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["record_amount", b"record_amount", "transaction", b"transaction", "voided_amount", b"voided_amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["record_amount", b"record_amount", "replayed", b"replayed", "transaction", b"transaction", "voided_amount", b"voided_amount"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidUsageRecordResponse: _TypeAlias = VoidUsageRecordResponse  # noqa: Y015
+
+@_typing.final
 class Hold(_message.Message):
     """Funds reserved for a usage about to happen."""
 
@@ -490,6 +650,7 @@ class Hold(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     USAGE_RECORD_ID_FIELD_NUMBER: _builtins.int
+    AUTHORIZED_QUANTITY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The hold's id (a UUID); pass it to RecordUsage as hold_id to capture it."""
     company_id: _builtins.str
@@ -500,6 +661,10 @@ class Hold(_message.Message):
     """The hold's state, with expiry computed when it is read."""
     usage_record_id: _builtins.str
     """For a captured hold: the usage record that captured it."""
+    authorized_quantity: _builtins.int
+    """How much usage the hold covers, in the usage's quantity: a call's seconds (whole minutes of
+    them), an SMS's segments, an email count. Grows with ExtendHold.
+    """
     @_builtins.property
     def amount(self) -> _money_pb2.Money:
         """The amount held: the price of the authorized usage."""
@@ -523,10 +688,11 @@ class Hold(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         usage_record_id: _builtins.str = ...,
+        authorized_quantity: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "created_at", b"created_at", "expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "company_id", b"company_id", "created_at", b"created_at", "expires_at", b"expires_at", "id", b"id", "request_id", b"request_id", "state", b"state", "usage_record_id", b"usage_record_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "authorized_quantity", b"authorized_quantity", "company_id", b"company_id", "created_at", b"created_at", "expires_at", b"expires_at", "id", b"id", "request_id", b"request_id", "state", b"state", "usage_record_id", b"usage_record_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -542,10 +708,15 @@ class AuthorizeUsageRequest(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     HOLD_DURATION_FIELD_NUMBER: _builtins.int
+    ALLOW_PARTIAL_FIELD_NUMBER: _builtins.int
     company_id: _builtins.str
     """The company that is about to use something."""
     request_id: _builtins.str
     """A key chosen by the caller (1 to 255 printable ASCII characters); a retry returns the same hold."""
+    allow_partial: _builtins.bool
+    """When the wallet cannot afford the whole usage, hold the affordable part instead of refusing (it
+    is refused only when not even one billable unit is affordable).
+    """
     @_builtins.property
     def usage(self) -> _usage_pb2.Usage:
         """The usage about to happen, at its maximum: e.g. a call of up to N minutes as N × 60 seconds."""
@@ -561,10 +732,11 @@ class AuthorizeUsageRequest(_message.Message):
         usage: _usage_pb2.Usage | None = ...,
         request_id: _builtins.str = ...,
         hold_duration: _duration_pb2.Duration | None = ...,
+        allow_partial: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["hold_duration", b"hold_duration", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["company_id", b"company_id", "hold_duration", b"hold_duration", "request_id", b"request_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_partial", b"allow_partial", "company_id", b"company_id", "hold_duration", b"hold_duration", "request_id", b"request_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -583,6 +755,7 @@ class AuthorizeUsageResponse(_message.Message):
     DENIAL_MESSAGE_FIELD_NUMBER: _builtins.int
     AVAILABLE_BALANCE_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
+    AFFORDABLE_QUANTITY_FIELD_NUMBER: _builtins.int
     allowed: _builtins.bool
     """Whether the usage may start."""
     denial: Global___AuthorizationDenial.ValueType
@@ -591,6 +764,11 @@ class AuthorizeUsageResponse(_message.Message):
     """A sentence explaining a refusal, for logs and support."""
     replayed: _builtins.bool
     """True when this response is a replay of an earlier request with the same request id."""
+    affordable_quantity: _builtins.int
+    """How much of the requested usage the wallet affords now, in the usage's quantity (a call's whole
+    seconds, always whole minutes of them since calls bill per started minute; an SMS's segments; an
+    email count): at most the request's, 0 for a suspended wallet. On a replay it is the first answer.
+    """
     @_builtins.property
     def hold(self) -> Global___Hold:
         """The hold created for it, when allowed."""
@@ -613,14 +791,117 @@ class AuthorizeUsageResponse(_message.Message):
         denial_message: _builtins.str = ...,
         available_balance: _money_pb2.Money | None = ...,
         replayed: _builtins.bool = ...,
+        affordable_quantity: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "available_balance", b"available_balance", "hold", b"hold"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "amount", b"amount", "available_balance", b"available_balance", "denial", b"denial", "denial_message", b"denial_message", "hold", b"hold", "replayed", b"replayed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["affordable_quantity", b"affordable_quantity", "allowed", b"allowed", "amount", b"amount", "available_balance", b"available_balance", "denial", b"denial", "denial_message", b"denial_message", "hold", b"hold", "replayed", b"replayed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuthorizeUsageResponse: _TypeAlias = AuthorizeUsageResponse  # noqa: Y015
+
+@_typing.final
+class ExtendHoldRequest(_message.Message):
+    """Request for WalletService.ExtendHold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COMPANY_ID_FIELD_NUMBER: _builtins.int
+    HOLD_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_QUANTITY_FIELD_NUMBER: _builtins.int
+    HOLD_DURATION_FIELD_NUMBER: _builtins.int
+    ALLOW_PARTIAL_FIELD_NUMBER: _builtins.int
+    company_id: _builtins.str
+    """The company that owns the hold."""
+    hold_id: _builtins.str
+    """The hold to extend, as returned by AuthorizeUsage."""
+    request_id: _builtins.str
+    """A key chosen by the caller (1 to 255 printable ASCII characters); a retry returns the first answer."""
+    additional_quantity: _builtins.int
+    """How much more usage to hold, in the hold's quantity: a call's seconds, an SMS's segments, an email
+    count. At least 1.
+    """
+    allow_partial: _builtins.bool
+    """When the wallet cannot afford the whole extension, extend by the affordable part."""
+    @_builtins.property
+    def hold_duration(self) -> _duration_pb2.Duration:
+        """The hold expires this long from now: 1 second to 24 hours, whole seconds; 1 hour when unset."""
+
+    def __init__(
+        self,
+        *,
+        company_id: _builtins.str = ...,
+        hold_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        additional_quantity: _builtins.int = ...,
+        hold_duration: _duration_pb2.Duration | None = ...,
+        allow_partial: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hold_duration", b"hold_duration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_quantity", b"additional_quantity", "allow_partial", b"allow_partial", "company_id", b"company_id", "hold_duration", b"hold_duration", "hold_id", b"hold_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExtendHoldRequest: _TypeAlias = ExtendHoldRequest  # noqa: Y015
+
+@_typing.final
+class ExtendHoldResponse(_message.Message):
+    """Response for WalletService.ExtendHold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXTENDED_FIELD_NUMBER: _builtins.int
+    HOLD_FIELD_NUMBER: _builtins.int
+    ADDED_AMOUNT_FIELD_NUMBER: _builtins.int
+    AFFORDABLE_QUANTITY_FIELD_NUMBER: _builtins.int
+    DENIAL_FIELD_NUMBER: _builtins.int
+    DENIAL_MESSAGE_FIELD_NUMBER: _builtins.int
+    AVAILABLE_BALANCE_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    extended: _builtins.bool
+    """Whether the hold was extended."""
+    affordable_quantity: _builtins.int
+    """How much of `additional_quantity` the wallet affords now (see AuthorizeUsageResponse)."""
+    denial: Global___AuthorizationDenial.ValueType
+    """Why the extension is refused, when it is."""
+    denial_message: _builtins.str
+    """A sentence explaining a refusal, for logs and support."""
+    replayed: _builtins.bool
+    """True when this response is a replay of an earlier request with the same request id."""
+    @_builtins.property
+    def hold(self) -> Global___Hold:
+        """The hold, after the extension (as it was, when refused)."""
+
+    @_builtins.property
+    def added_amount(self) -> _money_pb2.Money:
+        """What the extension added to the hold's amount (0 when refused)."""
+
+    @_builtins.property
+    def available_balance(self) -> _money_pb2.Money:
+        """The available balance after this extension (before it, when refused)."""
+
+    def __init__(
+        self,
+        *,
+        extended: _builtins.bool = ...,
+        hold: Global___Hold | None = ...,
+        added_amount: _money_pb2.Money | None = ...,
+        affordable_quantity: _builtins.int = ...,
+        denial: Global___AuthorizationDenial.ValueType = ...,
+        denial_message: _builtins.str = ...,
+        available_balance: _money_pb2.Money | None = ...,
+        replayed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["added_amount", b"added_amount", "available_balance", b"available_balance", "hold", b"hold"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_amount", b"added_amount", "affordable_quantity", b"affordable_quantity", "available_balance", b"available_balance", "denial", b"denial", "denial_message", b"denial_message", "extended", b"extended", "hold", b"hold", "replayed", b"replayed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExtendHoldResponse: _TypeAlias = ExtendHoldResponse  # noqa: Y015
 
 @_typing.final
 class ReleaseHoldRequest(_message.Message):

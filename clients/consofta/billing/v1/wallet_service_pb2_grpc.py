@@ -56,10 +56,25 @@ class WalletServiceStub:
                 request_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.CreditWalletRequest.SerializeToString,
                 response_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.CreditWalletResponse.FromString,
                 _registered_method=True)
+        self.DebitWallet = channel.unary_unary(
+                '/consofta.billing.v1.WalletService/DebitWallet',
+                request_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.DebitWalletRequest.SerializeToString,
+                response_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.DebitWalletResponse.FromString,
+                _registered_method=True)
+        self.VoidUsageRecord = channel.unary_unary(
+                '/consofta.billing.v1.WalletService/VoidUsageRecord',
+                request_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.VoidUsageRecordRequest.SerializeToString,
+                response_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.VoidUsageRecordResponse.FromString,
+                _registered_method=True)
         self.AuthorizeUsage = channel.unary_unary(
                 '/consofta.billing.v1.WalletService/AuthorizeUsage',
                 request_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.AuthorizeUsageRequest.SerializeToString,
                 response_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.AuthorizeUsageResponse.FromString,
+                _registered_method=True)
+        self.ExtendHold = channel.unary_unary(
+                '/consofta.billing.v1.WalletService/ExtendHold',
+                request_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.ExtendHoldRequest.SerializeToString,
+                response_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.ExtendHoldResponse.FromString,
                 _registered_method=True)
         self.ReleaseHold = channel.unary_unary(
                 '/consofta.billing.v1.WalletService/ReleaseHold',
@@ -127,6 +142,28 @@ class WalletServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DebitWallet(self, request, context):
+        """Takes money from a wallet by hand, with a reason: the pair of CreditWallet, under the same rules
+        (more than zero, at most 100,000 USD, a reason, idempotent under (company_id, request_id)). Appends a
+        `manual_debit` ledger entry and emits a `manual_debit` wallet event in the same transaction. The
+        balance may go below zero. Authorization: the finance role once roles exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VoidUsageRecord(self, request, context):
+        """Reverses a usage record, in full or in part, with a reason and the actor: appends a `usage_void`
+        ledger entry (a credit) that names the record, leaving the original debit as it was, and emits a
+        `usage_voided` wallet event. A record is never voided for more than its amount, counting its earlier
+        voids: a void past it is FAILED_PRECONDITION (VOID_EXCEEDS_RECORD). An unknown record is NOT_FOUND
+        (USAGE_RECORD_NOT_FOUND). Idempotent under (company_id, request_id), like CreditWallet.
+        Authorization: the finance role once roles exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AuthorizeUsage(self, request, context):
         """Prices a usage about to happen and, when the available balance stays at or above the company's
         floor, reserves that amount in a hold that expires on its own. A denial is not an error: the
@@ -134,6 +171,28 @@ class WalletServiceServicer:
 
         Idempotent under (company_id, request_id) for holds that were created: the same request again
         returns the same hold with `replayed` set. Denials are not stored, so a retry decides again.
+
+        Every answer also says how much of the usage the wallet affords right now (`affordable_quantity`:
+        a call's whole seconds, an SMS's segments, an email count), from the balance, the open holds, the
+        credit limit and the rate in effect. With `allow_partial`, a usage the wallet cannot afford in full
+        is held for the affordable part: a telephony service sets the call's maximum duration from it.
+        A hold that takes the available balance below the minimum starts the recharge, as a debit does.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExtendHold(self, request, context):
+        """Extends an active hold (a call that goes on) by more of its usage, priced at the hold's rate, and
+        moves its expiry to `hold_duration` from now. The answer says how much of the extension the wallet
+        affords (`affordable_quantity`); with `allow_partial` the hold grows by that much. A denial is not
+        an error and changes nothing. An expired hold may be extended: it then reserves its whole amount
+        again, which the available balance must cover. A captured hold is FAILED_PRECONDITION
+        (HOLD_ALREADY_CAPTURED), a released one FAILED_PRECONDITION (HOLD_RELEASED), an unknown one
+        NOT_FOUND (HOLD_NOT_FOUND).
+
+        Idempotent under (company_id, request_id) for extensions that were made: the same request again
+        returns the first answer with `replayed` set; denials are not stored.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -198,10 +257,25 @@ def add_WalletServiceServicer_to_server(servicer, server):
                     request_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.CreditWalletRequest.FromString,
                     response_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.CreditWalletResponse.SerializeToString,
             ),
+            'DebitWallet': grpc.unary_unary_rpc_method_handler(
+                    servicer.DebitWallet,
+                    request_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.DebitWalletRequest.FromString,
+                    response_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.DebitWalletResponse.SerializeToString,
+            ),
+            'VoidUsageRecord': grpc.unary_unary_rpc_method_handler(
+                    servicer.VoidUsageRecord,
+                    request_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.VoidUsageRecordRequest.FromString,
+                    response_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.VoidUsageRecordResponse.SerializeToString,
+            ),
             'AuthorizeUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.AuthorizeUsage,
                     request_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.AuthorizeUsageRequest.FromString,
                     response_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.AuthorizeUsageResponse.SerializeToString,
+            ),
+            'ExtendHold': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExtendHold,
+                    request_deserializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.ExtendHoldRequest.FromString,
+                    response_serializer=consofta_dot_billing_dot_v1_dot_wallet__service__pb2.ExtendHoldResponse.SerializeToString,
             ),
             'ReleaseHold': grpc.unary_unary_rpc_method_handler(
                     servicer.ReleaseHold,
@@ -344,6 +418,60 @@ class WalletService:
             _registered_method=True)
 
     @staticmethod
+    def DebitWallet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/consofta.billing.v1.WalletService/DebitWallet',
+            consofta_dot_billing_dot_v1_dot_wallet__service__pb2.DebitWalletRequest.SerializeToString,
+            consofta_dot_billing_dot_v1_dot_wallet__service__pb2.DebitWalletResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VoidUsageRecord(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/consofta.billing.v1.WalletService/VoidUsageRecord',
+            consofta_dot_billing_dot_v1_dot_wallet__service__pb2.VoidUsageRecordRequest.SerializeToString,
+            consofta_dot_billing_dot_v1_dot_wallet__service__pb2.VoidUsageRecordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def AuthorizeUsage(request,
             target,
             options=(),
@@ -360,6 +488,33 @@ class WalletService:
             '/consofta.billing.v1.WalletService/AuthorizeUsage',
             consofta_dot_billing_dot_v1_dot_wallet__service__pb2.AuthorizeUsageRequest.SerializeToString,
             consofta_dot_billing_dot_v1_dot_wallet__service__pb2.AuthorizeUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExtendHold(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/consofta.billing.v1.WalletService/ExtendHold',
+            consofta_dot_billing_dot_v1_dot_wallet__service__pb2.ExtendHoldRequest.SerializeToString,
+            consofta_dot_billing_dot_v1_dot_wallet__service__pb2.ExtendHoldResponse.FromString,
             options,
             channel_credentials,
             insecure,

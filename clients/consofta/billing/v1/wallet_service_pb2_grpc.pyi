@@ -57,6 +57,20 @@ class WalletServiceStub:
     IDEMPOTENCY_KEY_REUSED. An amount that is not positive, above the per-credit limit, or not in USD is
     INVALID_ARGUMENT.
     """
+    DebitWallet: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.DebitWalletRequest, _wallet_service_pb2.DebitWalletResponse]
+    """Takes money from a wallet by hand, with a reason: the pair of CreditWallet, under the same rules
+    (more than zero, at most 100,000 USD, a reason, idempotent under (company_id, request_id)). Appends a
+    `manual_debit` ledger entry and emits a `manual_debit` wallet event in the same transaction. The
+    balance may go below zero. Authorization: the finance role once roles exist.
+    """
+    VoidUsageRecord: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.VoidUsageRecordRequest, _wallet_service_pb2.VoidUsageRecordResponse]
+    """Reverses a usage record, in full or in part, with a reason and the actor: appends a `usage_void`
+    ledger entry (a credit) that names the record, leaving the original debit as it was, and emits a
+    `usage_voided` wallet event. A record is never voided for more than its amount, counting its earlier
+    voids: a void past it is FAILED_PRECONDITION (VOID_EXCEEDS_RECORD). An unknown record is NOT_FOUND
+    (USAGE_RECORD_NOT_FOUND). Idempotent under (company_id, request_id), like CreditWallet.
+    Authorization: the finance role once roles exist.
+    """
     AuthorizeUsage: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.AuthorizeUsageRequest, _wallet_service_pb2.AuthorizeUsageResponse]
     """Prices a usage about to happen and, when the available balance stays at or above the company's
     floor, reserves that amount in a hold that expires on its own. A denial is not an error: the
@@ -64,6 +78,24 @@ class WalletServiceStub:
 
     Idempotent under (company_id, request_id) for holds that were created: the same request again
     returns the same hold with `replayed` set. Denials are not stored, so a retry decides again.
+
+    Every answer also says how much of the usage the wallet affords right now (`affordable_quantity`:
+    a call's whole seconds, an SMS's segments, an email count), from the balance, the open holds, the
+    credit limit and the rate in effect. With `allow_partial`, a usage the wallet cannot afford in full
+    is held for the affordable part: a telephony service sets the call's maximum duration from it.
+    A hold that takes the available balance below the minimum starts the recharge, as a debit does.
+    """
+    ExtendHold: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.ExtendHoldRequest, _wallet_service_pb2.ExtendHoldResponse]
+    """Extends an active hold (a call that goes on) by more of its usage, priced at the hold's rate, and
+    moves its expiry to `hold_duration` from now. The answer says how much of the extension the wallet
+    affords (`affordable_quantity`); with `allow_partial` the hold grows by that much. A denial is not
+    an error and changes nothing. An expired hold may be extended: it then reserves its whole amount
+    again, which the available balance must cover. A captured hold is FAILED_PRECONDITION
+    (HOLD_ALREADY_CAPTURED), a released one FAILED_PRECONDITION (HOLD_RELEASED), an unknown one
+    NOT_FOUND (HOLD_NOT_FOUND).
+
+    Idempotent under (company_id, request_id) for extensions that were made: the same request again
+    returns the first answer with `replayed` set; denials are not stored.
     """
     ReleaseHold: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.ReleaseHoldRequest, _wallet_service_pb2.ReleaseHoldResponse]
     """Releases an unused hold so it stops counting against the available balance. Releasing a released
@@ -113,6 +145,20 @@ class WalletServiceAsyncStub(WalletServiceStub):
     IDEMPOTENCY_KEY_REUSED. An amount that is not positive, above the per-credit limit, or not in USD is
     INVALID_ARGUMENT.
     """
+    DebitWallet: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.DebitWalletRequest, _wallet_service_pb2.DebitWalletResponse]  # type: ignore[assignment]
+    """Takes money from a wallet by hand, with a reason: the pair of CreditWallet, under the same rules
+    (more than zero, at most 100,000 USD, a reason, idempotent under (company_id, request_id)). Appends a
+    `manual_debit` ledger entry and emits a `manual_debit` wallet event in the same transaction. The
+    balance may go below zero. Authorization: the finance role once roles exist.
+    """
+    VoidUsageRecord: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.VoidUsageRecordRequest, _wallet_service_pb2.VoidUsageRecordResponse]  # type: ignore[assignment]
+    """Reverses a usage record, in full or in part, with a reason and the actor: appends a `usage_void`
+    ledger entry (a credit) that names the record, leaving the original debit as it was, and emits a
+    `usage_voided` wallet event. A record is never voided for more than its amount, counting its earlier
+    voids: a void past it is FAILED_PRECONDITION (VOID_EXCEEDS_RECORD). An unknown record is NOT_FOUND
+    (USAGE_RECORD_NOT_FOUND). Idempotent under (company_id, request_id), like CreditWallet.
+    Authorization: the finance role once roles exist.
+    """
     AuthorizeUsage: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.AuthorizeUsageRequest, _wallet_service_pb2.AuthorizeUsageResponse]  # type: ignore[assignment]
     """Prices a usage about to happen and, when the available balance stays at or above the company's
     floor, reserves that amount in a hold that expires on its own. A denial is not an error: the
@@ -120,6 +166,24 @@ class WalletServiceAsyncStub(WalletServiceStub):
 
     Idempotent under (company_id, request_id) for holds that were created: the same request again
     returns the same hold with `replayed` set. Denials are not stored, so a retry decides again.
+
+    Every answer also says how much of the usage the wallet affords right now (`affordable_quantity`:
+    a call's whole seconds, an SMS's segments, an email count), from the balance, the open holds, the
+    credit limit and the rate in effect. With `allow_partial`, a usage the wallet cannot afford in full
+    is held for the affordable part: a telephony service sets the call's maximum duration from it.
+    A hold that takes the available balance below the minimum starts the recharge, as a debit does.
+    """
+    ExtendHold: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.ExtendHoldRequest, _wallet_service_pb2.ExtendHoldResponse]  # type: ignore[assignment]
+    """Extends an active hold (a call that goes on) by more of its usage, priced at the hold's rate, and
+    moves its expiry to `hold_duration` from now. The answer says how much of the extension the wallet
+    affords (`affordable_quantity`); with `allow_partial` the hold grows by that much. A denial is not
+    an error and changes nothing. An expired hold may be extended: it then reserves its whole amount
+    again, which the available balance must cover. A captured hold is FAILED_PRECONDITION
+    (HOLD_ALREADY_CAPTURED), a released one FAILED_PRECONDITION (HOLD_RELEASED), an unknown one
+    NOT_FOUND (HOLD_NOT_FOUND).
+
+    Idempotent under (company_id, request_id) for extensions that were made: the same request again
+    returns the first answer with `replayed` set; denials are not stored.
     """
     ReleaseHold: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.ReleaseHoldRequest, _wallet_service_pb2.ReleaseHoldResponse]  # type: ignore[assignment]
     """Releases an unused hold so it stops counting against the available balance. Releasing a released
@@ -192,6 +256,32 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def DebitWallet(
+        self,
+        request: _wallet_service_pb2.DebitWalletRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.DebitWalletResponse, _abc.Awaitable[_wallet_service_pb2.DebitWalletResponse]]:
+        """Takes money from a wallet by hand, with a reason: the pair of CreditWallet, under the same rules
+        (more than zero, at most 100,000 USD, a reason, idempotent under (company_id, request_id)). Appends a
+        `manual_debit` ledger entry and emits a `manual_debit` wallet event in the same transaction. The
+        balance may go below zero. Authorization: the finance role once roles exist.
+        """
+
+    @_abc_1.abstractmethod
+    def VoidUsageRecord(
+        self,
+        request: _wallet_service_pb2.VoidUsageRecordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.VoidUsageRecordResponse, _abc.Awaitable[_wallet_service_pb2.VoidUsageRecordResponse]]:
+        """Reverses a usage record, in full or in part, with a reason and the actor: appends a `usage_void`
+        ledger entry (a credit) that names the record, leaving the original debit as it was, and emits a
+        `usage_voided` wallet event. A record is never voided for more than its amount, counting its earlier
+        voids: a void past it is FAILED_PRECONDITION (VOID_EXCEEDS_RECORD). An unknown record is NOT_FOUND
+        (USAGE_RECORD_NOT_FOUND). Idempotent under (company_id, request_id), like CreditWallet.
+        Authorization: the finance role once roles exist.
+        """
+
+    @_abc_1.abstractmethod
     def AuthorizeUsage(
         self,
         request: _wallet_service_pb2.AuthorizeUsageRequest,
@@ -203,6 +293,30 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Idempotent under (company_id, request_id) for holds that were created: the same request again
         returns the same hold with `replayed` set. Denials are not stored, so a retry decides again.
+
+        Every answer also says how much of the usage the wallet affords right now (`affordable_quantity`:
+        a call's whole seconds, an SMS's segments, an email count), from the balance, the open holds, the
+        credit limit and the rate in effect. With `allow_partial`, a usage the wallet cannot afford in full
+        is held for the affordable part: a telephony service sets the call's maximum duration from it.
+        A hold that takes the available balance below the minimum starts the recharge, as a debit does.
+        """
+
+    @_abc_1.abstractmethod
+    def ExtendHold(
+        self,
+        request: _wallet_service_pb2.ExtendHoldRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_service_pb2.ExtendHoldResponse, _abc.Awaitable[_wallet_service_pb2.ExtendHoldResponse]]:
+        """Extends an active hold (a call that goes on) by more of its usage, priced at the hold's rate, and
+        moves its expiry to `hold_duration` from now. The answer says how much of the extension the wallet
+        affords (`affordable_quantity`); with `allow_partial` the hold grows by that much. A denial is not
+        an error and changes nothing. An expired hold may be extended: it then reserves its whole amount
+        again, which the available balance must cover. A captured hold is FAILED_PRECONDITION
+        (HOLD_ALREADY_CAPTURED), a released one FAILED_PRECONDITION (HOLD_RELEASED), an unknown one
+        NOT_FOUND (HOLD_NOT_FOUND).
+
+        Idempotent under (company_id, request_id) for extensions that were made: the same request again
+        returns the first answer with `replayed` set; denials are not stored.
         """
 
     @_abc_1.abstractmethod
