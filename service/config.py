@@ -26,6 +26,10 @@ from service.security_config import (
 )
 
 __all__ = ["Config", "ConfigError", "SecurityConfig", "exposure_problem", "is_loopback", "load_config"]
+# A stream's buffer holds at least one page of the event reader (service/app/events.py reads 500 at a
+# time), so a stream that keeps up is never ended by a burst.
+MIN_STREAM_BUFFER_EVENTS = 500
+_DAY_S = 86400.0
 
 
 class ConfigError(ValueError):
@@ -89,6 +93,28 @@ class Config:
     recharge_lease_s: float = 60.0
     # Authentication, reflection, TLS and mTLS (service/security_config.py).
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    # The gRPC server's connection limits (service/api/server_options.py turns them into grpc options).
+    grpc_max_concurrent_streams: int = 512
+    grpc_keepalive_time_s: float = 60.0
+    grpc_keepalive_timeout_s: float = 20.0
+    grpc_min_ping_interval_s: float = 10.0
+    grpc_max_connection_idle_s: float = 900.0
+    grpc_max_connection_age_s: float = 1800.0
+    grpc_max_connection_age_grace_s: float = 300.0
+    grpc_max_receive_message_bytes: int = 4 * 1024 * 1024
+    # Open WatchWalletEvents streams one caller may hold in this process.
+    watch_streams_per_caller: int = 100
+    # Events queued for one stream before it is ended as too slow (it resumes from its cursor).
+    watch_stream_buffer_events: int = 2000
+    # Heavy reads running at once in this process, per method; past them, RESOURCE_EXHAUSTED.
+    max_concurrent_statements: int = 2
+    max_concurrent_exports: int = 2
+    max_concurrent_summaries: int = 2
+    # Waiting for a pool connection longer than this answers UNAVAILABLE.
+    db_acquire_timeout_s: float = 5.0
+    db_statement_timeout_s: float = 30.0
+    # The deadline of a unary call that comes without one.
+    default_deadline_s: float = 30.0
     # Server processes `serve` runs on the gRPC port (service/supervisor.py); 1 serves in this process.
     grpc_workers: int = 1
     # Group commit of RecordUsage (service/app/usage_batcher.py): the most usages in one transaction,
@@ -378,6 +404,13 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
                 raise ConfigError(f"{name}={port} is already used by {seen[port]}")
             seen[port] = name
     stripe_secret_key, stripe_webhook_secret = _stripe(env)
+    keepalive_time_s = _seconds(env, "BILLING_GRPC_KEEPALIVE_TIME_S", 60.0, 1.0, _DAY_S)
+    keepalive_timeout_s = _seconds(env, "BILLING_GRPC_KEEPALIVE_TIMEOUT_S", 20.0, 1.0, 3600.0)
+    if keepalive_timeout_s >= keepalive_time_s:
+        raise ConfigError(
+            "BILLING_GRPC_KEEPALIVE_TIMEOUT_S must be below BILLING_GRPC_KEEPALIVE_TIME_S "
+            f"({keepalive_timeout_s:g} >= {keepalive_time_s:g})"
+        )
     amount_min = _usd_nanos(env, "BILLING_RECHARGE_AMOUNT_MIN_USD", 5 * NANOS_PER_USD)
     amount_max = _usd_nanos(env, "BILLING_RECHARGE_AMOUNT_MAX_USD", 10_000 * NANOS_PER_USD)
     if amount_max < amount_min:
@@ -419,6 +452,28 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         recharge_amount_min_nanos=amount_min,
         recharge_amount_max_nanos=amount_max,
         security=security,
+        grpc_max_concurrent_streams=_int(env, "BILLING_GRPC_MAX_CONCURRENT_STREAMS", 512, 1, 100_000),
+        grpc_keepalive_time_s=keepalive_time_s,
+        grpc_keepalive_timeout_s=keepalive_timeout_s,
+        grpc_min_ping_interval_s=_seconds(env, "BILLING_GRPC_MIN_PING_INTERVAL_S", 10.0, 1.0, 3600.0),
+        grpc_max_connection_idle_s=_seconds(env, "BILLING_GRPC_MAX_CONNECTION_IDLE_S", 900.0, 1.0, _DAY_S),
+        grpc_max_connection_age_s=_seconds(env, "BILLING_GRPC_MAX_CONNECTION_AGE_S", 1800.0, 1.0, _DAY_S),
+        grpc_max_connection_age_grace_s=_seconds(
+            env, "BILLING_GRPC_MAX_CONNECTION_AGE_GRACE_S", 300.0, 0.0, _DAY_S
+        ),
+        grpc_max_receive_message_bytes=_int(
+            env, "BILLING_GRPC_MAX_RECEIVE_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024
+        ),
+        watch_streams_per_caller=_int(env, "BILLING_WATCH_STREAMS_PER_CALLER", 100, 1, 100_000),
+        watch_stream_buffer_events=_int(
+            env, "BILLING_WATCH_STREAM_BUFFER_EVENTS", 2000, MIN_STREAM_BUFFER_EVENTS, 1_000_000
+        ),
+        max_concurrent_statements=_int(env, "BILLING_MAX_CONCURRENT_STATEMENTS", 2, 1, 1000),
+        max_concurrent_exports=_int(env, "BILLING_MAX_CONCURRENT_EXPORTS", 2, 1, 1000),
+        max_concurrent_summaries=_int(env, "BILLING_MAX_CONCURRENT_SUMMARIES", 2, 1, 1000),
+        db_acquire_timeout_s=_seconds(env, "BILLING_DB_ACQUIRE_TIMEOUT_S", 5.0, 0.01, 300.0),
+        db_statement_timeout_s=_seconds(env, "BILLING_DB_STATEMENT_TIMEOUT_S", 30.0, 0.01, 3600.0),
+        default_deadline_s=_seconds(env, "BILLING_DEFAULT_DEADLINE_S", 30.0, 0.01, 3600.0),
         grpc_workers=grpc_workers(_get(env, "BILLING_GRPC_WORKERS")),
         usage_batch_max=_int(env, "BILLING_USAGE_BATCH_MAX", 1000, 1, 10_000),
         usage_queue_max=_int(env, "BILLING_USAGE_QUEUE_MAX", 20_000, 1000, 1_000_000),

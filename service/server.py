@@ -24,12 +24,14 @@ from service import tracing
 from service.api.access_interceptor import AccessInterceptor
 from service.api.auth import Authenticator
 from service.api.interceptors import EdgeInterceptor
+from service.api.limits import CallLimits
 from service.api.reflection import enable_reflection
+from service.api.server_options import server_options
 from service.api.settings_servicer import SettingsServicer
 from service.api.transport import CertificateFiles, bind, check_exposure
 from service.api.usage_servicer import UsageServicer
 from service.api.wallet_servicer import WalletServicer
-from service.app.events import EventNotifier
+from service.app.event_streams import EventNotifier
 from service.app.usage_batcher import UsageBatcher
 from service.config import Config, StartupError
 from service.db.budget import check_connection_budget
@@ -184,14 +186,18 @@ async def start_server(
         if check_budget:
             await check_connection_budget(database_url, config, processes=1)
         pool = await create_pool(
-            database_url, min_size=config.db_pool_min_size, max_size=config.db_pool_max_size
+            database_url,
+            min_size=config.db_pool_min_size,
+            max_size=config.db_pool_max_size,
+            acquire_timeout_s=config.db_acquire_timeout_s,
+            statement_timeout_s=config.db_statement_timeout_s,
         )
         undo.append(pool.close)
-        events = EventNotifier(database_url)
+        events = EventNotifier(database_url, pool, config.watch_stream_buffer_events)
         await events.start()
         undo.append(events.close)
 
-        edge = EdgeInterceptor()
+        edge = EdgeInterceptor(CallLimits(config), config.default_deadline_s)
         traced = tracing.active()
         # The tracing interceptor goes first, so that its span is current for the whole call, the edge's
         # canonical log line (which carries the trace id) included.
@@ -205,7 +211,10 @@ async def start_server(
         interceptors = [edge, access] if traced is None else [traced.server_interceptor, edge, access]
         # SO_REUSEPORT only among the workers of one `serve --workers N`: otherwise a second server on a
         # taken port must fail, not share it with the first.
-        server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", int(reuse_port))])
+        server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[*server_options(config), ("grpc.so_reuseport", int(reuse_port))],
+        )
         batcher = UsageBatcher(
             pool,
             max_batch=config.usage_batch_max,

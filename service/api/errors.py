@@ -10,22 +10,26 @@ INTERNAL with the request id to quote, never the exception's text.
 
 from __future__ import annotations
 
+import asyncpg
 import grpc
 import structlog
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from service.db import connectivity
+from service.db.pool import AcquireTimeout
 from service.domain.errors import (
     Aborted,
     AlreadyExists,
     ApprovalRequired,
     BillingError,
     DatabaseUnavailable,
+    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    PoolExhausted,
     ResourceExhausted,
     TransactionConflict,
     Unauthenticated,
@@ -47,6 +51,7 @@ _CODES: list[tuple[type[BillingError], grpc.StatusCode]] = [
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
     (ApprovalRequired, grpc.StatusCode.PERMISSION_DENIED),
 ]
 
@@ -97,6 +102,14 @@ def status_of(error: Exception, method: str, request_id: str) -> tuple[grpc.Stat
     """(code, message, serialized google.rpc.Status or None) for an RPC that raised `error`."""
     if isinstance(error, BillingError):
         return rich_status(error)
+    # A statement the database cancelled (statement_timeout) or a call past the server's default
+    # deadline: the work was rolled back, and a retry may succeed. Never INTERNAL.
+    if isinstance(error, AcquireTimeout):
+        return rich_status(PoolExhausted(str(error)))
+    if isinstance(error, asyncpg.QueryCanceledError):
+        return rich_status(DeadlineExceeded("the database cancelled the statement at its time limit"))
+    if isinstance(error, TimeoutError):
+        return rich_status(DeadlineExceeded("the call ran past its deadline"))
     if connectivity.is_unreachable(error):
         log.warning("database unavailable", method=method, error=f"{type(error).__name__}: {error}")
         return rich_status(DatabaseUnavailable())

@@ -1,11 +1,17 @@
 """The server interceptor: every RPC but health and reflection runs inside one `EdgeCall`.
 
 What an `EdgeCall` does (request id and log line, metrics, error mapping, the shutdown drain) lives in
-`service.api.edge_call` and the modules it names; here are only the two handler shapes gRPC has.
+`service.api.edge_call` and the modules it names; here are only the two handler shapes gRPC has. Inside
+the EdgeCall (so that a refusal gets its status, line and count) each call is admitted by the
+`CallLimits`, and a unary call that came without a deadline gets the server's default one. Streams get
+none: WatchWalletEvents is open-ended by design, and an export's statements are bounded by the
+database's statement timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -15,29 +21,57 @@ from grpc.aio import ServicerContext
 from service.api.decoding import Undecodable, tolerant
 from service.api.drain import Drain
 from service.api.edge_call import EdgeCall
+from service.api.limits import CallLimits
+
+
+class _Edge:
+    """What every wrapped handler shares: the drain, the limits and the default deadline (seconds)."""
+
+    def __init__(self, drain: Drain, limits: CallLimits | None, default_deadline_s: float | None) -> None:
+        self.drain = drain
+        self.limits = limits
+        self.default_deadline_s = default_deadline_s
+
+    def admit(
+        self, method: str, context: ServicerContext[Any, Any]
+    ) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext() if self.limits is None else self.limits.admit(method, context)
+
+    def deadline(self, context: ServicerContext[Any, Any]) -> asyncio.Timeout | None:
+        if self.default_deadline_s is None or context.time_remaining() is not None:
+            return None
+        # Past it the handler is cancelled (its statement too, so its transaction rolls back), and
+        # TimeoutError becomes DEADLINE_EXCEEDED in service.api.errors.
+        return asyncio.timeout(self.default_deadline_s)
 
 
 def _wrap_unary(
-    method: str, behavior: Callable[..., Awaitable[Any]], drain: Drain
+    method: str, behavior: Callable[..., Awaitable[Any]], edge: _Edge
 ) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: ServicerContext[Any, Any]) -> Any:
-        async with EdgeCall(method, context, request, drain):
+        async with EdgeCall(method, context, request, edge.drain):
             if isinstance(request, Undecodable):
                 raise request.error()
-            return await behavior(request, context)
+            with edge.admit(method, context):
+                deadline = edge.deadline(context)
+                if deadline is None:
+                    return await behavior(request, context)
+                async with deadline:
+                    return await behavior(request, context)
 
     return handler
 
 
 def _wrap_server_stream(
-    method: str, behavior: Callable[..., AsyncIterator[Any]], drain: Drain
+    method: str, behavior: Callable[..., AsyncIterator[Any]], edge: _Edge
 ) -> Callable[..., AsyncIterator[Any]]:
     async def handler(request: Any, context: ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        async with EdgeCall(method, context, request, drain):
+        async with EdgeCall(method, context, request, edge.drain):
             if isinstance(request, Undecodable):
                 raise request.error()
-            async for response in behavior(request, context):
-                yield response
+            with edge.admit(method, context):
+                async for response in behavior(request, context):
+                    yield response
 
     return handler
 
@@ -47,8 +81,10 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
     # as the cost of an RPC that does no work).
     _SKIP_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
-    def __init__(self) -> None:
+    def __init__(self, limits: CallLimits | None = None, default_deadline_s: float | None = None) -> None:
         self.drain = Drain()
+        self.limits = limits
+        self._edge = _Edge(self.drain, limits, default_deadline_s)
 
     async def intercept_service(
         self,
@@ -63,13 +99,13 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             return _infrastructure(handler)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary, self.drain),
+                _wrap_unary(method, handler.unary_unary, self._edge),
                 request_deserializer=tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_server_stream(method, handler.unary_stream, self.drain),  # type: ignore[arg-type]
+                _wrap_server_stream(method, handler.unary_stream, self._edge),  # type: ignore[arg-type]
                 request_deserializer=tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )

@@ -23,18 +23,14 @@ Two kinds of stream:
   Events held back (committed, but above the horizon because an older transaction is still running)
   are re-checked every HELD_BACK_RECHECK_S: the older transaction's end sends no notification.
 
-New events wake readers through Postgres LISTEN on channel `wallet_events` (emit_wallet_event NOTIFYs at
-commit); one listening connection per server fans out to every stream. There is no busy polling: a
-stream with nothing held back sleeps until a notification (or a slow safety re-check).
+This module reads; `service.app.event_streams` reads once per notification for every stream of the
+process and fans the events out.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,8 +38,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from service.db.listener import Listener
-from service.domain.errors import CompanyNotFound, FieldViolation, InvalidArgument, Unavailable
+from service.domain.errors import FieldViolation, InvalidArgument
 
 log = structlog.get_logger(__name__)
 
@@ -75,8 +70,12 @@ _HORIZON_SQL = f"""
     select snap.xmin::text as xmin,
            (select txid::text from wallet_events
              where txid > $1::text::xid8 and txid < snap.xmin
-             order by txid offset {BATCH_EVENTS} limit 1) as cap
+             order by txid offset {BATCH_EVENTS} limit 1) as cap,
+           exists (select 1 from wallet_events where txid >= $1::text::xid8) as any_at_or_above
       from snap
+"""
+_BETWEEN_SQL = """
+    select exists (select 1 from wallet_events where txid >= $1::text::xid8 and txid < $2::text::xid8)
 """
 # The lowest txid in [lo, hi) of an event whose predecessor in its company lies at or above hi.
 _ORDER_BREAK_SQL = """
@@ -85,7 +84,6 @@ _ORDER_BREAK_SQL = """
       join wallet_events a on a.company_id = b.company_id and a.sequence = b.sequence - 1
      where b.txid >= $1::text::xid8 and b.txid < $2::text::xid8 and a.txid >= $2::text::xid8
 """
-_HELD_BACK_SQL = "select exists (select 1 from wallet_events where txid >= $1::text::xid8)"
 
 
 @dataclass(frozen=True)
@@ -164,59 +162,14 @@ def parse_cursor(raw: str, company_id: str | None) -> CompanyCursor | AllCursor:
     return parsed
 
 
-# --- the shared LISTEN connection -----------------------------------------------------------------------
+class QueryCount:
+    """How many statements the readers sent: the cost of the event streams, which tests measure."""
+
+    def __init__(self) -> None:
+        self.queries = 0
 
 
-class Subscription:
-    def __init__(self, company_id: str | None) -> None:
-        self.company_id = company_id
-        self.woken = asyncio.Event()
-
-
-class EventNotifier:
-    """One LISTEN connection per server; wakes the streams whose company (or all) got a new event.
-
-    After the connection comes back from a drop, every stream is woken to re-read: notifications
-    sent while it was down are gone, but the events are in the table.
-    """
-
-    def __init__(self, database_url: str) -> None:
-        self._subs: set[Subscription] = set()
-        self._listener = Listener(
-            database_url,
-            (CHANNEL,),
-            self._on_notify,
-            self._wake_all,
-            application_name="consofta-billing-listen",
-        )
-        self.closed = False
-
-    async def start(self) -> None:
-        await self._listener.start()
-
-    def _on_notify(self, _channel: str, payload: str) -> None:
-        company_id = payload.rsplit(":", 1)[0]
-        for sub in self._subs:
-            if sub.company_id is None or sub.company_id == company_id:
-                sub.woken.set()
-
-    def _wake_all(self) -> None:
-        for sub in self._subs:
-            sub.woken.set()
-
-    @contextlib.contextmanager
-    def subscribe(self, company_id: str | None) -> Any:
-        sub = Subscription(company_id)
-        self._subs.add(sub)
-        try:
-            yield sub
-        finally:
-            self._subs.discard(sub)
-
-    async def close(self) -> None:
-        self.closed = True
-        self._wake_all()
-        await self._listener.close()
+_UNCOUNTED = QueryCount()
 
 
 # --- reading ------------------------------------------------------------------------------------------
@@ -234,13 +187,18 @@ def _event(row: asyncpg.Record, cursor: str) -> WalletEvent:
     )
 
 
-async def read_company_events(pool: asyncpg.Pool, cursor: CompanyCursor) -> list[WalletEvent]:
+async def read_company_events(
+    pool: asyncpg.Pool, cursor: CompanyCursor, count: QueryCount = _UNCOUNTED
+) -> list[WalletEvent]:
+    count.queries += 1
     rows = await pool.fetch(_COMPANY_SQL, cursor.company_id, cursor.sequence)
     return [_event(r, CompanyCursor(cursor.company_id, r["sequence"]).encode()) for r in rows]
 
 
-async def _horizon(conn: Any, lo: int) -> int:
-    """The end of the next final batch starting at lo (== lo when nothing is final yet)."""
+async def _horizon(conn: Any, lo: int, count: QueryCount) -> tuple[int, bool]:
+    """(the end of the next final batch starting at lo (== lo when nothing is final yet), whether any
+    event has txid >= lo)."""
+    count.queries += 1
     row = await conn.fetchrow(_HORIZON_SQL, str(lo))
     assert row is not None
     hi = int(row["xmin"])
@@ -248,59 +206,63 @@ async def _horizon(conn: Any, lo: int) -> int:
         hi = min(hi, int(row["cap"]))
     hi = max(hi, lo)
     while hi > lo:
+        count.queries += 1
         broken = await conn.fetchval(_ORDER_BREAK_SQL, str(lo), str(hi))
         if broken is None:
             break
         hi = max(lo, int(broken))
-    return hi
+    return hi, bool(row["any_at_or_above"])
 
 
-async def read_all_events(pool: asyncpg.Pool, cursor: AllCursor) -> tuple[list[WalletEvent], AllCursor, bool]:
+async def read_all_events(
+    pool: asyncpg.Pool, cursor: AllCursor, count: QueryCount = _UNCOUNTED
+) -> tuple[list[WalletEvent], AllCursor, bool]:
     """(events after cursor, the cursor to continue from, whether committed events are held back)."""
     async with pool.acquire() as conn:
         while True:
             if cursor.hi is None:
-                hi = await _horizon(conn, cursor.lo)
+                hi, held_back = await _horizon(conn, cursor.lo, count)
                 if hi == cursor.lo:
-                    held_back = bool(await conn.fetchval(_HELD_BACK_SQL, str(cursor.lo)))
                     return [], cursor, held_back
                 cursor = AllCursor(cursor.lo, hi, 0)
             assert cursor.hi is not None
+            count.queries += 1
             rows = await conn.fetch(_BATCH_SQL, str(cursor.lo), str(cursor.hi), cursor.event_id)
             if rows:
                 lo, hi = cursor.lo, cursor.hi
                 events = [_event(r, AllCursor(lo, hi, r["event_id"]).encode()) for r in rows]
-                return events, AllCursor(lo, hi, rows[-1]["event_id"]), False
+                # A short page ends the batch: continue from the next one without reading this one again.
+                after = (
+                    AllCursor(lo, hi, rows[-1]["event_id"])
+                    if len(rows) == PAGE_SIZE
+                    else AllCursor(hi, None, 0)
+                )
+                return events, after, False
             # The batch is exhausted: the next one starts where it ended.
             cursor = AllCursor(cursor.hi, None, 0)
 
 
-async def watch_events(
-    pool: asyncpg.Pool, notifier: EventNotifier, company_id: str | None, raw_cursor: str
-) -> AsyncIterator[WalletEvent]:
-    """Every event after the cursor, then new ones as they commit, until the caller stops iterating."""
-    cursor = parse_cursor(raw_cursor, company_id)
-    if company_id is not None:
-        exists = await pool.fetchval("select 1 from wallets where company_id = $1", company_id)
-        if exists is None:
-            raise CompanyNotFound(company_id)
-    with notifier.subscribe(company_id) as sub:
-        while True:
-            if notifier.closed:
-                raise Unavailable("the server is shutting down; reconnect with the cursor of the last event")
-            # Cleared before reading: a notification that arrives during the read wakes the next wait.
-            sub.woken.clear()
-            held_back = False
-            if isinstance(cursor, CompanyCursor):
-                events = await read_company_events(pool, cursor)
-                if events:
-                    cursor = CompanyCursor(cursor.company_id, events[-1].sequence)
-            else:
-                events, cursor, held_back = await read_all_events(pool, cursor)
-            for event in events:
-                yield event
-            if events:
-                continue
-            timeout = HELD_BACK_RECHECK_S if held_back else SAFETY_RECHECK_S
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sub.woken.wait(), timeout)
+async def read_batch(
+    pool: asyncpg.Pool, cursor: AllCursor, last_event_id: int | None, count: QueryCount = _UNCOUNTED
+) -> tuple[list[WalletEvent], AllCursor]:
+    """The next events of the batch `cursor` is in, up to `last_event_id` if given; the batch is known final.
+
+    For a stream joining the shared reader: it fills the gap between its own position and the reader's
+    with the reader's own batch boundaries, so its cursors stay valid for any reader.
+    """
+    assert cursor.hi is not None
+    count.queries += 1
+    rows = await pool.fetch(_BATCH_SQL, str(cursor.lo), str(cursor.hi), cursor.event_id)
+    if last_event_id is not None:
+        rows = [r for r in rows if r["event_id"] <= last_event_id]
+    if not rows:
+        return [], cursor
+    lo, hi = cursor.lo, cursor.hi
+    events = [_event(r, AllCursor(lo, hi, r["event_id"]).encode()) for r in rows]
+    return events, AllCursor(lo, hi, rows[-1]["event_id"])
+
+
+async def events_between(pool: asyncpg.Pool, lo: int, hi: int, count: QueryCount = _UNCOUNTED) -> bool:
+    """Whether any event has lo <= txid < hi."""
+    count.queries += 1
+    return bool(await pool.fetchval(_BETWEEN_SQL, str(lo), str(hi)))

@@ -33,6 +33,10 @@ async def ensure_database(admin_url: str, database: str) -> None:
         await conn.close()
 
 
+class AcquireTimeout(Exception):
+    """No connection came free within the pool's acquire timeout (the edge answers UNAVAILABLE)."""
+
+
 class _CountedAcquire:
     """`pool.acquire()` as asyncpg returns it, counting the callers still waiting for a connection."""
 
@@ -44,6 +48,10 @@ class _CountedAcquire:
         self._pool.waiting += 1
         try:
             return await self._inner.__aenter__()
+        except TimeoutError:
+            raise AcquireTimeout(
+                f"no database connection came free within {self._pool.acquire_timeout_s:g} s"
+            ) from None
         finally:
             self._pool.waiting -= 1
 
@@ -72,13 +80,24 @@ class CountingPool(asyncpg.Pool):
     """An asyncpg pool that knows how many callers wait for a connection (asyncpg does not say)."""
 
     waiting = 0
+    # A caller waits at most this long for a connection; None waits forever.
+    acquire_timeout_s: float | None = None
 
     def acquire(self, *, timeout: float | None = None) -> Any:
-        # Every pool method (fetch, execute...) goes through acquire(), so all waiters are counted.
-        return _CountedAcquire(self, super().acquire(timeout=timeout))
+        # Every pool method (fetch, execute...) goes through acquire(), so all waiters are counted and
+        # bounded.
+        bound = self.acquire_timeout_s if timeout is None else timeout
+        return _CountedAcquire(self, super().acquire(timeout=bound))
 
 
-async def create_pool(url: str, *, min_size: int, max_size: int) -> CountingPool:
+async def create_pool(
+    url: str,
+    *,
+    min_size: int,
+    max_size: int,
+    acquire_timeout_s: float | None = None,
+    statement_timeout_s: float = 30.0,
+) -> CountingPool:
     # asyncpg.create_pool() is `Pool(dsn, **defaults)` awaited; the same, with our subclass.
     pool = CountingPool(
         url,
@@ -90,7 +109,11 @@ async def create_pool(url: str, *, min_size: int, max_size: int) -> CountingPool
         connection_class=asyncpg.Connection,
         record_class=asyncpg.Record,
         # Statements run under a bounded time, so a stuck lock shows up as an error, not a hang.
-        server_settings={"application_name": "consofta-billing", "statement_timeout": "30s"},
+        server_settings={
+            "application_name": "consofta-billing",
+            "statement_timeout": f"{max(1, round(statement_timeout_s * 1000))}ms",
+        },
     )
+    pool.acquire_timeout_s = acquire_timeout_s
     await pool
     return pool

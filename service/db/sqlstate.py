@@ -16,6 +16,9 @@ HOLD_NOT_FOUND = "BLH04"
 HOLD_ALREADY_CAPTURED = "BLH09"
 # The hold was released: usage cannot capture it (record_usage with p_hold_id).
 HOLD_RELEASED = "BLH10"
+# A usage debit would land before the latest running total of its rate key (usage_debit_totals_apply):
+# ledger time went backwards, which the ledger's own trigger prevents; refused rather than miscounted.
+USAGE_TOTALS_OUT_OF_ORDER = "BLT01"
 # The usage record does not exist for this company (void_usage_record).
 USAGE_RECORD_NOT_FOUND = "BLV04"
 # A void would take a usage record's voids past its amount, or is not positive (void_usage_record).

@@ -101,6 +101,12 @@ class Unavailable(BillingError):
     reason = "UNAVAILABLE"
 
 
+class PoolExhausted(Unavailable):
+    """No database connection came free in time: the service is overloaded; retry with backoff."""
+
+    reason = "DATABASE_POOL_EXHAUSTED"
+
+
 class DatabaseUnavailable(Unavailable):
     """The database could not be reached, or the connection went away during the call. Whether a
     mutation was applied is unknown to the caller: retrying with the same key is safe."""
@@ -124,6 +130,32 @@ class ResourceExhausted(BillingError):
     """The service is at a bound it keeps on purpose (a full queue); retry later with the same key."""
 
     reason = "RESOURCE_EXHAUSTED"
+
+
+class TooManyStreams(ResourceExhausted):
+    reason = "TOO_MANY_STREAMS"
+
+
+class TooManyConcurrentCalls(ResourceExhausted):
+    reason = "TOO_MANY_CONCURRENT_CALLS"
+
+
+class StreamFellBehind(Aborted):
+    """The caller read an event stream more slowly than events arrived; it resumes from `cursor`."""
+
+    reason = "EVENT_STREAM_FELL_BEHIND"
+
+    def __init__(self, cursor: str) -> None:
+        super().__init__(
+            "the stream fell behind and was ended; reconnect with the cursor of the last event processed",
+            metadata={"cursor": cursor},
+        )
+
+
+class DeadlineExceeded(BillingError):
+    """The call's deadline (or the database's statement timeout) passed; nothing was committed."""
+
+    reason = "DEADLINE_EXCEEDED"
 
 
 class UsageQueueFull(ResourceExhausted):

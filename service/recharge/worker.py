@@ -27,7 +27,10 @@ async def run_worker(config: Config) -> None:
     try:
         await apply_migrations(database_url)
         pool = await create_pool(
-            database_url, min_size=config.db_pool_min_size, max_size=config.db_pool_max_size
+            database_url,
+            min_size=config.db_pool_min_size,
+            max_size=config.db_pool_max_size,
+            statement_timeout_s=config.db_statement_timeout_s,
         )
         provider = make_provider(config)
         loop = RechargeLoop(pool, provider, database_url, LoopSettings.from_config(config))

@@ -32,6 +32,7 @@ APPLY_ORDER: tuple[str, ...] = (
     "usage_rollup_bucket.sql",
     "usage_rollups_apply.sql",
     "usage_rollups_apply_delete.sql",
+    "usage_debit_totals_apply.sql",
 )
 
 # The committed schema dump lives in this folder too, but is never applied.

@@ -300,6 +300,19 @@ create table stripe_webhook_reviews (
     constraint stripe_webhook_reviews_reasons_check CHECK ((cardinality(reasons) > 0))
 );
 
+create table usage_debit_totals (
+    company_id text not null,
+    rate_key text not null,
+    bucket_start timestamp with time zone not null,
+    record_count bigint not null,
+    quantity bigint not null,
+    billable_units bigint not null,
+    ledger_amount_nanos bigint not null,
+    constraint usage_debit_totals_company_id_fkey FOREIGN KEY (company_id) REFERENCES wallets(company_id),
+    constraint usage_debit_totals_pkey PRIMARY KEY (company_id, rate_key, bucket_start)
+);
+comment on table usage_debit_totals is 'Running totals of usage debits per company and rate key, at the end of each 15-minute UTC bucket of ledger time; maintained by triggers.';
+
 create table usage_records (
     usage_record_id uuid not null,
     company_id text not null,
@@ -424,6 +437,7 @@ create table wallets (
 CREATE INDEX holds_active ON public.holds USING btree (company_id, expires_at) INCLUDE (amount_nanos) WHERE (state = 'active'::text);
 CREATE UNIQUE INDEX holds_company_hold ON public.holds USING btree (company_id, hold_id);
 CREATE INDEX ledger_entries_by_time ON public.ledger_entries USING btree (company_id, created_at, sequence);
+CREATE INDEX ledger_entries_not_usage ON public.ledger_entries USING btree (company_id, sequence) WHERE (entry_type <> 'usage_debit'::text);
 CREATE UNIQUE INDEX ledger_entries_one_credit_per_attempt ON public.ledger_entries USING btree (company_id, recharge_attempt_id) WHERE (recharge_attempt_id IS NOT NULL);
 CREATE UNIQUE INDEX ledger_entries_one_credit_per_payment_intent ON public.ledger_entries USING btree (company_id, reference) WHERE (entry_type = ANY (ARRAY['recharge_credit'::text, 'preload_credit'::text]));
 CREATE INDEX recharge_attempts_by_attempt_id ON public.recharge_attempts USING btree (attempt_id);
@@ -477,6 +491,8 @@ CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, ev
 --     append_only.sql, body md5 73b183062f5452967ef36668a2036a60
 -- release_hold(p_company_id text, p_hold_id uuid) returns holds language plpgsql
 --     release_hold.sql, body md5 d86d3cf620d011e639a3b7bac7c9488f
+-- usage_debit_totals_apply() returns trigger language plpgsql
+--     usage_debit_totals_apply.sql, body md5 f04343e4b69d569daeaab7433065263b
 -- usage_rollup_bucket(p_at timestamp with time zone) returns timestamp with time zone language sql
 --     usage_rollup_bucket.sql, body md5 8c049c7027427a63d4bcfb67c55baac1
 -- usage_rollups_apply() returns trigger language plpgsql
@@ -497,6 +513,9 @@ CREATE TRIGGER payment_cards_note_change AFTER INSERT OR DELETE ON public.paymen
 CREATE TRIGGER rate_card_rates_immutable BEFORE DELETE OR UPDATE ON public.rate_card_rates FOR EACH ROW EXECUTE FUNCTION reject_ledger_mutation();
 CREATE TRIGGER rate_cards_immutable BEFORE DELETE OR UPDATE ON public.rate_cards FOR EACH ROW EXECUTE FUNCTION reject_ledger_mutation();
 CREATE TRIGGER settings_changes_append_only BEFORE DELETE OR UPDATE ON public.settings_changes FOR EACH ROW EXECUTE FUNCTION reject_ledger_mutation();
+CREATE TRIGGER usage_debit_totals_on_delete AFTER DELETE ON public.usage_records REFERENCING OLD TABLE AS old_records FOR EACH STATEMENT EXECUTE FUNCTION usage_debit_totals_apply();
+CREATE TRIGGER usage_debit_totals_on_insert AFTER INSERT ON public.usage_records REFERENCING NEW TABLE AS new_records FOR EACH STATEMENT EXECUTE FUNCTION usage_debit_totals_apply();
+CREATE TRIGGER usage_debit_totals_on_update AFTER UPDATE ON public.usage_records REFERENCING OLD TABLE AS old_records NEW TABLE AS new_records FOR EACH STATEMENT EXECUTE FUNCTION usage_debit_totals_apply();
 CREATE TRIGGER usage_rollups_on_delete AFTER DELETE ON public.usage_records REFERENCING OLD TABLE AS old_records FOR EACH STATEMENT EXECUTE FUNCTION usage_rollups_apply_delete();
 CREATE TRIGGER usage_rollups_on_insert AFTER INSERT ON public.usage_records REFERENCING NEW TABLE AS new_records FOR EACH STATEMENT EXECUTE FUNCTION usage_rollups_apply();
 CREATE TRIGGER usage_rollups_on_update AFTER UPDATE ON public.usage_records REFERENCING OLD TABLE AS old_records NEW TABLE AS new_records FOR EACH STATEMENT EXECUTE FUNCTION usage_rollups_apply();

@@ -162,6 +162,73 @@ def test_messages_about_stripe_secrets_do_not_repeat_them() -> None:
     assert KEY not in message
 
 
+def test_limits_have_safe_defaults() -> None:
+    config = load_config({})
+    assert config.watch_streams_per_caller == 100
+    assert config.grpc_max_concurrent_streams == 512
+    assert (config.grpc_keepalive_time_s, config.grpc_keepalive_timeout_s) == (60.0, 20.0)
+    assert config.grpc_max_connection_age_s == 1800.0
+    assert config.grpc_max_receive_message_bytes == 4 * 1024 * 1024
+    assert (config.max_concurrent_statements, config.max_concurrent_exports) == (2, 2)
+    assert config.max_concurrent_summaries == 2
+    # Heavy reads together leave most of the pool to RecordUsage.
+    heavy = config.max_concurrent_statements + config.max_concurrent_exports + config.max_concurrent_summaries
+    assert heavy < config.db_pool_max_size
+    assert (config.db_acquire_timeout_s, config.db_statement_timeout_s, config.default_deadline_s) == (
+        5,
+        30,
+        30,
+    )
+    assert config.watch_stream_buffer_events == 2000
+
+
+def test_limits_are_read_from_their_variables() -> None:
+    config = load_config(
+        {
+            "BILLING_WATCH_STREAMS_PER_CALLER": "7",
+            "BILLING_WATCH_STREAM_BUFFER_EVENTS": "600",
+            "BILLING_MAX_CONCURRENT_STATEMENTS": "3",
+            "BILLING_MAX_CONCURRENT_EXPORTS": "1",
+            "BILLING_MAX_CONCURRENT_SUMMARIES": "4",
+            "BILLING_DB_ACQUIRE_TIMEOUT_S": "0.5",
+            "BILLING_DB_STATEMENT_TIMEOUT_S": "12",
+            "BILLING_DEFAULT_DEADLINE_S": "8",
+        }
+    )
+    assert (config.watch_streams_per_caller, config.watch_stream_buffer_events) == (7, 600)
+    assert (config.max_concurrent_statements, config.max_concurrent_exports) == (3, 1)
+    assert config.max_concurrent_summaries == 4
+    assert (config.db_acquire_timeout_s, config.db_statement_timeout_s, config.default_deadline_s) == (
+        0.5,
+        12,
+        8,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "says"),
+    [
+        ({"BILLING_WATCH_STREAMS_PER_CALLER": "0"}, "BILLING_WATCH_STREAMS_PER_CALLER", "out of range"),
+        ({"BILLING_WATCH_STREAM_BUFFER_EVENTS": "10"}, "BILLING_WATCH_STREAM_BUFFER_EVENTS", "out of range"),
+        (
+            {"BILLING_GRPC_MAX_CONCURRENT_STREAMS": "many"},
+            "BILLING_GRPC_MAX_CONCURRENT_STREAMS",
+            "whole number",
+        ),
+        ({"BILLING_DB_ACQUIRE_TIMEOUT_S": "nan"}, "BILLING_DB_ACQUIRE_TIMEOUT_S", "out of range"),
+        ({"BILLING_DEFAULT_DEADLINE_S": "0"}, "BILLING_DEFAULT_DEADLINE_S", "out of range"),
+        (
+            {"BILLING_GRPC_KEEPALIVE_TIME_S": "10", "BILLING_GRPC_KEEPALIVE_TIMEOUT_S": "10"},
+            "BILLING_GRPC_KEEPALIVE_TIMEOUT_S",
+            "below",
+        ),
+    ],
+)
+def test_a_bad_limit_names_the_variable(env: dict[str, str], variable: str, says: str) -> None:
+    message = _error(env)
+    assert variable in message and says in message
+
+
 def test_metrics_and_webhooks_listen_on_loopback_unless_told_otherwise() -> None:
     # Not on the gRPC host: opening gRPC to the network must not open the metrics and webhooks with it.
     config = load_config({"BILLING_GRPC_HOST": "0.0.0.0", "BILLING_AUTH": "required"})

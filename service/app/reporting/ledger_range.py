@@ -1,8 +1,9 @@
 """Time ranges of a wallet's ledger as ranges of its sequence.
 
-Migration 0006 keeps created_at non-decreasing along each wallet's sequence, so "the entries posted
-before instant t" is a prefix of the sequence. Its last entry is found with one probe of the
-(company_id, created_at, sequence) index, and its balance_after_nanos is the balance at t. Statements and
+A trigger (ledger_entries_monotonic_time.sql) keeps created_at non-decreasing along each wallet's
+sequence, so "the entries posted before instant t" is a prefix of the sequence. Its last entry is found
+with one probe of the (company_id, created_at, sequence) index, and its balance_after_nanos is the
+balance at t. Statements and
 exports take the entries of [t1, t2) as the sequence range (boundary(t1), boundary(t2)]: the opening
 balance plus those entries' amounts is the closing balance (the ledger chain guarantees it), and the
 closing boundary of one month is the opening boundary of the next.

@@ -1,4 +1,4 @@
-"""GetUsageSummary: per-period, per-category sums read from the 15-minute rollup (migration 0006).
+"""GetUsageSummary: per-period, per-category sums read from the 15-minute rollup (usage_rollups).
 
 A rollup bucket that lies wholly inside one period is summed as is. A bucket that a boundary cuts (the
 range start or end at an odd minute, or a local midnight off the quarter-hour grid, which no zone in use
