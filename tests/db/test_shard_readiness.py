@@ -34,7 +34,7 @@ GLOBAL_READERS = {
     "service.app.events._BATCH_SQL": "all-companies event stream: one txid window, every shard",
     "service.app.events._HORIZON_SQL": "all-companies event stream: the lowest txid still open",
     "service.app.events._ORDER_BREAK_SQL": "all-companies event stream: ordering check inside a window",
-    "service.app.events._HELD_BACK_SQL": "all-companies event stream: events held back by an open txid",
+    "service.app.events._BETWEEN_SQL": "all-companies event stream: whether a txid range holds events",
     # The recharge sweep and claim: which wallets need a recharge, which attempts are due. On Citus they
     # run per shard (run_command_on_shards, or one loop per worker node against its local shards), since
     # FOR UPDATE SKIP LOCKED is only allowed on a query routed to one shard.
@@ -53,6 +53,12 @@ GLOBAL_READERS = {
 }
 # Statements assembled at run time (f-strings), so not checked here; each says where its filter is.
 RUNTIME_BUILT = {
+    # API keys: a global table (shard_rules.GLOBAL_TABLES), a reference table on Citus; a key is looked
+    # up by its hash before any company is known. Their column list is shared text.
+    "service.app.api_keys.create_key()",
+    "service.app.api_keys.find_key()",
+    "service.app.api_keys.list_keys()",
+    "service.app.api_keys.revoke_key()",
     # Its where-list starts with "company_id = $1" and only adds conditions to it.
     "service.app.reporting.usage_records.list_usage_records()",
     # The webhook's look-up of the attempt an event names, by attempt id (metadata) or PaymentIntent
