@@ -45,7 +45,13 @@ from service.app.record_usage import (
     sql_arguments,
 )
 from service.db.connectivity import is_unreachable
-from service.domain.errors import BillingError, DatabaseUnavailable, UsageNotRecorded, UsageQueueFull
+from service.domain.errors import (
+    BillingError,
+    DatabaseUnavailable,
+    DeadlineExceeded,
+    UsageNotRecorded,
+    UsageQueueFull,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -304,7 +310,12 @@ class UsageBatcher:
 
 def _not_applied(exc: BaseException) -> BillingError:
     """What a caller hears when the retries ran out: the same DATABASE_UNAVAILABLE as every other RPC
-    when the database cannot be reached, else that this usage was not recorded."""
+    when the database cannot be reached, DEADLINE_EXCEEDED when it cancelled the statement at its time
+    limit, else that this usage was not recorded."""
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return DeadlineExceeded(
+            "the database cancelled the statement at its time limit; nothing was recorded"
+        )
     if is_unreachable(exc):
         return DatabaseUnavailable()
     return UsageNotRecorded(
