@@ -207,7 +207,13 @@ async def wallet_credit(config: Config, args: argparse.Namespace) -> int:
         pool = await create_pool(url, min_size=1, max_size=1)
         try:
             credit = await credit_wallet(
-                pool, args.company_id, args.amount_nanos, args.reason, request_id, actor=actor
+                pool,
+                args.company_id,
+                args.amount_nanos,
+                args.reason,
+                request_id,
+                actor=actor,
+                principal_id=f"cli:{getpass.getuser()}",
             )
         finally:
             await pool.close()

@@ -245,6 +245,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     credit.add_argument("--actor", help="who credits (default: cli:<your user name>)")
 
+    from service.key_commands import add_keys_commands
+
+    add_keys_commands(sub, _company_id)
+
     recharges = sub.add_parser("recharges", help="card recharges", description="Inspect card recharges.")
     recharges_sub = recharges.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = command(

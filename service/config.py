@@ -16,6 +16,16 @@ from urllib.parse import urlsplit
 
 from service.domain.money import NANOS_PER_CENT, NANOS_PER_USD
 
+# The security settings are part of the configuration: other layers import them from here.
+from service.security_config import (
+    SecurityConfig,
+    SecurityConfigError,
+    exposure_problem,
+    is_loopback,
+    security_from_env,
+)
+
+__all__ = ["Config", "ConfigError", "SecurityConfig", "exposure_problem", "is_loopback", "load_config"]
 # A stream's buffer holds at least one page of the event reader (service/app/events.py reads 500 at a
 # time), so a stream that keeps up is never ended by a burst.
 MIN_STREAM_BUFFER_EVENTS = 500
@@ -81,6 +91,8 @@ class Config:
     recharge_unknown_retry_backoff_s: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0)
     # How long a process owns an attempt it claimed; provider calls are cut off well inside it.
     recharge_lease_s: float = 60.0
+    # Authentication, reflection, TLS and mTLS (service/security_config.py).
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     # The gRPC server's connection limits (service/api/server_options.py turns them into grpc options).
     grpc_max_concurrent_streams: int = 512
     grpc_keepalive_time_s: float = 60.0
@@ -406,12 +418,17 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             "BILLING_RECHARGE_AMOUNT_MAX_USD is below BILLING_RECHARGE_AMOUNT_MIN_USD "
             f"({_dollars(amount_max)} < {_dollars(amount_min)})"
         )
+    grpc_host = _get(env, "BILLING_GRPC_HOST") or "127.0.0.1"
+    try:
+        security = security_from_env(lambda name: _get(env, name), grpc_host)
+    except SecurityConfigError as error:
+        raise ConfigError(str(error)) from None
     database_url = _database_url(env)
     payment_provider = _payment_provider(env, database_url, stripe_secret_key)
     return Config(
         database_url=database_url,
         pgdata=Path(_get(env, "BILLING_PGDATA") or ".pgdata"),
-        grpc_host=_get(env, "BILLING_GRPC_HOST") or "127.0.0.1",
+        grpc_host=grpc_host,
         grpc_port=grpc_port,
         db_pool_min_size=pool_min,
         db_pool_max_size=pool_max,
@@ -434,6 +451,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         recharge_lease_s=_seconds(env, "BILLING_RECHARGE_LEASE_S", 60.0, 1.0, 86400.0),
         recharge_amount_min_nanos=amount_min,
         recharge_amount_max_nanos=amount_max,
+        security=security,
         grpc_max_concurrent_streams=_int(env, "BILLING_GRPC_MAX_CONCURRENT_STREAMS", 512, 1, 100_000),
         grpc_keepalive_time_s=keepalive_time_s,
         grpc_keepalive_timeout_s=keepalive_timeout_s,

@@ -56,6 +56,8 @@ _SECRET_PATTERNS = (
     (re.compile(r"\b([sr]k_(?:live|test)_)[A-Za-z0-9]+"), r"\1" + REDACTED),
     # Webhook signing secrets.
     (re.compile(r"\bwhsec_[A-Za-z0-9]+"), "whsec_" + REDACTED),
+    # Our own API keys (service/app/api_keys.py).
+    (re.compile(r"\bcbk_[A-Za-z0-9_-]+"), "cbk_" + REDACTED),
     # SetupIntent / PaymentIntent client secrets: `seti_123_secret_abc`; the intent id stays readable.
     (re.compile(r"\b((?:seti|pi)_[A-Za-z0-9]+_secret_)[A-Za-z0-9]+"), r"\1" + REDACTED),
     # A password inside a URL (a database URL in a connection error, say). The password may itself hold

@@ -21,11 +21,14 @@ from consofta.billing.v1 import (
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service import tracing
+from service.api.access_interceptor import AccessInterceptor
+from service.api.auth import Authenticator
 from service.api.interceptors import EdgeInterceptor
 from service.api.limits import CallLimits
 from service.api.reflection import enable_reflection
 from service.api.server_options import server_options
 from service.api.settings_servicer import SettingsServicer
+from service.api.transport import CertificateFiles, bind, check_exposure
 from service.api.usage_servicer import UsageServicer
 from service.api.wallet_servicer import WalletServicer
 from service.app.event_streams import EventNotifier
@@ -76,6 +79,8 @@ class BillingServer:
     recharge: RechargeLoop | None = None
     # None when no webhook secret is configured (the sandbox provider sends no webhooks).
     webhooks: WebhookServer | None = None
+    # The TLS certificate files, re-read when they change on disk or on SIGHUP; None without TLS.
+    certificates: CertificateFiles | None = None
     # Background work (the recharge loop...) registers here how to stop taking new work; each hook
     # runs on shutdown after health goes NOT_SERVING and before the gRPC server stops.
     background_stops: list[StopHook] = field(default_factory=list)
@@ -156,6 +161,7 @@ async def start_server(
     `check_budget`: check this process's connections against max_connections (the supervisor checks
     all its workers' at once instead).
     """
+    check_exposure(config)
     check_provider_choice(config)  # before anything is opened that a refusal would leave behind
     if not reuse_port:
         # Workers of `serve --workers N` share ports their siblings already hold; the parent checks.
@@ -195,7 +201,14 @@ async def start_server(
         traced = tracing.active()
         # The tracing interceptor goes first, so that its span is current for the whole call, the edge's
         # canonical log line (which carries the trace id) included.
-        interceptors = [edge] if traced is None else [traced.server_interceptor, edge]
+        security = config.security
+        access = AccessInterceptor(
+            Authenticator(pool, security.client_identities) if security.auth_required else None,
+            reflection_needs_auth=security.reflection == "authenticated",
+        )
+        # The edge before `access`: a call refused by `access` still gets its log line, metrics and
+        # rich status.
+        interceptors = [edge, access] if traced is None else [traced.server_interceptor, edge, access]
         # SO_REUSEPORT only among the workers of one `serve --workers N`: otherwise a second server on a
         # taken port must fail, not share it with the first.
         server = grpc.aio.server(
@@ -222,11 +235,12 @@ async def start_server(
         )
         health = DatabaseHealth(pool, SERVICE_NAMES, config.health_probe_interval_s)
         health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
-        enable_reflection(
-            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
-        )
+        if security.reflection != "off":
+            enable_reflection(
+                (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
+            )
         try:
-            port = server.add_insecure_port(f"{config.grpc_host}:{config.grpc_port}")
+            port, certificates = bind(server, config)
         except RuntimeError as error:  # taken between the pre-check and now
             raise in_use_error("BILLING_GRPC_PORT", config.grpc_host, config.grpc_port, str(error)) from None
         metrics = None
@@ -255,6 +269,9 @@ async def start_server(
         metrics_port=None if metrics is None else metrics.port,
         embedded_postgres=embedded is not None,
         payment_provider=config.payment_provider,
+        auth=security.auth,
+        tls="mtls" if security.mtls else "tls" if security.tls else "off",
+        reflection=security.reflection,
     )
     running = BillingServer(
         config,
@@ -267,6 +284,7 @@ async def start_server(
         events=events,
         metrics=metrics,
         edge=edge,
+        certificates=certificates,
         batcher=batcher,
     )
     try:
@@ -310,6 +328,9 @@ async def _serve_until_stopped(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if app.certificates is not None:
+        # Rotation is picked up by itself; SIGHUP forces a re-read (e.g. where mtimes are coarse).
+        loop.add_signal_handler(signal.SIGHUP, app.certificates.reload)
     try:
         await stop.wait()
     finally:

@@ -28,7 +28,10 @@ def log_retry(event: RetryEvent) -> None:
 
 async def bill(target: str) -> None:
     retry = RetryPolicy(max_attempts=3, on_retry=log_retry)
-    async with AsyncBillingClient(target, bearer_token="dev-token", retry=retry) as billing:
+    # A plaintext channel to a development server (auth off on loopback): the token is only an example.
+    async with AsyncBillingClient(
+        target, bearer_token="dev-token", retry=retry, allow_insecure_token=True
+    ) as billing:
         await billing.create_wallet("acme", "Acme Inc", idempotency_key="create-acme")
         call = await billing.record_call("acme", "inbound", "toll_free", 61, idempotency_key="call-42")
         price = call.usage_record.price

@@ -77,5 +77,7 @@ def target(fake: FakeBilling) -> Iterator[str]:
 
 @pytest.fixture
 async def client(client_class: type[AsyncBillingClient], target: str) -> AsyncIterator[AsyncBillingClient]:
-    async with client_class(target, bearer_token="tok-123", retry=fast_retry()) as opened:
+    async with client_class(
+        target, bearer_token="tok-123", retry=fast_retry(), allow_insecure_token=True
+    ) as opened:
         yield opened

@@ -18,6 +18,7 @@ from consofta.billing.client import (
     DeadlineExceeded,
     FailedPrecondition,
     IdempotencyKeyReused,
+    InsecureTokenError,
     Internal,
     InvalidArgument,
     NotFound,
@@ -58,6 +59,17 @@ async def test_bearer_token_and_request_id_travel_as_metadata(
     assert with_id.metadata["x-request-id"] == "req-abc"
     assert without_id.metadata["authorization"] == "Bearer tok-123"
     assert "x-request-id" not in without_id.metadata
+
+
+async def test_a_bearer_token_is_refused_on_a_plaintext_channel_unless_allowed(
+    client_class: type[AsyncBillingClient], target: str, fake: FakeBilling
+) -> None:
+    with pytest.raises(InsecureTokenError, match="plaintext"):
+        client_class(target, bearer_token="tok-123")
+    assert fake.attempts == []
+    async with client_class(target, bearer_token="tok-123", allow_insecure_token=True) as client:
+        await client.get_wallet("acme")
+    assert fake.attempts[0].metadata["authorization"] == "Bearer tok-123"
 
 
 async def test_request_id_comes_from_the_provider_when_none_is_given(

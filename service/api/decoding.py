@@ -90,11 +90,18 @@ def _walk(data: memoryview, descriptor: Descriptor | None, prefix: str, depth: i
     if depth > _MAX_DEPTH:
         raise _Malformed(here, "nests too deeply")
     pos = 0
+    # Elements of a repeated field seen so far, so that a bad element is named as AIP-193 does
+    # (`items[3].company_id`).
+    seen: dict[int, int] = {}
     while pos < len(data):
         tag, pos = _varint(data, pos, here)
         number, wire_type = tag >> 3, tag & 7
         field = descriptor.fields_by_number.get(number) if descriptor is not None else None
         name = prefix + (field.name if field is not None else f"field {number}")
+        if field is not None and field.is_repeated and wire_type == 2:
+            index = seen.get(number, 0)
+            seen[number] = index + 1
+            name += f"[{index}]"
         if number == 0:
             raise _Malformed(here, "is not a valid protobuf message (field number 0)")
         if wire_type == 0:

@@ -13,6 +13,7 @@ import grpc
 import structlog
 from grpc.aio import ServicerContext
 
+from service.api.auth import log_fields
 from service.domain.ids import COMPANY_ID
 from service.tracing import trace_id as current_trace_id
 
@@ -62,6 +63,8 @@ def write_line(
     }
     if company_id:
         fields["company_id"] = company_id
+    # The caller: `principal`, or `auth: off` while authentication is off.
+    fields.update(log_fields())
     trace_id = current_trace_id()
     if trace_id is not None:
         fields["trace_id"] = trace_id

@@ -11,6 +11,7 @@ from consofta.billing.v1 import settings_service_pb2_grpc
 from google.type.money_pb2 import Money
 from grpc.aio import ServicerContext
 
+from service.api.auth import audit_principal_id, current_principal
 from service.api.validation import Violations, check_company_id, check_request_key
 from service.api.wire.money import MoneyError, nanos_of
 from service.api.wire.settings import RECHARGE_MODE_TABLE, card_message, change_message, settings_message
@@ -40,10 +41,11 @@ from service.domain.settings import (
 from service.domain.text import excerpt
 from service.payments.provider import PaymentProvider
 
-# Who made a change, as the audit trail records it: set by the dashboard's backend (or the gateway in
-# front of this service) to the signed-in user, e.g. "user:42" or "jane@example.com".
+# Who a change is on behalf of, as the audit trail records it next to the authenticated principal: set
+# by the dashboard's backend to the signed-in user, e.g. "user:42" or "jane@example.com". The label is
+# the caller's word, never its identity: the principal comes from its credentials.
+ON_BEHALF_OF_METADATA_KEY = "x-on-behalf-of"
 ACTOR_METADATA_KEY = "x-actor"
-UNKNOWN_ACTOR = "unknown"
 MAX_ACTOR_CHARS = 200
 MAX_PAYMENT_METHOD_ID_CHARS = 255
 
@@ -54,22 +56,21 @@ _READ_ONLY_FIELDS = frozenset(
 
 
 def actor_of(v: Violations, context: ServicerContext[Any, Any]) -> str:
-    """The caller's identity from `x-actor` metadata, or "unknown" when it is absent."""
-    for key, value in context.invocation_metadata() or ():
-        if key != ACTOR_METADATA_KEY or not isinstance(value, str):
-            continue
-        actor = value.strip()
-        if not actor:
-            return UNKNOWN_ACTOR
-        if len(actor) > MAX_ACTOR_CHARS:
-            v.add(
-                ACTOR_METADATA_KEY,
-                f"(metadata) is {len(actor)} characters long; the limit is {MAX_ACTOR_CHARS}",
-            )
-        elif any(ord(c) < 0x20 or ord(c) == 0x7F for c in actor):
-            v.add(ACTOR_METADATA_KEY, "(metadata) must not contain control characters")
-        return actor
-    return UNKNOWN_ACTOR
+    """Who the call is on behalf of: `x-on-behalf-of` metadata, else `x-actor`, else the principal."""
+    given = {
+        key: value
+        for key, value in context.invocation_metadata() or ()
+        if key in (ON_BEHALF_OF_METADATA_KEY, ACTOR_METADATA_KEY) and isinstance(value, str) and value.strip()
+    }
+    key = ON_BEHALF_OF_METADATA_KEY if ON_BEHALF_OF_METADATA_KEY in given else ACTOR_METADATA_KEY
+    if key not in given:
+        return audit_principal_id()
+    actor = given[key].strip()
+    if len(actor) > MAX_ACTOR_CHARS:
+        v.add(key, f"(metadata) is {len(actor)} characters long; the limit is {MAX_ACTOR_CHARS}")
+    elif any(ord(c) < 0x20 or ord(c) == 0x7F for c in actor):
+        v.add(key, "(metadata) must not contain control characters")
+    return actor
 
 
 def _parse_amount(v: Violations, field: str, value: Money) -> int | None:
@@ -170,6 +171,7 @@ class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
         actor = actor_of(v, context)
         changes = parse_update(v, request)
         v.raise_if_any()
+        principal = current_principal()
         applied = await update_settings(
             self._pool,
             request.company_id,
@@ -177,10 +179,10 @@ class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
             request.request_id,
             actor,
             self._bounds,
+            principal_id=audit_principal_id(),
             approval=self._approval,
-            # No roles yet: the service does not authenticate its callers (see
-            # may_raise_above_approval_level). Pass the caller's roles here once it does.
-            roles=None,
+            # The caller's role; None while authentication is off (see may_raise_above_approval_level).
+            roles=None if principal is None else frozenset({principal.role.value}),
         )
         return pb.UpdateBillingSettingsResponse(
             settings=settings_message(applied.result), replayed=applied.replayed
@@ -236,6 +238,7 @@ class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
             request.payment_method_id,
             request.request_id,
             actor,
+            principal_id=audit_principal_id(),
         )
         return pb.SetDefaultCardResponse(
             card=card_message(applied.result.card),
@@ -260,7 +263,12 @@ class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
         actor = actor_of(v, context)
         v.raise_if_any()
         applied = await cards.remove_card(
-            self._pool, self._provider, request.company_id, request.request_id, actor
+            self._pool,
+            self._provider,
+            request.company_id,
+            request.request_id,
+            actor,
+            principal_id=audit_principal_id(),
         )
         return pb.RemoveCardResponse(removed_card=card_message(applied.result), replayed=applied.replayed)
 

@@ -11,6 +11,7 @@ import asyncpg
 from consofta.billing.v1 import wallet_service_pb2, wallet_service_pb2_grpc
 from grpc.aio import ServicerContext
 
+from service.api.auth import audit_principal_id
 from service.api.validation import (
     Violations,
     check_company_id,
@@ -46,8 +47,6 @@ from service.app.holds import (
 )
 from service.app.transactions import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, TransactionQuery, list_transactions
 from service.app.wallets import create_wallet, get_wallet
-
-DEFAULT_ACTOR = "api"
 
 
 def _amount(
@@ -167,7 +166,8 @@ class WalletServicer(WalletReporting, wallet_service_pb2_grpc.WalletServiceServi
         kind = CREDIT_KINDS.domain(request.kind)
         if kind is None:
             v.add("kind", f"must be {CREDIT_KINDS.choices()}")
-        actor = request.actor or DEFAULT_ACTOR
+        # `actor` is who the credit is on behalf of; the principal is recorded beside it, always.
+        actor = request.actor or audit_principal_id()
         if not v.items:
             for violation in credit_violations(amount_nanos, request.reason, actor):
                 v.add(violation.field, violation.description)
@@ -181,6 +181,7 @@ class WalletServicer(WalletReporting, wallet_service_pb2_grpc.WalletServiceServi
             request.request_id,
             credit_kind,
             actor,
+            principal_id=audit_principal_id(),
         )
         return wallet_service_pb2.CreditWalletResponse(
             transaction=transaction_message(credit.entry), replayed=credit.replayed
@@ -193,13 +194,19 @@ class WalletServicer(WalletReporting, wallet_service_pb2_grpc.WalletServiceServi
         check_company_id(v, request.company_id)
         check_request_key(v, request.request_id, "request_id")
         amount_nanos = _amount(v, request, required=True) or 0
-        actor = request.actor or DEFAULT_ACTOR
+        actor = request.actor or audit_principal_id()
         if not v.items:
             for violation in credit_violations(amount_nanos, request.reason, actor):
                 v.add(violation.field, violation.description)
         v.raise_if_any()
         debit = await debit_wallet(
-            self._pool, request.company_id, amount_nanos, request.reason, request.request_id, actor
+            self._pool,
+            request.company_id,
+            amount_nanos,
+            request.reason,
+            request.request_id,
+            actor,
+            principal_id=audit_principal_id(),
         )
         return wallet_service_pb2.DebitWalletResponse(
             transaction=transaction_message(debit.entry), replayed=debit.replayed
@@ -213,11 +220,12 @@ class WalletServicer(WalletReporting, wallet_service_pb2_grpc.WalletServiceServi
         check_request_key(v, request.request_id, "request_id")
         record_id = parse_uuid(v, request.usage_record_id, "usage_record_id")
         amount_nanos = _amount(v, request, required=False)
-        actor = request.actor or DEFAULT_ACTOR
-        if not v.items:
-            checked = 1 if amount_nanos is None else amount_nanos
-            for violation in credit_violations(checked, request.reason, actor):
-                v.add(violation.field, violation.description)
+        actor = request.actor or audit_principal_id()
+        # Every broken rule at once: the reason and actor are checked whatever else is wrong (an
+        # unreadable amount is checked as 1 nano, so it is not reported twice).
+        checked = 1 if amount_nanos is None else amount_nanos
+        for violation in credit_violations(checked, request.reason, actor):
+            v.add(violation.field, violation.description)
         v.raise_if_any()
         assert record_id is not None
         void = await void_usage_record(

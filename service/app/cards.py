@@ -209,6 +209,7 @@ async def set_default_card(
     payment_method_id: str,
     request_id: str,
     actor: str,
+    principal_id: str | None = None,
 ) -> Applied[CardSet]:
     """Attach the payment method, make it the default, and store its summary.
 
@@ -284,7 +285,9 @@ async def set_default_card(
             first_card,
         )
         after = await get_settings(conn, company_id)
-        await record_changes(conn, company_id, actor, request_id, audit_view(before), audit_view(after))
+        await record_changes(
+            conn, company_id, actor, request_id, audit_view(before), audit_view(after), principal_id
+        )
         payload = {**_card_payload(card), "first_card": first_card}
         await conn.execute(
             "select emit_wallet_event(p_company_id => $1, p_event_type => 'card_set',"
@@ -331,6 +334,7 @@ async def remove_card(
     company_id: str,
     request_id: str,
     actor: str,
+    principal_id: str | None = None,
 ) -> Applied[Card]:
     """Detach the card at the provider, forget it, and pause auto-recharge (reason card_removed).
     The result is the removed card."""
@@ -380,7 +384,9 @@ async def remove_card(
             PAUSED_CARD_REMOVED,
         )
         after = await get_settings(conn, company_id)
-        await record_changes(conn, company_id, actor, request_id, audit_view(before), audit_view(after))
+        await record_changes(
+            conn, company_id, actor, request_id, audit_view(before), audit_view(after), principal_id
+        )
         removed = before.card
         assert removed is not None
         await conn.execute(

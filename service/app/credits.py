@@ -35,7 +35,8 @@ MAX_ACTOR_CHARS = 200
 _CREDIT_SQL = """
     select (c.credit).*, c.replayed, c.claimed_operation, c.claimed_hash
       from credit_wallet(p_company_id => $1, p_request_id => $2, p_request_hash => $3, p_entry_type => $4,
-                         p_amount_nanos => $5, p_reason => $6, p_actor => $7) c
+                         p_amount_nanos => $5, p_reason => $6, p_actor => $7,
+                         p_principal_id => $8) c
 """
 _ENTRY_SQL = """
     select sequence, entry_type, amount_nanos, balance_before_nanos, balance_after_nanos, created_at,
@@ -52,7 +53,10 @@ class Credit:
     # Signed as on the ledger: negative for a manual debit.
     amount_nanos: int
     reason: str
+    # Who the credit is on behalf of (CreditWallet.actor, the CLI's --actor).
     actor: str
+    # The authenticated caller that made it (`key:…`, `mtls:…`, `anonymous`, `cli:<user>`).
+    principal_id: str | None
     # The ledger entry the credit appended.
     entry: LedgerEntry
     replayed: bool
@@ -99,6 +103,7 @@ async def credit_wallet(
     request_id: str,
     kind: CreditKind = "manual_credit",
     actor: str = "api",
+    principal_id: str | None = None,
 ) -> Credit:
     """Credit a wallet once per (company, request id); a replay returns the stored credit."""
     violations = credit_violations(amount_nanos, reason, actor)
@@ -106,18 +111,24 @@ async def credit_wallet(
         violations.append(FieldViolation("kind", f"must be one of {', '.join(CREDIT_KINDS)}"))
     if violations:
         raise InvalidArgument(violations)
-    return await _post(pool, company_id, amount_nanos, reason, request_id, kind, actor)
+    return await _post(pool, company_id, amount_nanos, reason, request_id, kind, actor, principal_id)
 
 
 async def debit_wallet(
-    pool: asyncpg.Pool, company_id: str, amount_nanos: int, reason: str, request_id: str, actor: str = "api"
+    pool: asyncpg.Pool,
+    company_id: str,
+    amount_nanos: int,
+    reason: str,
+    request_id: str,
+    actor: str = "api",
+    principal_id: str | None = None,
 ) -> Credit:
     """Take `amount_nanos` (positive) from a wallet once per (company, request id): the pair of
     `credit_wallet`, under the same rules. The entry and the stored row carry the negative amount."""
     violations = credit_violations(amount_nanos, reason, actor)
     if violations:
         raise InvalidArgument(violations)
-    return await _post(pool, company_id, -amount_nanos, reason, request_id, MANUAL_DEBIT, actor)
+    return await _post(pool, company_id, -amount_nanos, reason, request_id, MANUAL_DEBIT, actor, principal_id)
 
 
 async def _post(
@@ -128,6 +139,7 @@ async def _post(
     request_id: str,
     kind: CreditKind,
     actor: str,
+    principal_id: str | None,
 ) -> Credit:
     request = idempotency.Request(
         CREDIT_WALLET,
@@ -138,7 +150,15 @@ async def _post(
     async with pool.acquire() as conn:
         try:
             row = await conn.fetchrow(
-                _CREDIT_SQL, company_id, request_id, request.fingerprint, kind, amount_nanos, reason, actor
+                _CREDIT_SQL,
+                company_id,
+                request_id,
+                request.fingerprint,
+                kind,
+                amount_nanos,
+                reason,
+                actor,
+                principal_id,
             )
         except asyncpg.PostgresError as exc:
             raise_domain_error(exc, company_id)
@@ -154,6 +174,7 @@ async def _post(
         amount_nanos=row["amount_nanos"],
         reason=row["reason"],
         actor=row["actor"],
+        principal_id=row["principal_id"],
         entry=rows.ledger_entry(entry),
         replayed=row["replayed"],
     )

@@ -184,16 +184,22 @@ async def record_changes(
     request_id: str,
     before: Mapping[str, str | None],
     after: Mapping[str, str | None],
+    principal_id: str | None = None,
 ) -> int:
-    """One settings_changes row per value that differs; returns how many were written."""
+    """One settings_changes row per value that differs; returns how many were written. `actor` is who
+    the change is on behalf of, `principal_id` the authenticated caller that made it."""
     changed = [name for name in after if before.get(name) != after[name]]
     if changed:
         await conn.executemany(
             """
-            insert into settings_changes (company_id, actor, request_id, field, old_value, new_value)
-            values ($1, $2, $3, $4, $5, $6)
+            insert into settings_changes (company_id, actor, request_id, field, old_value, new_value,
+                                          principal_id)
+            values ($1, $2, $3, $4, $5, $6, $7)
             """,
-            [(company_id, actor, request_id, name, before.get(name), after[name]) for name in changed],
+            [
+                (company_id, actor, request_id, name, before.get(name), after[name], principal_id)
+                for name in changed
+            ],
         )
     return len(changed)
 
@@ -213,6 +219,7 @@ async def update_settings(
     request_id: str,
     actor: str,
     bounds: RechargeBounds,
+    principal_id: str | None = None,
     *,
     approval: ApprovalLevels = DEFAULT_APPROVAL_LEVELS,
     roles: frozenset[str] | None = None,
@@ -299,7 +306,9 @@ async def update_settings(
         if BALANCE_ALERT_THRESHOLDS in changes:
             await _replace_thresholds(conn, company_id, new.balance_alert_thresholds_nanos)
         after = await get_settings(conn, company_id)
-        await record_changes(conn, company_id, actor, request_id, audit_view(before), audit_view(after))
+        await record_changes(
+            conn, company_id, actor, request_id, audit_view(before), audit_view(after), principal_id
+        )
         if after.values != before.values:
             # A higher minimum, auto-recharge switched on, another amount or cap may call for a charge
             # now: wake the recharge loop at commit instead of leaving it to the next sweep.
@@ -346,6 +355,8 @@ class SettingsChange:
     actor: str
     request_id: str | None
     changed_at: datetime
+    # None for changes recorded before principals were.
+    principal_id: str | None = None
 
 
 def page_token(company_id: str, last_change_id: int) -> str:
@@ -372,7 +383,7 @@ async def list_changes(
         raise CompanyNotFound(company_id)
     found = await pool.fetch(
         """
-        select change_id, field, old_value, new_value, actor, request_id, changed_at
+        select change_id, field, old_value, new_value, actor, request_id, changed_at, principal_id
           from settings_changes
          where company_id = $1 and ($2::bigint is null or change_id < $2)
          order by change_id desc

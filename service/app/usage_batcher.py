@@ -44,7 +44,8 @@ from service.app.record_usage import (
     record_usage_prepared,
     sql_arguments,
 )
-from service.domain.errors import BillingError, UsageNotRecorded, UsageQueueFull
+from service.db.connectivity import is_unreachable
+from service.domain.errors import BillingError, DatabaseUnavailable, UsageNotRecorded, UsageQueueFull
 
 log = structlog.get_logger(__name__)
 
@@ -262,10 +263,7 @@ class UsageBatcher:
                 if attempt > self._retries:
                     log.warning("usage batch not applied", usages=len(items), error=type(exc).__name__)
                     for pending in items:
-                        pending.result = UsageNotRecorded(
-                            "the database did not answer; nothing was recorded. Retry with the same "
-                            "idempotency key"
-                        )
+                        pending.result = _not_applied(exc)
                     return []
                 await asyncio.sleep(self._retry_backoff_s * attempt)
             except asyncpg.PostgresError as exc:
@@ -300,10 +298,18 @@ class UsageBatcher:
                 )
             except BillingError as error:
                 pending.result = error
-            except _TRANSIENT:
-                pending.result = UsageNotRecorded(
-                    "the database did not answer; nothing was recorded. Retry with the same idempotency key"
-                )
+            except _TRANSIENT as exc:
+                pending.result = _not_applied(exc)
+
+
+def _not_applied(exc: BaseException) -> BillingError:
+    """What a caller hears when the retries ran out: the same DATABASE_UNAVAILABLE as every other RPC
+    when the database cannot be reached, else that this usage was not recorded."""
+    if is_unreachable(exc):
+        return DatabaseUnavailable()
+    return UsageNotRecorded(
+        "the database did not answer; nothing was recorded. Retry with the same idempotency key"
+    )
 
 
 def _position(pending: _Pending) -> int:

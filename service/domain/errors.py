@@ -230,3 +230,16 @@ class AmountOutOfRange(InvalidArgument):
                 )
             ]
         )
+
+
+class Unauthenticated(BillingError):
+    """No credentials, or ones that name no valid principal. The message never says which of unknown,
+    revoked or expired a key was: that would tell a thief holding an old key what to try next."""
+
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(BillingError):
+    """A known principal asked for something its role or company scope does not cover."""
+
+    reason = "PERMISSION_DENIED"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from service.domain.errors import FieldViolation
 from service.domain.money import NANOS_PER_CENT, NANOS_PER_USD, is_whole_cents, usd
+from service.domain.principals import Role
 
 MINIMUM_BALANCE = "minimum_balance"
 RECHARGE_AMOUNT = "recharge_amount"
@@ -86,13 +87,13 @@ class ApprovalLevels:
 
 
 # The roles that may raise a limit above its approval level.
-APPROVER_ROLES = frozenset({"finance", "admin"})
+APPROVER_ROLES = frozenset({Role.FINANCE.value, Role.ADMIN.value})
 
 
 def may_raise_above_approval_level(roles: frozenset[str] | None) -> bool:
     """The one decision whether a caller may raise a limit above its approval level.
 
-    `roles` is None while the service does not authenticate its callers and knows no roles: then every
+    `roles` is None while authentication is off (BILLING_AUTH=off) and callers carry no roles: then every
     caller may (the raise is still reported as a wallet event and in the audit trail). Once callers
     carry roles, only finance and admin may.
     """

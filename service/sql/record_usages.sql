@@ -203,7 +203,8 @@ begin
         if v_hold_ids is not null then
             update holds h set state = 'captured', captured_at = now(), usage_record_id = c.usage_record_id
               from unnest(v_hold_ids, v_hold_uses) as c(hold_id, usage_record_id)
-             where h.hold_id = c.hold_id;
+              join unnest(v_plan) p on p.usage_record_id = c.usage_record_id
+             where h.company_id = p.company_id and h.hold_id = c.hold_id;
         end if;
 
         -- Events, per wallet in ledger order: a suspension flip (its trigger on wallets emits it when the
@@ -250,7 +251,9 @@ begin
         select a.item, a.outcome, a.error_state, a.error_message,
                case a.outcome
                    when 'recorded' then p
-                   when 'existing' then (select u from usage_records u where u.usage_record_id = a.record_id)
+                   when 'existing' then (select u from usage_records u
+                                         where u.company_id = p_company_ids[a.item]
+                                           and u.usage_record_id = a.record_id)
                end
           from unnest(v_items, v_outcomes, v_states, v_messages, v_record_ids)
                as a(item, outcome, error_state, error_message, record_id)

@@ -129,7 +129,9 @@ async def test_many_concurrent_calls_through_one_client_debit_exactly(billing: A
 
 async def test_the_blocking_client_works_against_the_server(app: BillingServer) -> None:
     def use_it() -> tuple[bool, int]:
-        with BillingClient(f"127.0.0.1:{app.port}", bearer_token="ignored-until-auth-lands") as client:
+        with BillingClient(
+            f"127.0.0.1:{app.port}", bearer_token="ignored-while-auth-is-off", allow_insecure_token=True
+        ) as client:
             client.create_wallet("blocking", "Blocking Inc", idempotency_key="create-blocking")
             first = client.record_call("blocking", "inbound", "toll_free", 61, idempotency_key="c1")
             again = client.record_call("blocking", "inbound", "toll_free", 61, idempotency_key="c1")

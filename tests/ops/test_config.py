@@ -231,7 +231,7 @@ def test_a_bad_limit_names_the_variable(env: dict[str, str], variable: str, says
 
 def test_metrics_and_webhooks_listen_on_loopback_unless_told_otherwise() -> None:
     # Not on the gRPC host: opening gRPC to the network must not open the metrics and webhooks with it.
-    config = load_config({"BILLING_GRPC_HOST": "0.0.0.0"})
+    config = load_config({"BILLING_GRPC_HOST": "0.0.0.0", "BILLING_AUTH": "required"})
     assert (config.grpc_host, config.metrics_host, config.webhook_host) == (
         "0.0.0.0",
         "127.0.0.1",

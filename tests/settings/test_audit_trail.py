@@ -33,7 +33,8 @@ async def test_changes_record_old_and_new_values_and_the_actor(stubs: Stubs, set
         monthly_recharge_cap=usd(1_000),
         minimum_balance=usd(0),  # unchanged: no row
     )
-    await update(settings, company, ["monthly_recharge_cap"], "req-2")  # no x-actor: "unknown"
+    # No x-actor: the principal, "anonymous" while auth is off (tests/security covers it on).
+    await update(settings, company, ["monthly_recharge_cap"], "req-2")
 
     listed = (await changes(settings, company)).changes
     rows = [
@@ -47,7 +48,7 @@ async def test_changes_record_old_and_new_values_and_the_actor(stubs: Stubs, set
         for c in listed
     ]
     assert rows == [
-        ("monthly_recharge_cap", "1000.00", None, "unknown", "req-2"),
+        ("monthly_recharge_cap", "1000.00", None, "anonymous", "req-2"),
         ("monthly_recharge_cap", "5000.00", "1000.00", "jane@example.com", "req-1"),
         ("recharge_amount", "50.00", "75.25", "jane@example.com", "req-1"),
     ]

@@ -1,6 +1,7 @@
 """Raising the minimum balance or the monthly cap above the deployment's approval level (or clearing the
-cap) is a decision of one function, may_raise_above_approval_level: today, with no roles, every caller
-may and the raise is reported as a wallet event; once callers carry roles, only finance and admin may."""
+cap) is a decision of one function, may_raise_above_approval_level: with auth off (no roles) every
+caller may and the raise is reported as a wallet event; with roles, only finance and admin may
+(tests/security/test_authentication.py covers it through keys)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from types import SimpleNamespace
 
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
@@ -275,3 +276,20 @@ def cases(method: MethodDescriptor, base: Message) -> Iterator[Case]:
 
 def message_class(descriptor: Descriptor) -> type[Message]:
     return GetMessageClass(descriptor)
+
+
+def element_cases(method: MethodDescriptor, field: FieldDescriptor, element: Message) -> Iterator[Case]:
+    """The cases of one element of a repeated message field (a batch's `items`), each sent as a request
+    of `method` whose only element is the bad one: `element` is a valid element to start from."""
+    as_item = SimpleNamespace(
+        containing_service=method.containing_service,
+        name=method.name,
+        server_streaming=method.server_streaming,
+        input_type=field.message_type,
+    )
+    for case in cases(as_item, element):  # type: ignore[arg-type]
+        yield replace(
+            case,
+            field=f"{field.name}[0]" + (f".{case.field}" if case.field else ""),
+            raw=_length_delimited(field.number, case.raw),
+        )

@@ -64,6 +64,7 @@ def change_message(change: SettingsChange) -> pb.SettingsChange:
         change_id=change.change_id,
         field=change.field,
         actor=change.actor,
+        principal_id=change.principal_id or "",
         request_id=change.request_id or "",
         changed_at=timestamp(change.changed_at),
     )

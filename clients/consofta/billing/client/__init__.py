@@ -18,7 +18,7 @@ from consofta.billing.client._requests import (
     usage_kinds,
 )
 from consofta.billing.client._sync import BillingClient
-from consofta.billing.client.auth import TlsConfig
+from consofta.billing.client.auth import InsecureTokenError, TlsConfig
 from consofta.billing.client.errors import (
     Aborted,
     AlreadyExists,
@@ -54,6 +54,7 @@ __all__ = [
     "FailedPrecondition",
     "FieldViolation",
     "IdempotencyKeyReused",
+    "InsecureTokenError",
     "Internal",
     "InvalidArgument",
     "NotFound",

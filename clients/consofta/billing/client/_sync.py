@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 import grpc
 from consofta.billing.client import _requests as rq
 from consofta.billing.client._common import DEFAULT_TIMEOUT_S, Metadata, call_metadata
-from consofta.billing.client.auth import TlsConfig, bearer_metadata
+from consofta.billing.client.auth import InsecureTokenError, TlsConfig, bearer_metadata
 from consofta.billing.client.errors import from_rpc_error, status_code
 from consofta.billing.client.retry import RetryEvent, RetryPolicy
 from consofta.billing.v1 import (
@@ -70,11 +70,14 @@ class BillingClient:
         retry: RetryPolicy | None = None,
         request_id: Callable[[], str | None] | None = None,
         channel_options: Sequence[tuple[str, str | int]] = (),
+        allow_insecure_token: bool = False,
     ) -> None:
         """
         target: "host:port" (any gRPC target string, e.g. "dns:///billing.internal:50051").
         tls: None for plaintext; TlsConfig() for TLS with the system roots; with a client cert, mTLS.
-        bearer_token: sent as `authorization: Bearer <token>` on every call.
+        bearer_token: sent as `authorization: Bearer <token>` on every call. Refused on a plaintext
+            channel (tls=None), where anyone on the path could read and replay it, unless
+            allow_insecure_token=True (a loopback address, or a mesh that encrypts the traffic).
         timeout_s: the default deadline of each attempt.
         retry: the retry policy; RetryPolicy() by default, `NO_RETRY` to turn retries off.
         request_id: returns the request id to forward as `x-request-id` when a call gives none (e.g. the
@@ -82,6 +85,11 @@ class BillingClient:
         """
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
+        if bearer_token is not None and tls is None and not allow_insecure_token:
+            raise InsecureTokenError(
+                "refusing to send bearer_token over a plaintext channel: give tls=TlsConfig(...), or "
+                "allow_insecure_token=True where the path is trusted (e.g. loopback)"
+            )
         self._auth = bearer_metadata(bearer_token)
         self._timeout_s = timeout_s
         self._retry = retry or RetryPolicy()

@@ -15,6 +15,10 @@ import grpc
 AUTHORIZATION_KEY = "authorization"
 
 
+class InsecureTokenError(ValueError):
+    """A bearer token was given for a plaintext channel without allow_insecure_token=True."""
+
+
 @dataclass(frozen=True)
 class TlsConfig:
     """TLS for the channel. All fields are PEM bytes.

@@ -287,6 +287,7 @@ class SettingsChange(_message.Message):
     ACTOR_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CHANGED_AT_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_ID_FIELD_NUMBER: _builtins.int
     change_id: _builtins.int
     """The change's id; later changes have larger ids."""
     field: _builtins.str
@@ -298,9 +299,15 @@ class SettingsChange(_message.Message):
     new_value: _builtins.str
     """The value after, as text; unset when there is none (e.g. the monthly cap was cleared)."""
     actor: _builtins.str
-    """Who made the change: the caller's `x-actor` metadata, or "unknown"."""
+    """Who the change was made on behalf of: the caller's `x-on-behalf-of` (or `x-actor`) metadata, such
+    as the dashboard's signed-in user; without one, the principal's id.
+    """
     request_id: _builtins.str
     """The request id of the call that made the change."""
+    principal_id: _builtins.str
+    """The authenticated caller that made the change: "key:<key id>", "mtls:<certificate identity>", or
+    "anonymous" while authentication is off; empty for changes recorded before principals were.
+    """
     @_builtins.property
     def changed_at(self) -> _timestamp_pb2.Timestamp:
         """When the change was committed."""
@@ -315,10 +322,11 @@ class SettingsChange(_message.Message):
         actor: _builtins.str = ...,
         request_id: _builtins.str = ...,
         changed_at: _timestamp_pb2.Timestamp | None = ...,
+        principal_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_new_value", b"_new_value", "_old_value", b"_old_value", "changed_at", b"changed_at", "new_value", b"new_value", "old_value", b"old_value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_new_value", b"_new_value", "_old_value", b"_old_value", "actor", b"actor", "change_id", b"change_id", "changed_at", b"changed_at", "field", b"field", "new_value", b"new_value", "old_value", b"old_value", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_new_value", b"_new_value", "_old_value", b"_old_value", "actor", b"actor", "change_id", b"change_id", "changed_at", b"changed_at", "field", b"field", "new_value", b"new_value", "old_value", b"old_value", "principal_id", b"principal_id", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__new_value: _TypeAlias = _typing.Literal["new_value"]  # noqa: Y015
     _WhichOneofArgType__new_value: _TypeAlias = _typing.Literal["_new_value", b"_new_value"]  # noqa: Y015

@@ -431,8 +431,9 @@ class CreditWalletRequest(_message.Message):
     kind: Global___CreditKind.ValueType
     """Goodwill credit or correction; goodwill when unset."""
     actor: _builtins.str
-    """Who asked for the credit (e.g. a support agent's email), for audit; "api" when empty. At most 200
-    characters.
+    """Who the credit is on behalf of (e.g. a support agent's email), for audit, recorded next to the
+    authenticated principal that made the call (never instead of it); the principal's id when empty.
+    At most 200 characters.
     """
     @_builtins.property
     def amount(self) -> _money_pb2.Money:
