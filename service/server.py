@@ -222,7 +222,9 @@ async def start_server(
             max_flushes=config.usage_flushers,
         )
         usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool, batcher), server)
-        wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool, events), server)
+        wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(
+            WalletServicer(pool, events, edge.limits), server
+        )
         provider = make_provider(config)
         undo.append(provider.aclose)
         bounds = RechargeBounds(config.recharge_amount_min_nanos, config.recharge_amount_max_nanos)

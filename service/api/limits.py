@@ -46,15 +46,19 @@ class CallLimits:
 
     @contextlib.contextmanager
     def admit(self, method: str, context: ServicerContext[Any, Any]) -> Iterator[None]:
-        """Count the call against its limits while it runs; raise if one is reached."""
-        if method == WATCH_EVENTS:
-            with self._stream(caller_id(context)):
-                yield
-        elif method in self.method_limits:
+        """Count the call against its per-method limit while it runs; raise if it is reached.
+
+        The per-caller stream cap is not taken here, at the edge, but by WatchWalletEvents itself
+        (`stream`), which runs after authentication, so that it counts against the principal."""
+        if method in self.method_limits:
             with self._concurrent(method):
                 yield
         else:
             yield
+
+    def stream(self, context: ServicerContext[Any, Any]) -> contextlib.AbstractContextManager[None]:
+        """Count one open event stream against its caller while it runs; raise past the cap."""
+        return self._stream(caller_id(context))
 
     @contextlib.contextmanager
     def _stream(self, caller: str) -> Iterator[None]:
