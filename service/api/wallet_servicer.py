@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -13,7 +12,6 @@ from consofta.billing.v1 import wallet_service_pb2, wallet_service_pb2_grpc
 from grpc.aio import ServicerContext
 
 from service.api.auth import audit_principal_id
-from service.api.limits import CallLimits
 from service.api.validation import (
     Violations,
     check_company_id,
@@ -95,10 +93,9 @@ def parse_uuid(v: Violations, value: str, field: str) -> uuid.UUID | None:
 
 
 class WalletServicer(WalletReporting, wallet_service_pb2_grpc.WalletServiceServicer):
-    def __init__(self, pool: asyncpg.Pool, notifier: EventNotifier, limits: CallLimits | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, notifier: EventNotifier) -> None:
         self._pool = pool
         self._notifier = notifier
-        self._limits = limits
 
     async def CreateWallet(
         self, request: wallet_service_pb2.CreateWalletRequest, context: ServicerContext[Any, Any]
@@ -301,6 +298,5 @@ class WalletServicer(WalletReporting, wallet_service_pb2_grpc.WalletServiceServi
             check_company_id(v, request.company_id)
         v.raise_if_any()
         company_id = None if request.all_companies else request.company_id
-        with contextlib.nullcontext() if self._limits is None else self._limits.stream(context):
-            async for event in watch_events(self._pool, self._notifier, company_id, request.cursor):
-                yield wallet_service_pb2.WatchWalletEventsResponse(event=event_message(event))
+        async for event in watch_events(self._pool, self._notifier, company_id, request.cursor):
+            yield wallet_service_pb2.WatchWalletEventsResponse(event=event_message(event))

@@ -73,8 +73,8 @@ async def holding(pool: asyncpg.Pool, sql: str, *args: Any) -> AsyncIterator[Non
 
 async def test_a_caller_gets_100_event_streams_and_the_next_is_resource_exhausted(db_url: str) -> None:
     async with serving(db_url) as (app, stubs):
-        assert app.edge is not None and app.edge.limits is not None
-        limits = app.edge.limits
+        assert app.limits is not None
+        limits = app.limits
         assert limits.streams_per_caller == 100  # the default
         company = await stubs.new_company()
         request = wallet_service_pb2.WatchWalletEventsRequest(company_id=company)
@@ -141,8 +141,8 @@ async def test_heavy_reads_past_their_limit_are_resource_exhausted_and_the_admit
     async with serving(
         db_url, max_concurrent_statements=2, max_concurrent_exports=1, max_concurrent_summaries=1
     ) as (app, stubs):
-        assert app.edge is not None and app.edge.limits is not None
-        limits = app.edge.limits
+        assert app.limits is not None
+        limits = app.limits
         company = await stubs.new_company()
         await credit(stubs, company, usd(10))
         statement = reporting_pb2.GetStatementRequest(company_id=company, year=2026, month=1, time_zone="UTC")
