@@ -24,7 +24,7 @@ from service import tracing
 from service.api.access_interceptor import AccessInterceptor
 from service.api.auth import Authenticator
 from service.api.interceptors import EdgeInterceptor
-from service.api.limits import CallLimits
+from service.api.limits import CallLimits, LimitsInterceptor
 from service.api.reflection import enable_reflection
 from service.api.server_options import server_options
 from service.api.settings_servicer import SettingsServicer
@@ -75,6 +75,7 @@ class BillingServer:
     events: EventNotifier | None = None
     metrics: MetricsServer | None = None
     edge: EdgeInterceptor | None = None
+    limits: CallLimits | None = None
     batcher: UsageBatcher | None = None
     recharge: RechargeLoop | None = None
     # None when no webhook secret is configured (the sandbox provider sends no webhooks).
@@ -197,7 +198,8 @@ async def start_server(
         await events.start()
         undo.append(events.close)
 
-        edge = EdgeInterceptor(CallLimits(config), config.default_deadline_s)
+        edge = EdgeInterceptor(config.default_deadline_s)
+        limits = LimitsInterceptor(CallLimits(config))
         traced = tracing.active()
         # The tracing interceptor goes first, so that its span is current for the whole call, the edge's
         # canonical log line (which carries the trace id) included.
@@ -208,7 +210,9 @@ async def start_server(
         )
         # The edge before `access`: a call refused by `access` still gets its log line, metrics and
         # rich status.
-        interceptors = [edge, access] if traced is None else [traced.server_interceptor, edge, access]
+        interceptors = [edge, access, limits]
+        if traced is not None:
+            interceptors.insert(0, traced.server_interceptor)
         # SO_REUSEPORT only among the workers of one `serve --workers N`: otherwise a second server on a
         # taken port must fail, not share it with the first.
         server = grpc.aio.server(
@@ -284,6 +288,7 @@ async def start_server(
         events=events,
         metrics=metrics,
         edge=edge,
+        limits=limits.limits,
         certificates=certificates,
         batcher=batcher,
     )

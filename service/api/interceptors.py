@@ -2,16 +2,15 @@
 
 What an `EdgeCall` does (request id and log line, metrics, error mapping, the shutdown drain) lives in
 `service.api.edge_call` and the modules it names; here are only the two handler shapes gRPC has. Inside
-the EdgeCall (so that a refusal gets its status, line and count) each call is admitted by the
-`CallLimits`, and a unary call that came without a deadline gets the server's default one. Streams get
-none: WatchWalletEvents is open-ended by design, and an export's statements are bounded by the
-database's statement timeout.
+the EdgeCall a unary call that came without a deadline gets the server's default one. Streams get none:
+WatchWalletEvents is open-ended by design, and an export's statements are bounded by the database's
+statement timeout. (The per-caller and per-method limits are an interceptor of their own,
+`service.api.limits.LimitsInterceptor`, after authentication, inside the EdgeCall.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -21,21 +20,14 @@ from grpc.aio import ServicerContext
 from service.api.decoding import Undecodable, tolerant
 from service.api.drain import Drain
 from service.api.edge_call import EdgeCall
-from service.api.limits import CallLimits
 
 
 class _Edge:
-    """What every wrapped handler shares: the drain, the limits and the default deadline (seconds)."""
+    """What every wrapped handler shares: the drain and the default deadline (seconds)."""
 
-    def __init__(self, drain: Drain, limits: CallLimits | None, default_deadline_s: float | None) -> None:
+    def __init__(self, drain: Drain, default_deadline_s: float | None) -> None:
         self.drain = drain
-        self.limits = limits
         self.default_deadline_s = default_deadline_s
-
-    def admit(
-        self, method: str, context: ServicerContext[Any, Any]
-    ) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext() if self.limits is None else self.limits.admit(method, context)
 
     def deadline(self, context: ServicerContext[Any, Any]) -> asyncio.Timeout | None:
         if self.default_deadline_s is None or context.time_remaining() is not None:
@@ -52,12 +44,11 @@ def _wrap_unary(
         async with EdgeCall(method, context, request, edge.drain):
             if isinstance(request, Undecodable):
                 raise request.error()
-            with edge.admit(method, context):
-                deadline = edge.deadline(context)
-                if deadline is None:
-                    return await behavior(request, context)
-                async with deadline:
-                    return await behavior(request, context)
+            deadline = edge.deadline(context)
+            if deadline is None:
+                return await behavior(request, context)
+            async with deadline:
+                return await behavior(request, context)
 
     return handler
 
@@ -69,9 +60,8 @@ def _wrap_server_stream(
         async with EdgeCall(method, context, request, edge.drain):
             if isinstance(request, Undecodable):
                 raise request.error()
-            with edge.admit(method, context):
-                async for response in behavior(request, context):
-                    yield response
+            async for response in behavior(request, context):
+                yield response
 
     return handler
 
@@ -81,10 +71,9 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
     # as the cost of an RPC that does no work).
     _SKIP_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
-    def __init__(self, limits: CallLimits | None = None, default_deadline_s: float | None = None) -> None:
+    def __init__(self, default_deadline_s: float | None = None) -> None:
         self.drain = Drain()
-        self.limits = limits
-        self._edge = _Edge(self.drain, limits, default_deadline_s)
+        self._edge = _Edge(self.drain, default_deadline_s)
 
     async def intercept_service(
         self,

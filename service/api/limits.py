@@ -5,14 +5,18 @@
   the limit, RESOURCE_EXHAUSTED at once instead of queueing for pool connections that RecordUsage needs.
 
 Both are counted in this process only; a caller spread over replicas gets each replica's allowance.
+`LimitsInterceptor` applies them after the access interceptor (so a forbidden call is PERMISSION_DENIED,
+not counted, and the stream cap counts against the authenticated principal) and inside the edge's
+EdgeCall (so a refusal gets its status, log line and metrics).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
+import grpc
 from consofta.billing.v1 import usage_service_pb2, wallet_service_pb2
 from google.protobuf.descriptor import FileDescriptor
 from grpc.aio import ServicerContext
@@ -88,3 +92,48 @@ class CallLimits:
             yield
         finally:
             self.running[method] -= 1
+
+
+class LimitsInterceptor(grpc.aio.ServerInterceptor):
+    """Admits each call of the limited methods through `CallLimits`; other calls pass untouched."""
+
+    def __init__(self, limits: CallLimits) -> None:
+        self.limits = limits
+        self._methods = {WATCH_EVENTS, *limits.method_limits}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method not in self._methods:
+            return handler
+        limits = self.limits
+        if handler.unary_unary is not None:
+            unary: Callable[..., Awaitable[Any]] = handler.unary_unary
+
+            async def unary_unary(request: Any, context: ServicerContext[Any, Any]) -> Any:
+                with limits.admit(method, context):
+                    return await unary(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            stream: Callable[..., AsyncIterator[Any]] = handler.unary_stream  # type: ignore[assignment]
+
+            async def unary_stream(request: Any, context: ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                with limits.admit(method, context):
+                    async for response in stream(request, context):
+                        yield response
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler

@@ -231,6 +231,9 @@ class EventNotifier:
 
     def join_all(self, stream: _Buffer, own: AllCursor) -> AllCursor:
         """Register an all-companies stream caught up at `own`; returns the reader's position."""
+        # What an earlier, abandoned registration collected predates `own`: it would come twice.
+        stream.events.clear()
+        stream.overflowed = False
         if self._all_head is None:
             # The first one: the reader starts where this stream is, and reads at once, so that it learns
             # whether events are held back there (then it re-checks every HELD_BACK_RECHECK_S).

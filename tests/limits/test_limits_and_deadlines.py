@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from service.api.caller import caller_id
 from service.api.limits import EXPORT, GET_STATEMENT, GET_USAGE_SUMMARY, WATCH_EVENTS
 from service.api.server_options import server_options
+from service.api.wire.money import money
 from service.config import load_config
 from service.domain.money import usd
 from tests.conftest import Stubs
@@ -72,8 +73,8 @@ async def holding(pool: asyncpg.Pool, sql: str, *args: Any) -> AsyncIterator[Non
 
 async def test_a_caller_gets_100_event_streams_and_the_next_is_resource_exhausted(db_url: str) -> None:
     async with serving(db_url) as (app, stubs):
-        assert app.edge is not None and app.edge.limits is not None
-        limits = app.edge.limits
+        assert app.limits is not None
+        limits = app.limits
         assert limits.streams_per_caller == 100  # the default
         company = await stubs.new_company()
         request = wallet_service_pb2.WatchWalletEventsRequest(company_id=company)
@@ -140,8 +141,8 @@ async def test_heavy_reads_past_their_limit_are_resource_exhausted_and_the_admit
     async with serving(
         db_url, max_concurrent_statements=2, max_concurrent_exports=1, max_concurrent_summaries=1
     ) as (app, stubs):
-        assert app.edge is not None and app.edge.limits is not None
-        limits = app.edge.limits
+        assert app.limits is not None
+        limits = app.limits
         company = await stubs.new_company()
         await credit(stubs, company, usd(10))
         statement = reporting_pb2.GetStatementRequest(company_id=company, year=2026, month=1, time_zone="UTC")
@@ -230,7 +231,20 @@ async def _no_server_statement_waits(pool: asyncpg.Pool) -> None:
 
 
 async def _debits(pool: asyncpg.Pool, company: str) -> int:
-    return int(await pool.fetchval("select count(*) from usage_records where company_id = $1", company))
+    """Credits made (CreditWallet takes the wallet lock directly; RecordUsage goes through the group
+    commit, which answers a failed batch with its own UNAVAILABLE / USAGE_NOT_RECORDED)."""
+    return int(
+        await pool.fetchval(
+            "select count(*) from ledger_entries where company_id = $1 and entry_type = 'manual_credit'",
+            company,
+        )
+    )
+
+
+def _credit(company: str, request_id: str) -> wallet_service_pb2.CreditWalletRequest:
+    return wallet_service_pb2.CreditWalletRequest(
+        company_id=company, amount=money(usd(1)), reason="deadline test", request_id=request_id
+    )
 
 
 async def test_a_statement_past_the_statement_timeout_is_deadline_exceeded(
@@ -238,14 +252,14 @@ async def test_a_statement_past_the_statement_timeout_is_deadline_exceeded(
 ) -> None:
     async with serving(db_url, db_statement_timeout_s=0.3) as (_app, stubs):
         company = await stubs.new_company()
-        request = record(company, "timed-out", emails(3))
+        request = _credit(company, "timed-out")
         async for _ in holding(pool, "select 1 from wallets where company_id = $1 for update", company):
-            error = await refused(stubs.usage.RecordUsage(request))
+            error = await refused(stubs.wallet.CreditWallet(request))
         assert error.code is grpc.StatusCode.DEADLINE_EXCEEDED
         assert error.reason == "DEADLINE_EXCEEDED"
         assert await _debits(pool, company) == 0
         # Nothing was committed, so the same key records it now.
-        assert not (await stubs.usage.RecordUsage(request)).replayed
+        assert not (await stubs.wallet.CreditWallet(request)).replayed
 
 
 async def test_a_call_without_a_deadline_gets_the_default_one_and_its_statement_is_cancelled(
@@ -253,23 +267,23 @@ async def test_a_call_without_a_deadline_gets_the_default_one_and_its_statement_
 ) -> None:
     async with serving(db_url, default_deadline_s=0.3) as (_app, stubs):
         company = await stubs.new_company()
-        request = record(company, "no-deadline", emails(3))
+        request = _credit(company, "no-deadline")
         async for _ in holding(pool, "select 1 from wallets where company_id = $1 for update", company):
-            error = await refused(stubs.usage.RecordUsage(request))
+            error = await refused(stubs.wallet.CreditWallet(request))
             assert error.code is grpc.StatusCode.DEADLINE_EXCEEDED
             assert error.reason == "DEADLINE_EXCEEDED"
             # The server cancelled the statement instead of leaving it waiting behind the lock.
             await _no_server_statement_waits(pool)
         assert await _debits(pool, company) == 0
-        assert not (await stubs.usage.RecordUsage(request)).replayed
+        assert not (await stubs.wallet.CreditWallet(request)).replayed
 
 
 async def test_a_callers_own_deadline_cancels_the_servers_statement(db_url: str, pool: asyncpg.Pool) -> None:
     async with serving(db_url) as (_app, stubs):
         company = await stubs.new_company()
-        request = record(company, "own-deadline", emails(3))
+        request = _credit(company, "own-deadline")
         async for _ in holding(pool, "select 1 from wallets where company_id = $1 for update", company):
-            error = await refused(stubs.usage.RecordUsage(request, timeout=0.3))
+            error = await refused(stubs.wallet.CreditWallet(request, timeout=0.3))
             assert error.code is grpc.StatusCode.DEADLINE_EXCEEDED
             await _no_server_statement_waits(pool)
         assert await _debits(pool, company) == 0
