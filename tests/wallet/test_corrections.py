@@ -126,7 +126,8 @@ async def test_void_checks_its_request_and_the_record(stubs: Stubs) -> None:
             wallet_service_pb2.VoidUsageRecordRequest(company_id=company, usage_record_id="x", request_id="r")
         )
     assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert set(rich_error(bad.value).fields) == {"usage_record_id"}
+    # Every broken rule at once: the id, and the reason the request left out.
+    assert set(rich_error(bad.value).fields) == {"usage_record_id", "reason"}
     with pytest.raises(grpc.aio.AioRpcError) as no_reason:
         await stubs.wallet.VoidUsageRecord(
             void(company, "00000000-0000-0000-0000-000000000001", "r", reason="")
