@@ -8,6 +8,7 @@ exactly that gRPC code.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -25,7 +26,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.readme.walkthrough import SERVE, Block, Command, blocks
-from tests.support.process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -42,13 +42,14 @@ def pgdata_parent() -> Iterator[Path]:
         yield Path(folder)
 
 
-def _env(port: int, pgdata: Path) -> dict[str, str]:
+def _env(pgdata: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "DATABASE_URL"))}
     # python3 is the one a newcomer has, not this virtual environment's: dev.py finds .venv/ itself.
     path = [p for p in env.get("PATH", "").split(os.pathsep) if Path(p) != Path(sys.executable).parent]
     env.update(
         PATH=os.pathsep.join(path),
-        BILLING_GRPC_PORT=str(port),
+        # Port 0: the server picks a free port and says which in its `serving` line.
+        BILLING_GRPC_PORT="0",
         BILLING_METRICS_PORT="0",
         BILLING_PGDATA=str(pgdata),
         BILLING_LOG_FORMAT="json",
@@ -57,9 +58,26 @@ def _env(port: int, pgdata: Path) -> dict[str, str]:
     return env
 
 
-def _wait_serving(proc: subprocess.Popen[bytes], target: str, log: Path, timeout_s: float = 120) -> None:
+def _served_port(proc: subprocess.Popen[bytes], log: Path, deadline: float) -> int:
+    """The gRPC port the server picked (BILLING_GRPC_PORT=0), from its `serving` log line."""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"`{SERVE}` exited with {proc.returncode}:\n{log.read_text()}")
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("event") == "serving" and entry.get("port"):
+                return int(entry["port"])
+        time.sleep(0.2)
+    raise AssertionError(f"`{SERVE}` did not say `serving`:\n{log.read_text()}")
+
+
+def _wait_serving(proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 120) -> int:
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(target) as channel:
+    port = _served_port(proc, log, deadline)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -67,7 +85,7 @@ def _wait_serving(proc: subprocess.Popen[bytes], target: str, log: Path, timeout
             try:
                 reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
+                    return port
             except grpc.RpcError:
                 pass
             time.sleep(0.2)
@@ -120,8 +138,8 @@ def test_the_walkthrough_blocks_are_found() -> None:
 
 def test_every_readme_command_runs_as_written(pgdata_parent: Path, tmp_path: Path) -> None:
     walk: list[Block] = blocks(README.read_text())
-    port = free_port()
-    env = _env(port, pgdata_parent / "pgdata")
+    env = _env(pgdata_parent / "pgdata")
+    port = 0
     log = tmp_path / "serve.log"
     server: subprocess.Popen[bytes] | None = None
     ran: list[str] = []
@@ -135,7 +153,7 @@ def test_every_readme_command_runs_as_written(pgdata_parent: Path, tmp_path: Pat
                 assert server is None, "the README starts the server twice"
                 with log.open("wb") as out:
                     server = subprocess.Popen(SERVE.split(), cwd=ROOT, env=env, stdout=out, stderr=out)
-                _wait_serving(server, f"127.0.0.1:{port}", log)
+                port = _wait_serving(server, log)
                 continue
             assert server is not None, f"README line {block.line} runs before `{SERVE}`"
             for command, result in _run_block(block, port, env, tmp_path):
