@@ -31,7 +31,7 @@ from service.api.settings_servicer import SettingsServicer
 from service.api.transport import CertificateFiles, bind, check_exposure
 from service.api.usage_servicer import UsageServicer
 from service.api.wallet_servicer import WalletServicer
-from service.app.event_streams import EventNotifier
+from service.app.event_reader import EventNotifier
 from service.app.usage_batcher import UsageBatcher
 from service.config import Config, StartupError
 from service.db.budget import check_connection_budget

@@ -35,7 +35,8 @@ from service.api.wire.wallets import (
 )
 from service.app.corrections import void_usage_record
 from service.app.credits import CreditKind, credit_violations, credit_wallet, debit_wallet
-from service.app.event_streams import EventNotifier, watch_events
+from service.app.event_reader import EventNotifier
+from service.app.event_streams import watch_events
 from service.app.holds import (
     DEFAULT_HOLD_DURATION,
     MAX_HOLD_DURATION,
