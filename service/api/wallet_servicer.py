@@ -230,7 +230,14 @@ class WalletServicer(WalletReporting, wallet_service_pb2_grpc.WalletServiceServi
         v.raise_if_any()
         assert record_id is not None
         void = await void_usage_record(
-            self._pool, request.company_id, record_id, request.reason, request.request_id, actor, amount_nanos
+            self._pool,
+            request.company_id,
+            record_id,
+            request.reason,
+            request.request_id,
+            actor,
+            amount_nanos,
+            principal_id=audit_principal_id(),
         )
         return wallet_service_pb2.VoidUsageRecordResponse(
             transaction=transaction_message(void.entry),

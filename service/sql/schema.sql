@@ -371,6 +371,7 @@ create table usage_voids (
     ledger_sequence bigint not null,
     balance_after_nanos bigint not null,
     created_at timestamp with time zone default now() not null,
+    principal_id text,
     constraint usage_voids_amount_nanos_check CHECK ((amount_nanos > 0)),
     constraint usage_voids_company_id_ledger_sequence_fkey FOREIGN KEY (company_id, ledger_sequence) REFERENCES ledger_entries(company_id, sequence),
     constraint usage_voids_company_id_usage_record_id_fkey FOREIGN KEY (company_id, usage_record_id) REFERENCES usage_records(company_id, usage_record_id),
@@ -499,8 +500,8 @@ CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, ev
 --     usage_rollups_apply.sql, body md5 f29bea63f4d0d7dadd8e6834c60e5ebb
 -- usage_rollups_apply_delete() returns trigger language plpgsql
 --     usage_rollups_apply_delete.sql, body md5 ee6fec10c4bc3cdd064b482d128cdd1e
--- void_usage_record(p_company_id text, p_request_id text, p_request_hash bytea, p_usage_record_id uuid, p_amount_nanos bigint, p_reason text, p_actor text, OUT void usage_voids, OUT record_amount_nanos bigint, OUT voided_before_nanos bigint, OUT replayed boolean, OUT claimed_operation text, OUT claimed_hash bytea) returns record language plpgsql
---     void_usage_record.sql, body md5 b27f278d4beb763fd1edc82384c93bab
+-- void_usage_record(p_company_id text, p_request_id text, p_request_hash bytea, p_usage_record_id uuid, p_amount_nanos bigint, p_reason text, p_actor text, p_principal_id text, OUT void usage_voids, OUT record_amount_nanos bigint, OUT voided_before_nanos bigint, OUT replayed boolean, OUT claimed_operation text, OUT claimed_hash bytea) returns record language plpgsql
+--     void_usage_record.sql, body md5 c8ce390cfe55e147fc9b6544a8ec63fc
 -- wallet_suspension_changed() returns trigger language plpgsql
 --     wallet_suspension_changed.sql, body md5 ef7ce11e669d85052d7f1c5781306637
 
