@@ -221,7 +221,7 @@ def _parser() -> argparse.ArgumentParser:
         help="idempotency key; repeating the command with it changes nothing (default: derived)",
     )
 
-    wallet = sub.add_parser("wallet", help="wallets", description="Inspect and credit wallets.")
+    wallet = sub.add_parser("wallet", help="wallets", description="Inspect, credit and debit wallets.")
     wallet_sub = wallet.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = command(wallet_sub, "show", wallet_show, "show a wallet's balance, minimum and last entries")
     show.add_argument("company_id", metavar="COMPANY", type=_company_id, help="the company's id")
@@ -245,7 +245,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     credit.add_argument("--actor", help="who credits (default: cli:<your user name>)")
 
+    from service.correction_commands import add_correction_commands
     from service.key_commands import add_keys_commands
+
+    add_correction_commands(command, sub, wallet_sub, _company_id, _usd_amount_nanos)
 
     add_keys_commands(sub, _company_id)
 
