@@ -41,11 +41,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from service.db.embedded import EmbeddedPostgres
-from service.db.migrate import migrate
-from service.db.pool import ensure_database, with_database
+from bench.servers import scratch_database, served
 from service.domain.money import format_usd
-from tests.support.process import ServiceProcess
 
 MONTH_START = datetime(2026, 10, 1, 4, tzinfo=UTC)  # October 2026 in New York (EDT, UTC-4)
 MONTH_END = datetime(2026, 11, 1, 4, tzinfo=UTC)
@@ -202,43 +199,10 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
-        os.chmod(tmp, 0o755)
-        embedded = None
-        admin_url = os.environ.get("BILLING_BENCH_DATABASE_URL")
-        if not admin_url:
-            embedded = EmbeddedPostgres(Path(tmp) / "pgdata")
-            admin_url = await asyncio.to_thread(embedded.start)
-        database = f"billing_bench_{uuid.uuid4().hex[:8]}"
-        await ensure_database(admin_url, database)
-        database_url = with_database(admin_url, database)
-        conn = await asyncpg.connect(database_url)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-        server = ServiceProcess(
-            {
-                "DATABASE_URL": database_url,
-                "BILLING_LOG_LEVEL": "warning",
-                "BILLING_PAYMENT_PROVIDER": "sandbox",
-                "BILLING_ALLOW_SANDBOX": "1",
-            },
-            Path(tmp) / "server.log",
-        )
-        server.start()
-        try:
-            await server.wait_serving()
-            await bench(server.target, database_url, args.records, args.repeat)
-        finally:
-            server.signal(__import__("signal").SIGTERM)
-            await server.wait_exit()
-            admin = await asyncpg.connect(admin_url)
-            try:
-                await admin.execute(f'drop database if exists "{database}" with (force)')
-            finally:
-                await admin.close()
-            if embedded is not None:
-                await asyncio.to_thread(embedded.stop)
+        os.chmod(tmp, 0o755)  # the embedded server runs as its own user when we are root
+        async with scratch_database(Path(tmp)) as database_url:
+            async with served(database_url, workers=1, log_dir=Path(tmp)) as target:
+                await bench(target, database_url, args.records, args.repeat)
 
 
 if __name__ == "__main__":
