@@ -22,7 +22,6 @@ from service.admin_commands import (
     company_create,
     database,
     recharges_list,
-    wallet_credit,
     wallet_show,
 )
 from service.config import Config, ConfigError, StartupError, load_config
@@ -228,23 +227,6 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument(
         "--last", type=_positive_int, default=10, metavar="N", help="ledger entries to show (default 10)"
     )
-    credit = command(
-        wallet_sub,
-        "credit",
-        wallet_credit,
-        "add money to a wallet (a manual credit in the ledger) with a reason",
-    )
-    credit.add_argument("company_id", metavar="COMPANY", type=_company_id, help="the company's id")
-    credit.add_argument(
-        "amount_nanos", metavar="AMOUNT_USD", type=_usd_amount_nanos, help="amount in USD, e.g. 12.50"
-    )
-    credit.add_argument("--reason", required=True, help="why the money is added (kept in the ledger)")
-    credit.add_argument(
-        "--request-id",
-        help="idempotency key: repeating the command with it credits once (default: a new one, printed)",
-    )
-    credit.add_argument("--actor", help="who credits (default: cli:<your user name>)")
-
     from service.correction_commands import add_correction_commands
     from service.key_commands import add_keys_commands
 

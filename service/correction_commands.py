@@ -1,7 +1,7 @@
-"""The corrections of the CLI: `wallet debit` (a manual debit) and `usage void` (reverse a usage record).
+"""The CLI's money corrections: `wallet credit`, `wallet debit` and `usage void`.
 
-They call the same use cases as DebitWallet and VoidUsageRecord, idempotent under --request-id, and
-record the operating-system user as the principal (`cli:<user>`), like `wallet credit`.
+They call the same use cases as CreditWallet, DebitWallet and VoidUsageRecord, idempotent under
+--request-id, and record the operating-system user as the principal (`cli:<user>`).
 """
 
 from __future__ import annotations
@@ -27,13 +27,23 @@ def usage_record_id(value: str) -> uuid.UUID:
         raise argparse.ArgumentTypeError(f"{value[:40]!r} is not a usage record id (a UUID)") from None
 
 
+async def wallet_credit(config: Config, args: argparse.Namespace) -> int:
+    return await _manual_entry(config, args, debit=False)
+
+
 async def wallet_debit(config: Config, args: argparse.Namespace) -> int:
-    from service.app.credits import credit_violations, debit_wallet
+    return await _manual_entry(config, args, debit=True)
+
+
+async def _manual_entry(config: Config, args: argparse.Namespace, *, debit: bool) -> int:
+    """A manual credit or debit: CreditWallet's and DebitWallet's use cases, under the same rules."""
+    from service.app.credits import credit_violations, credit_wallet, debit_wallet
     from service.db.pool import create_pool
     from service.domain.errors import InvalidArgument
     from service.domain.money import format_usd
 
-    request_id = args.request_id or f"cli-debit-{uuid.uuid4()}"
+    name = "debit" if debit else "credit"
+    request_id = args.request_id or f"cli-{name}-{uuid.uuid4()}"
     actor = args.actor or _operator()
     # Checked before the database is opened: a bad argument costs no connection and says so at once.
     violations = credit_violations(args.amount_nanos, args.reason, actor)
@@ -42,23 +52,36 @@ async def wallet_debit(config: Config, args: argparse.Namespace) -> int:
     async with database(config) as url:
         pool = await create_pool(url, min_size=1, max_size=1)
         try:
-            debit = await debit_wallet(
-                pool, args.company_id, args.amount_nanos, args.reason, request_id, actor, _operator()
-            )
+            if debit:
+                entry = await debit_wallet(
+                    pool, args.company_id, args.amount_nanos, args.reason, request_id, actor, _operator()
+                )
+            else:
+                entry = await credit_wallet(
+                    pool,
+                    args.company_id,
+                    args.amount_nanos,
+                    args.reason,
+                    request_id,
+                    actor=actor,
+                    principal_id=_operator(),
+                )
         finally:
             await pool.close()
-    done = "was already applied (same request id)" if debit.replayed else "applied"
+    amount_nanos = abs(entry.amount_nanos)  # a debit's entry carries the negative amount
+    done = "was already applied (same request id)" if entry.replayed else "applied"
     record = {
-        "company_id": debit.company_id,
-        **money("amount", -debit.amount_nanos),
-        "replayed": debit.replayed,
-        "ledger_sequence": debit.ledger_sequence,
-        **money("balance_after", debit.balance_after_nanos),
+        "company_id": entry.company_id,
+        **money("amount", amount_nanos),
+        "replayed": entry.replayed,
+        "ledger_sequence": entry.ledger_sequence,
+        **money("balance_after", entry.balance_after_nanos),
         "request_id": request_id,
     }
+    direction = "from" if debit else "to"
     text = (
-        f"debit of {format_usd(-debit.amount_nanos)} USD from {debit.company_id} {done}: "
-        f"ledger entry {debit.ledger_sequence}, balance {format_usd(debit.balance_after_nanos)} USD, "
+        f"{name} of {format_usd(amount_nanos)} USD {direction} {entry.company_id} {done}: "
+        f"ledger entry {entry.ledger_sequence}, balance {format_usd(entry.balance_after_nanos)} USD, "
         f"request id {request_id}"
     )
     emit(args, record, text)
@@ -124,15 +147,23 @@ def add_correction_commands(
     company_id_type: Callable[[str], str],
     usd_type: Callable[[str], int],
 ) -> None:
-    debit = command(
-        wallet_sub,
-        "debit",
-        wallet_debit,
-        "take money from a wallet (a manual debit in the ledger) with a reason",
+    manual = (
+        (
+            "credit",
+            wallet_credit,
+            "add money to a wallet (a manual credit in the ledger)",
+            "credits",
+            "added",
+        ),
+        ("debit", wallet_debit, "take money from a wallet (a manual debit in the ledger)", "debits", "taken"),
     )
-    debit.add_argument("company_id", metavar="COMPANY", type=company_id_type, help="the company's id")
-    debit.add_argument("amount_nanos", metavar="AMOUNT_USD", type=usd_type, help="amount in USD, e.g. 12.50")
-    _audit_arguments(debit, "debits", "taken")
+    for name, handler, what, verb, moved in manual:
+        cmd = command(wallet_sub, name, handler, f"{what} with a reason")
+        cmd.add_argument("company_id", metavar="COMPANY", type=company_id_type, help="the company's id")
+        cmd.add_argument(
+            "amount_nanos", metavar="AMOUNT_USD", type=usd_type, help="amount in USD, e.g. 12.50"
+        )
+        _audit_arguments(cmd, verb, moved)
 
     usage = sub.add_parser("usage", help="usage records", description="Correct usage records.")
     usage_sub = usage.add_subparsers(dest="action", required=True, metavar="ACTION")
