@@ -229,10 +229,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     from service.correction_commands import add_correction_commands
     from service.key_commands import add_keys_commands
+    from service.review_commands import add_review_commands
 
     add_correction_commands(command, sub, wallet_sub, _company_id, _usd_amount_nanos)
 
     add_keys_commands(sub, _company_id)
+    add_review_commands(command, sub, _positive_int)
 
     recharges = sub.add_parser("recharges", help="card recharges", description="Inspect card recharges.")
     recharges_sub = recharges.add_subparsers(dest="action", required=True, metavar="ACTION")

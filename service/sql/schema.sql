@@ -293,6 +293,7 @@ create table stripe_webhook_reviews (
     received_at timestamp with time zone default now() not null,
     resolved_at timestamp with time zone,
     resolution text,
+    resolved_by text,
     constraint stripe_webhook_reviews_attempt_id_fkey FOREIGN KEY (company_id, attempt_id) REFERENCES recharge_attempts(company_id, attempt_id),
     constraint stripe_webhook_reviews_company_id_fkey FOREIGN KEY (company_id) REFERENCES companies(company_id),
     constraint stripe_webhook_reviews_event_id_fkey FOREIGN KEY (event_id) REFERENCES stripe_webhook_events(event_id),

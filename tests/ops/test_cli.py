@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -18,32 +16,9 @@ from service.app.record_usage import RecordUsageCommand, record_usage
 from service.db.embedded import running_url
 from service.db.migrate import available_migrations
 from service.domain.usage_kinds import EmailUsage
-from tests.support.process import ENTRY_POINT
+from tests.support.cli import run
 
 LATEST = available_migrations()[-1].version
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-async def run(*args: str, database_url: str | None = None, **env: str) -> Result:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "DATABASE_URL"))}
-    full_env.update(env, BILLING_LOG_FORMAT="json")
-    if database_url is not None:
-        full_env["DATABASE_URL"] = database_url
-        # A test database: the sandbox is allowed on it (the provider must be chosen with DATABASE_URL).
-        full_env.setdefault("BILLING_PAYMENT_PROVIDER", "sandbox")
-        full_env.setdefault("BILLING_ALLOW_SANDBOX", "1")
-    proc = await asyncio.create_subprocess_exec(
-        ENTRY_POINT, *args, env=full_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return Result(proc.returncode, out.decode(), err.decode())
 
 
 @pytest.mark.parametrize(
@@ -294,6 +269,8 @@ async def test_bad_arguments_name_the_argument(args: tuple[str, ...], says: str)
         ("wallet", "debit"),
         ("usage", "void"),
         ("recharges", "list"),
+        ("stripe-reviews", "list"),
+        ("stripe-reviews", "resolve"),
         ("worker",),
     ],
 )
