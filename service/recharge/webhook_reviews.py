@@ -26,8 +26,21 @@ from .wallet_events import Conn
 EVENT_ID = re.compile(r"[A-Za-z0-9_]{1,255}")
 MAX_RESOLUTION_CHARS = 500
 
-_COLUMNS = """event_id, event_type, payment_intent_id, attempt_id, company_id, reasons, details, received_at,
-              resolved_at, resolution, resolved_by"""
+# Every company's held events, newest first ($1: how many), and one by its Stripe event id: an operator's
+# reads, not per company (the operator has the event id, not the company).
+_LIST_OPEN_SQL = """
+    select * from stripe_webhook_reviews where resolved_at is null
+     order by received_at desc, event_id limit $1
+"""
+_LIST_ALL_SQL = """
+    select * from stripe_webhook_reviews order by received_at desc, event_id limit $1
+"""
+_RESOLVE_SQL = """
+    update stripe_webhook_reviews set resolved_at = now(), resolution = $2, resolved_by = $3
+     where event_id = $1 and resolved_at is null
+    returning *
+"""
+_READ_SQL = "select * from stripe_webhook_reviews where event_id = $1"
 
 
 @dataclass(frozen=True)
@@ -65,11 +78,7 @@ def _review(row: asyncpg.Record) -> WebhookReview:
 
 async def list_reviews(conn: Conn, *, open_only: bool, limit: int) -> list[WebhookReview]:
     """The newest reviews first; only those nobody has resolved yet when `open_only`."""
-    where = "where resolved_at is null" if open_only else ""
-    rows = await conn.fetch(
-        f"select {_COLUMNS} from stripe_webhook_reviews {where} order by received_at desc, event_id limit $1",
-        limit,
-    )
+    rows = await conn.fetch(_LIST_OPEN_SQL if open_only else _LIST_ALL_SQL, limit)
     return [_review(row) for row in rows]
 
 
@@ -95,19 +104,10 @@ async def resolve_review(
     violations = resolution_violations(event_id, resolution)
     if violations:
         raise InvalidArgument(violations)
-    row = await conn.fetchrow(
-        f"""
-        update stripe_webhook_reviews set resolved_at = now(), resolution = $2, resolved_by = $3
-         where event_id = $1 and resolved_at is null
-        returning {_COLUMNS}
-        """,
-        event_id,
-        resolution,
-        resolved_by,
-    )
+    row = await conn.fetchrow(_RESOLVE_SQL, event_id, resolution, resolved_by)
     if row is not None:
         return _review(row), False
-    row = await conn.fetchrow(f"select {_COLUMNS} from stripe_webhook_reviews where event_id = $1", event_id)
+    row = await conn.fetchrow(_READ_SQL, event_id)
     if row is None:
         raise NotFound(f"no Stripe webhook event {excerpt(event_id)} is held for review")
     review = _review(row)

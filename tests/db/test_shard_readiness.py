@@ -50,6 +50,12 @@ GLOBAL_READERS = {
     "service.recharge.attempts.release_lease()": "by attempt id: a lease released",
     "service.recharge.outcomes.apply_outcome()": "by attempt id: an outcome recorded",
     "service.recharge.outcomes.apply_outcome()#2": "by attempt id: an outcome recorded",
+    # An operator's commands (`stripe-reviews`): the held events of every company, and one by the Stripe
+    # event id the operator has. On Citus a multi-shard read, run by hand and rarely.
+    "service.recharge.webhook_reviews._LIST_OPEN_SQL": "operator: open held events, every company",
+    "service.recharge.webhook_reviews._LIST_ALL_SQL": "operator: all held events, every company",
+    "service.recharge.webhook_reviews._RESOLVE_SQL": "operator: a held event resolved by its event id",
+    "service.recharge.webhook_reviews._READ_SQL": "operator: a held event read by its event id",
 }
 # Statements assembled at run time (f-strings), so not checked here; each says where its filter is.
 RUNTIME_BUILT = {
