@@ -151,12 +151,17 @@ def _workers(value: str) -> int:
 
 
 def _worker(config: Config, _args: argparse.Namespace) -> int:
+    from service import tracing
     from service.recharge.worker import run_worker
 
+    traced = tracing.start()  # the loop's database and Stripe calls, as under `serve`
     try:
         asyncio.run(run_worker(config))
     except KeyboardInterrupt:
         pass
+    finally:
+        if traced is not None:
+            traced.shutdown()
     return 0
 
 

@@ -113,6 +113,7 @@ async def _worker_main(config: Config, control: socket.socket) -> None:
 
 
 def worker_main(index: int, control_fd: int) -> int:
+    from service import tracing
     from service.config import load_config
     from service.logs import configure_logging
 
@@ -122,10 +123,14 @@ def worker_main(index: int, control_fd: int) -> int:
     configure_logging(config.log_format, config.log_level)
     # On every line this process logs, so a worker's lines can be told apart.
     structlog.contextvars.bind_contextvars(worker=index)
+    traced = tracing.start()  # each worker exports its own spans, as `serve` does alone
     try:
         asyncio.run(_worker_main(config, control))
     except KeyboardInterrupt:
         pass
+    finally:
+        if traced is not None:
+            traced.shutdown()
     return 0
 
 
