@@ -25,7 +25,15 @@ create or replace function record_usages(
     p_quantities bigint[], p_sms_encodings text[], p_billable_units bigint[], p_occurred_ats timestamptz[],
     p_hold_ids uuid[])
 returns table (item integer, outcome text, error_state text, error_message text, record usage_records)
-language plpgsql as $$
+language plpgsql
+-- Each statement is planned for the arrays and tables of this call. A generic plan, cached in the
+-- session, keeps the choices made for the tables as they were when it was built: built while they were
+-- nearly empty (a new database, before autovacuum's first ANALYZE), it probed the idempotency key
+-- through the primary key, which also leads with company_id, reading every record of the wallet for each
+-- item, so that each batch on a hot wallet was slower than the one before (1,000 items took seconds).
+-- Planning each call costs a few milliseconds, which a batch shares.
+set plan_cache_mode = force_custom_plan
+as $$
 #variable_conflict use_column
 declare
     v_plan       usage_records[];
@@ -119,32 +127,32 @@ begin
                               where h.company_id = i.company_id) h on true
     ),
     runs as (
-        -- Each wallet's debits in item order, with the balance after each.
-        select j.*, j.billable_units * j.unit_price_nanos as amount_nanos,
+        -- Each wallet's debits in item order, with the balance after each (a partition of the items that
+        -- passed the checks; the others ride along in a partition of their own, so that the judged items
+        -- are read once, and never joined back to themselves).
+        select j.*, case when j.verdict is null then j.billable_units * j.unit_price_nanos end as amount_nanos,
                j.balance_nanos - sum(j.billable_units::numeric * j.unit_price_nanos)
-                   over (partition by j.company_id order by j.item) as after_nanos,
-               row_number() over (partition by j.company_id order by j.item) as n
-          from judged j where j.verdict is null
+                   over (partition by j.company_id, j.verdict is null order by j.item) as after_nanos,
+               row_number() over (partition by j.company_id, j.verdict is null order by j.item) as n
+          from judged j
     ),
     bounded as (
         -- A balance a bigint cannot hold fails that item as record_usage() would; the wallet's later
         -- items wait for the next call, which sees the balance without it.
-        select r.*, min(r.item) filter (where r.after_nanos < -9223372036854775808)
+        select r.*, min(r.item) filter (where r.verdict is null and r.after_nanos < -9223372036854775808)
                         over (partition by r.company_id) as first_overflow
           from runs r
     ),
-    planned as (
+    outcome as (
         select b.*,
-               case when b.first_overflow is null or b.item < b.first_overflow then null
-                    when b.item = b.first_overflow and b.n = 1 then '22003'
-                    else 'deferred' end as late_verdict
+               coalesce(b.verdict,
+                        case when b.first_overflow is null or b.item < b.first_overflow then 'recorded'
+                             when b.item = b.first_overflow and b.n = 1 then '22003'
+                             else 'deferred' end) as final_verdict
           from bounded b
     ),
-    outcome as (
-        select j.item, j.company_id, j.rate_key, j.occurred_at, j.hold_id, j.hold_record_id,
-               coalesce(j.verdict, p.late_verdict, 'recorded') as verdict, j.used_record_id,
-               j.usage_record_id
-          from judged j left join planned p on p.item = j.item
+    planned as (
+        select o.* from outcome o where o.final_verdict = 'recorded'
     )
     select
         (select array_agg(row(p.usage_record_id, p.company_id, p.idempotency_key, p.request_hash,
@@ -153,18 +161,17 @@ begin
                               p.rate_card, p.rate_card_version, p.occurred_at, now(),
                               p.last_sequence + p.n, p.after_nanos::bigint,
                               p.after_nanos < p.minimum_balance_nanos)::usage_records order by p.item)
-           from planned p where p.late_verdict is null),
-        (select array_agg(p.posted_at order by p.item) from planned p where p.late_verdict is null),
-        (select array_agg(p.hold_id order by p.item) from planned p
-          where p.late_verdict is null and p.hold_id is not null),
+           from planned p),
+        (select array_agg(p.posted_at order by p.item) from planned p),
+        (select array_agg(p.hold_id order by p.item) from planned p where p.hold_id is not null),
         (select array_agg(p.usage_record_id order by p.item) from planned p
-          where p.late_verdict is null and p.hold_id is not null),
+          where p.hold_id is not null),
         array_agg(o.item order by o.item),
-        array_agg(case when o.verdict in ('recorded', 'existing', 'deferred') then o.verdict
+        array_agg(case when o.final_verdict in ('recorded', 'existing', 'deferred') then o.final_verdict
                        else 'failed' end order by o.item),
-        array_agg(case when o.verdict in ('recorded', 'existing', 'deferred') then null
-                       else o.verdict end order by o.item),
-        array_agg(case o.verdict
+        array_agg(case when o.final_verdict in ('recorded', 'existing', 'deferred') then null
+                       else o.final_verdict end order by o.item),
+        array_agg(case o.final_verdict
                       when 'BL404' then format('company %s has no wallet', o.company_id)
                       when 'BL412' then format('no rate card has a %s rate in effect at %s', o.rate_key,
                                                o.occurred_at)
@@ -175,7 +182,7 @@ begin
                                                o.hold_id)
                       when '22003' then 'bigint out of range'
                   end order by o.item),
-        array_agg(case o.verdict when 'recorded' then o.usage_record_id when 'existing' then o.used_record_id
+        array_agg(case o.final_verdict when 'recorded' then o.usage_record_id when 'existing' then o.used_record_id
                   end order by o.item)
       into v_plan, v_created, v_hold_ids, v_hold_uses, v_items, v_outcomes, v_states, v_messages,
            v_record_ids
