@@ -26,13 +26,6 @@ create or replace function record_usages(
     p_hold_ids uuid[])
 returns table (item integer, outcome text, error_state text, error_message text, record usage_records)
 language plpgsql
--- Each statement is planned for the arrays and tables of this call. A generic plan, cached in the
--- session, keeps the choices made for the tables as they were when it was built: built while they were
--- nearly empty (a new database, before autovacuum's first ANALYZE), it probed the idempotency key
--- through the primary key, which also leads with company_id, reading every record of the wallet for each
--- item, so that each batch on a hot wallet was slower than the one before (1,000 items took seconds).
--- Planning each call costs a few milliseconds, which a batch shares.
-set plan_cache_mode = force_custom_plan
 as $$
 #variable_conflict use_column
 declare
@@ -45,11 +38,29 @@ declare
     v_states     text[];
     v_messages   text[];
     v_record_ids uuid[];
+    v_used       uuid[];
+    v_plan_mode  text := current_setting('plan_cache_mode');
     v_event      record;
 begin
     perform 1 from wallets where company_id = any(p_company_ids) order by company_id for update;
 
     -- A fresh snapshot from here on: every earlier commit on these wallets is visible (READ COMMITTED).
+    -- The records already stored under the items' keys, one index probe per item (limit 1 keeps the
+    -- planner from reading the whole table into a hash join for a large batch). This statement is
+    -- planned for each call: a generic plan, cached in the session while the table was nearly empty (a
+    -- new database, before autovacuum's first ANALYZE), took the primary key, which also leads with
+    -- company_id, and read every record of the wallet for each item, so that each batch on a hot wallet
+    -- was slower than the one before (1,000 items took seconds). The other statements keep their
+    -- generic plans: planning all of them for each call costs milliseconds.
+    perform set_config('plan_cache_mode', 'force_custom_plan', true);
+    select array_agg(used.usage_record_id order by k.item) into v_used
+      from unnest(p_company_ids, p_idempotency_keys) with ordinality as k(company_id, idempotency_key, item)
+      left join lateral (select u.usage_record_id from usage_records u
+                          where u.company_id = k.company_id and u.idempotency_key = k.idempotency_key
+                          limit 1) used
+             on true;
+    perform set_config('plan_cache_mode', v_plan_mode, true);
+
     with items as (
         select *
           from unnest(p_usage_record_ids, p_company_ids, p_idempotency_keys, p_request_hashes, p_usage_types,
@@ -103,11 +114,11 @@ begin
                i.direction, i.number_type, i.quantity, i.sms_encoding, i.billable_units, i.occurred_at,
                i.hold_id, i.item, l.balance_nanos, l.last_sequence, l.minimum_balance_nanos, l.posted_at,
                i.unit_price_nanos, i.rate_card, i.rate_card_version,
-               used.usage_record_id as used_record_id, h.state as hold_state,
+               v_used[i.item] as used_record_id, h.state as hold_state,
                h.usage_record_id as hold_record_id,
                case
                    when l.company_id is null then 'BL404'
-                   when used.usage_record_id is not null then 'existing'
+                   when v_used[i.item] is not null then 'existing'
                    when i.unit_price_nanos is null then 'BL412'
                    when i.hold_id is not null and h.state is null then 'BLH04'
                    when h.state = 'captured' then 'BLH09'
@@ -119,9 +130,6 @@ begin
           left join locked l on l.company_id = i.company_id
           -- Lateral lookups (limit 1 keeps the planner from turning them into joins): one index probe per
           -- item, whatever the planner guesses of the arrays' size.
-          left join lateral (select u.usage_record_id from usage_records u
-                              where u.company_id = i.company_id and u.idempotency_key = i.idempotency_key) used
-                 on true
           left join lateral (select h.state, h.usage_record_id
                                from (select * from holds where hold_id = i.hold_id limit 1) h
                               where h.company_id = i.company_id) h on true
