@@ -131,10 +131,19 @@ class UsageBatcher:
     async def _flush(self) -> None:
         connection = FlushConnection(self._rounds.pool)
         try:
-            while self._queue:
-                batch = self._take()
-                if batch:
-                    await self._apply(batch, connection)
+            while True:
+                while self._queue:
+                    batch = self._take()
+                    if batch:
+                        await self._apply(batch, connection)
+                # Giving the connection back waits: usages queued meanwhile found this flusher still
+                # counted, and started none of their own.
+                await connection.release()
+                if not self._queue:
+                    # Uncounted before it returns, with no await in between: a usage queued from now on
+                    # starts a flusher of its own.
+                    self._flushers.discard(asyncio.current_task())
+                    return
         finally:
             await connection.release()
 
