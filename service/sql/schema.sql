@@ -488,7 +488,7 @@ CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, ev
 -- record_usage(p_usage_record_id uuid, p_company_id text, p_idempotency_key text, p_request_hash bytea, p_usage_type text, p_rate_key text, p_direction text, p_number_type text, p_quantity bigint, p_sms_encoding text, p_billable_units bigint, p_occurred_at timestamp with time zone, p_hold_id uuid DEFAULT NULL::uuid, p_posted_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns usage_records language plpgsql
 --     record_usage.sql, body md5 52215ccfacc761922dfb2e22f757306e
 -- record_usages(p_usage_record_ids uuid[], p_company_ids text[], p_idempotency_keys text[], p_request_hashes bytea[], p_usage_types text[], p_rate_keys text[], p_directions text[], p_number_types text[], p_quantities bigint[], p_sms_encodings text[], p_billable_units bigint[], p_occurred_ats timestamp with time zone[], p_hold_ids uuid[]) returns TABLE(item integer, outcome text, error_state text, error_message text, record usage_records) language plpgsql
---     record_usages.sql, body md5 c020a5a112dd2afc51025cfca022532a
+--     record_usages.sql, body md5 d600b2230f640689da5c77c2f2dd0310
 -- reject_ledger_mutation() returns trigger language plpgsql
 --     append_only.sql, body md5 73b183062f5452967ef36668a2036a60
 -- release_hold(p_company_id text, p_hold_id uuid) returns holds language plpgsql
