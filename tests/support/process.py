@@ -47,11 +47,15 @@ class ServiceProcess:
             **env,
         }
         self.env.pop("DATABASE_URL", None) if "DATABASE_URL" not in env else None
-        if self.env.get("BILLING_LOG_LEVEL") in _QUIET and "BILLING_GRPC_PORT" not in env:
-            # No `serving` line at these levels (the benches run quiet): a port is picked beforehand.
-            self.env["BILLING_GRPC_PORT"] = str(free_port())
-        fixed = int(self.env["BILLING_GRPC_PORT"])
-        self.port: int | None = fixed or None
+        if self.env.get("BILLING_LOG_LEVEL") in _QUIET:
+            # No `serving` line at these levels (the benches run quiet): the ports are picked beforehand.
+            for name in ("BILLING_GRPC_PORT", "BILLING_METRICS_PORT"):
+                if name not in env:
+                    self.env[name] = str(free_port())
+        self.port: int | None = int(self.env["BILLING_GRPC_PORT"]) or None
+        metrics = self.env["BILLING_METRICS_PORT"]
+        # The metrics port of a single server process (`serve --workers N` gives each worker its own).
+        self.metrics_port: int | None = int(metrics) if metrics.isdigit() and metrics != "0" else None
         self.log_path = log_path
         self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
@@ -68,7 +72,8 @@ class ServiceProcess:
         return f"127.0.0.1:{self.port}"
 
     def _served_port(self) -> int | None:
-        """The gRPC port from this start's `serving` line, if it has been written yet."""
+        """The gRPC port from this start's `serving` line, if it has been written yet (and the metrics
+        port it names)."""
         with self.log_path.open("rb") as log:
             log.seek(self._log_offset)
             text = log.read().decode(errors="replace")
@@ -78,6 +83,8 @@ class ServiceProcess:
             except ValueError:
                 continue
             if isinstance(entry, dict) and entry.get("event") == "serving" and entry.get("port"):
+                if isinstance(entry.get("metrics_port"), int):
+                    self.metrics_port = entry["metrics_port"]
                 return int(entry["port"])
         return None
 
