@@ -437,7 +437,6 @@ create table wallets (
 );
 
 CREATE INDEX holds_active ON public.holds USING btree (company_id, expires_at) INCLUDE (amount_nanos) WHERE (state = 'active'::text);
-CREATE UNIQUE INDEX holds_company_hold ON public.holds USING btree (company_id, hold_id);
 CREATE INDEX ledger_entries_by_time ON public.ledger_entries USING btree (company_id, created_at, sequence);
 CREATE INDEX ledger_entries_not_usage ON public.ledger_entries USING btree (company_id, sequence) WHERE (entry_type <> 'usage_debit'::text);
 CREATE UNIQUE INDEX ledger_entries_one_credit_per_attempt ON public.ledger_entries USING btree (company_id, recharge_attempt_id) WHERE (recharge_attempt_id IS NOT NULL);
@@ -450,7 +449,6 @@ CREATE UNIQUE INDEX recharge_attempts_one_in_flight ON public.recharge_attempts 
 CREATE INDEX settings_changes_by_company ON public.settings_changes USING btree (company_id, change_id DESC);
 CREATE INDEX stripe_webhook_reviews_open ON public.stripe_webhook_reviews USING btree (received_at) WHERE (resolved_at IS NULL);
 CREATE INDEX usage_records_by_occurrence ON public.usage_records USING btree (company_id, occurred_at, usage_record_id);
-CREATE UNIQUE INDEX usage_records_company_record ON public.usage_records USING btree (company_id, usage_record_id);
 CREATE INDEX usage_voids_by_record ON public.usage_voids USING btree (company_id, usage_record_id);
 CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, event_id);
 
