@@ -118,7 +118,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         grpc_workers=grpc_workers(env_text(env, "BILLING_GRPC_WORKERS")),
         usage_batch_max=whole_number(env, "BILLING_USAGE_BATCH_MAX", 1000, 1, 10_000),
         usage_queue_max=whole_number(env, "BILLING_USAGE_QUEUE_MAX", 20_000, 1000, 1_000_000),
-        usage_flushers=whole_number(env, "BILLING_USAGE_FLUSHERS", 2, 1, 16),
+        usage_flushers=whole_number(env, "BILLING_USAGE_FLUSHERS", 1, 1, 16),
         # ---- payments, ceilings and listeners ----
         payment_provider=provider,
         allow_sandbox=flag(env, "BILLING_ALLOW_SANDBOX"),

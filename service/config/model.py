@@ -102,7 +102,7 @@ class Config:
     # the most waiting, and how many transactions may be in flight at once.
     usage_batch_max: int = 1000
     usage_queue_max: int = 20_000
-    usage_flushers: int = 2
+    usage_flushers: int = 1
     # ---- payments, ceilings and listeners (abuse bounds) ----
     # "stripe" or "sandbox", chosen by BILLING_PAYMENT_PROVIDER; only the embedded database (no
     # DATABASE_URL) implies the sandbox, which is what load_config({}) gives.

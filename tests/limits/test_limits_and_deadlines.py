@@ -198,7 +198,8 @@ async def _locked_wallet_calls(
 async def test_an_exhausted_pool_answers_unavailable_after_the_acquire_timeout(
     db_url: str, pool: asyncpg.Pool
 ) -> None:
-    limits = {"db_pool_min_size": 2, "db_pool_max_size": 2, "db_acquire_timeout_s": 0.3}
+    # Two flushers, so that two group commits can each hold one of the pool's two connections.
+    limits = {"db_pool_min_size": 2, "db_pool_max_size": 2, "db_acquire_timeout_s": 0.3, "usage_flushers": 2}
     async with serving(db_url, **limits) as (_app, stubs):
         company = await stubs.new_company()
         await credit(stubs, company, usd(10))
