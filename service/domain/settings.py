@@ -56,7 +56,7 @@ SettingValue = int | bool | str | None | tuple[int, ...]
 # Why auto-recharge is paused, as stored in billing_settings.auto_recharge_paused_reason.
 PAUSED_NO_CARD = "no_card"
 PAUSED_CARD_REMOVED = "card_removed"
-# Every reason the contract names (the recharge engine's own are service/recharge/engine.PauseReason).
+# Every reason the contract names (the recharge engine's own are service/recharge/transitions.PauseReason).
 PAUSED_REASONS = (
     PAUSED_NO_CARD,
     PAUSED_CARD_REMOVED,

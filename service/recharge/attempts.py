@@ -19,7 +19,8 @@ from typing import Any
 
 import asyncpg
 
-from .engine import Kind, Status
+from .engine import Kind
+from .transitions import Status
 
 # The metadata key set on every PaymentIntent; reconciliation finds a charge by it.
 ATTEMPT_METADATA_KEY = "recharge_attempt_id"

@@ -36,7 +36,7 @@ from service.payments.provider import (
     PaymentProviderError,
 )
 
-from . import engine
+from . import engine, transitions
 from .attempts import (
     ATTEMPT_METADATA_KEY,
     Attempt,
@@ -46,9 +46,9 @@ from .attempts import (
     note_call,
 )
 from .crash import crash_point
-from .engine import Outcome, Status
 from .outcomes import Backoff, outcome_of, record_outcome
 from .planning import plan_recharge, sweep_candidates
+from .transitions import Outcome, Status
 
 log = structlog.get_logger(__name__)
 
@@ -271,7 +271,7 @@ class RechargeLoop:
     @classmethod
     def _charges(cls, attempt: Attempt) -> bool:
         """Whether this attempt's next call sends the charge itself (rather than a look-up)."""
-        return not cls._retrieves(attempt) and engine.may_retry_same_key(attempt.created_at, attempt.now)
+        return not cls._retrieves(attempt) and transitions.may_retry_same_key(attempt.created_at, attempt.now)
 
     async def _call(self, attempt: Attempt) -> ChargeResult | None:
         if self._retrieves(attempt):

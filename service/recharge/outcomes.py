@@ -21,9 +21,10 @@ from service.domain.money import NANOS_PER_CENT
 from service.metrics import RECHARGE_ATTEMPTS
 from service.payments.provider import ChargeResult, ChargeStatus
 
-from . import engine
+from . import transitions
 from .attempts import Attempt
-from .engine import Kind, Outcome, Status
+from .engine import Kind
+from .transitions import Outcome, Status
 from .wallet_events import Conn, card_label, emit
 
 log = structlog.get_logger(__name__)
@@ -51,7 +52,7 @@ def outcome_of(result: ChargeResult) -> Outcome:
 @dataclass(frozen=True, slots=True)
 class Backoff:
     retry_backoff_s: tuple[float, ...]
-    unknown_retry_backoff_s: tuple[float, ...] = engine.DEFAULT_UNKNOWN_RETRY_BACKOFF_S
+    unknown_retry_backoff_s: tuple[float, ...] = transitions.DEFAULT_UNKNOWN_RETRY_BACKOFF_S
 
 
 async def record_outcome(
@@ -86,7 +87,7 @@ async def apply_outcome(
         raise LookupError(f"no recharge attempt {attempt_id}")
     attempt = Attempt.from_row(row)
     now = attempt.now
-    transition = engine.after_outcome(
+    transition = transitions.after_outcome(
         outcome,
         retry_number=attempt.retry_number,
         call_count=max(attempt.call_count, 1),
@@ -98,7 +99,7 @@ async def apply_outcome(
     if attempt.status is Status.PROCESSING and new_status is Status.PENDING:
         # We only failed to poll a PaymentIntent that exists: it stays processing, polled later.
         new_status = Status.PROCESSING
-    if not engine.is_forward(attempt.status, new_status):
+    if not transitions.is_forward(attempt.status, new_status):
         return Recorded(attempt.company_id, attempt.status, changed=False)
     # A repeated "still processing" (or a failed poll) is not news for the company.
     event_type = (

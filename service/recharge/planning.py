@@ -18,7 +18,8 @@ import structlog
 from service.config import RechargeCeilings
 
 from . import engine
-from .engine import Kind, Status
+from .engine import Kind
+from .transitions import Status
 from .wallet_events import Conn, card_label, emit
 
 log = structlog.get_logger(__name__)
