@@ -34,10 +34,10 @@ from service.domain.settings import (
     RECHARGE_MODE,
     TARGET_BALANCE,
     WRITABLE_FIELDS,
-    ApprovalLevels,
-    RechargeBounds,
     SettingValue,
 )
+from service.domain.settings_approval import ApprovalLevels
+from service.domain.settings_checks import RechargeBounds
 from service.domain.text import excerpt
 from service.payments.provider import PaymentProvider
 

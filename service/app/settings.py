@@ -25,15 +25,16 @@ from service.domain.settings import (
     MONEY_FIELDS,
     PAUSED_NO_CARD,
     WRITABLE_FIELDS,
-    ApprovalLevels,
-    RechargeBounds,
     SettingsValues,
     SettingValue,
     audit_text,
-    check_settings,
+)
+from service.domain.settings_approval import (
+    ApprovalLevels,
     may_raise_above_approval_level,
     raises_above_approval,
 )
+from service.domain.settings_checks import RechargeBounds, check_settings
 
 UPDATE_OPERATION = "update_settings"
 DEFAULT_PAGE_SIZE = 50
