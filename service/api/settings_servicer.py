@@ -16,15 +16,9 @@ from service.api.validation import Violations, check_company_id, check_request_k
 from service.api.wire.money import MoneyError, nanos_of
 from service.api.wire.settings import RECHARGE_MODE_TABLE, card_message, change_message, settings_message
 from service.app import cards
-from service.app.settings import (
-    DEFAULT_APPROVAL_LEVELS,
-    DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
-    get_settings,
-    list_changes,
-    parse_page_token,
-    update_settings,
-)
+from service.app.billing_settings import get_settings
+from service.app.settings import DEFAULT_APPROVAL_LEVELS, update_settings
+from service.app.settings_audit import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, list_changes, parse_page_token
 from service.domain.settings import (
     AUTO_RECHARGE_ENABLED,
     BALANCE_ALERT_THRESHOLDS,

@@ -19,17 +19,16 @@ import asyncpg
 import structlog
 
 from service.app import idempotency
-from service.app.settings import (
+from service.app.billing_settings import (
     RECHARGE_WANTED_CHANNEL,
     Applied,
     Card,
-    audit_view,
     card_of,
     get_settings,
     lock_settings,
-    record_changes,
     replay_of,
 )
+from service.app.settings_audit import audit_view, record_changes
 from service.domain.errors import (
     Aborted,
     CardNotFound,

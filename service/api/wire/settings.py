@@ -7,7 +7,8 @@ from consofta.billing.v1 import settings_service_pb2 as pb
 from service.api.wire.enums import EnumTable
 from service.api.wire.money import money
 from service.api.wire.timestamps import timestamp
-from service.app.settings import BillingSettings, Card, SettingsChange
+from service.app.billing_settings import BillingSettings, Card
+from service.app.settings_audit import SettingsChange
 from service.domain.settings import PAUSED_REASONS, RECHARGE_MODES
 
 PAUSED_REASON_TABLE: EnumTable[str] = EnumTable(pb.AutoRechargePausedReason.DESCRIPTOR, PAUSED_REASONS)
