@@ -15,7 +15,7 @@ from service.api.auth import audit_principal_id, current_principal
 from service.api.validation import Violations, check_company_id, check_request_key
 from service.api.wire.money import MoneyError, nanos_of
 from service.api.wire.settings import RECHARGE_MODE_TABLE, card_message, change_message, settings_message
-from service.app import cards
+from service.app import card_setup, cards
 from service.app.billing_settings import get_settings
 from service.app.settings import DEFAULT_APPROVAL_LEVELS, update_settings
 from service.app.settings_audit import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, list_changes, parse_page_token
@@ -206,7 +206,7 @@ class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
         check_company_id(v, request.company_id)
         check_request_key(v, request.request_id, "request_id")
         v.raise_if_any()
-        setup = await cards.start_card_setup(
+        setup = await card_setup.start_card_setup(
             self._pool, self._provider, request.company_id, request.request_id
         )
         return pb.StartCardSetupResponse(

@@ -1,12 +1,9 @@
-"""The card on file, through the payment provider: set up, set as default, read, remove.
+"""The card on file, through the payment provider: set as default, read, remove.
 
 Provider calls happen outside any database transaction (they can take seconds); the database change
 that follows is one transaction that also records the audit rows, the wallet event and the stored
-response. Every provider POST carries an idempotency key derived from the company and the caller's
-request id, so a retry of the same request never makes a second customer, SetupIntent or attachment.
-
-A card number never reaches this service, and a SetupIntent's client secret is passed through to the
-caller only: it is neither stored nor logged.
+response. A card number never reaches this service. Setting a card up is ``card_setup.py``; the
+provider customer and the keys of provider calls are ``payment_customers.py``.
 """
 
 from __future__ import annotations
@@ -28,173 +25,36 @@ from service.app.billing_settings import (
     lock_settings,
     replay_of,
 )
+from service.app.payment_customers import ensure_customer, provider_failure, provider_key, request_of
 from service.app.settings_audit import audit_view, record_changes
 from service.domain.errors import (
     Aborted,
     CardNotFound,
     CardRejected,
     CompanyNotFound,
-    PaymentProviderRefused,
-    PaymentProviderUnavailable,
 )
 from service.domain.settings import PAUSED_CARD_REMOVED
 from service.payments.provider import (
     CardDetails,
-    CredentialsRejected,
     IdempotencyConflict,
     OutcomeUnknown,
     PaymentMethodRejected,
     PaymentProvider,
     PaymentProviderError,
-    SetupIntent,
 )
 
 log = structlog.get_logger(__name__)
 
-START_CARD_SETUP = "start_card_setup"
 SET_DEFAULT_CARD = "set_default_card"
 REMOVE_CARD = "remove_card"
 # Provider answers that mean "this payment method is not attached (any more)": removing it again is done.
 _ALREADY_DETACHED_CODES = frozenset({"resource_missing", "payment_method_unexpected_state"})
 
 
-def customer_idempotency_key(company_id: str) -> str:
-    """One key per company, forever: a crash between the provider creating the customer and our
-    insert, followed by a retry, gets the same customer back instead of a second one."""
-    return f"consofta-customer-{company_id}"
-
-
-def provider_key(operation: str, company_id: str, *parts: str) -> str:
-    """An idempotency key for one provider POST of one request (request ids may be 255 characters
-    long, so they are hashed into the key)."""
-    return f"consofta-{operation}-{idempotency.fingerprint(company_id, *parts).hex()[:40]}"
-
-
-def _provider_failure(error: PaymentProviderError, what: str) -> Exception:
-    """The domain error for a provider failure (the provider's messages never hold secrets)."""
-    if isinstance(error, OutcomeUnknown):
-        return PaymentProviderUnavailable(
-            f"the payment provider did not answer while {what}; retry with the same request_id",
-            metadata={"provider_code": error.code or ""},
-        )
-    if isinstance(error, IdempotencyConflict):
-        return Aborted(
-            f"the payment provider is still working on an earlier attempt of this request while {what}; "
-            "retry with the same request_id in a moment",
-            metadata={"provider_code": error.code or ""},
-        )
-    return PaymentProviderRefused(
-        f"the payment provider refused the request while {what}: {error}",
-        metadata={"provider_code": error.code or ""},
-    )
-
-
-async def ensure_customer(pool: asyncpg.Pool, provider: PaymentProvider, company_id: str) -> str:
-    """The company's provider customer id, created the first time it is needed."""
-    existing = await pool.fetchval(
-        "select provider_customer_id from payment_customers where company_id = $1", company_id
-    )
-    if existing is not None:
-        return str(existing)
-    if await pool.fetchval("select true from billing_settings where company_id = $1", company_id) is None:
-        raise CompanyNotFound(company_id)
-    try:
-        customer_id = await provider.create_customer(company_id, customer_idempotency_key(company_id))
-    except PaymentProviderError as error:
-        raise _provider_failure(error, "creating the payment customer") from None
-    stored = await pool.fetchval(
-        """
-        insert into payment_customers (company_id, provider_customer_id) values ($1, $2)
-        on conflict (company_id) do update set provider_customer_id = payment_customers.provider_customer_id
-        returning provider_customer_id
-        """,
-        company_id,
-        customer_id,
-    )
-    if stored != customer_id:
-        # A concurrent first request stored another customer (possible only after the provider forgot
-        # our key). Ours stays unused at the provider; the stored one is the company's.
-        log.warning("payment customer created twice; keeping the stored one", company_id=company_id)
-    return str(stored)
-
-
-@dataclass(frozen=True)
-class CardSetup:
-    customer_id: str
-    intent: SetupIntent
-    replayed: bool
-
-
-async def start_card_setup(
-    pool: asyncpg.Pool, provider: PaymentProvider, company_id: str, request_id: str
-) -> CardSetup:
-    """The company's SetupIntent (usage=off_session) for Stripe.js: the one still waiting for a card if
-    there is one, whatever the request id, else a new one.
-
-    A new one's provider key is derived from the company's setup generation, not the request id, so
-    concurrent first requests get one SetupIntent between them; the generation moves on when a card is
-    set. A retry of a request gets the same SetupIntent back, as long as it is still open.
-    """
-    request = _request(START_CARD_SETUP, company_id, request_id)
-    seen = await idempotency.find(pool, request)
-    customer_id = await ensure_customer(pool, provider, company_id)
-    stored = await pool.fetchrow(
-        "select open_setup_intent_id, setup_generation from payment_customers where company_id = $1",
-        company_id,
-    )
-    assert stored is not None  # ensure_customer stored it
-    closed_id = stored["open_setup_intent_id"]
-    intent = await _open_setup_intent(provider, closed_id, customer_id)
-    if intent is None:
-        # The key names what it replaces, so a closed SetupIntent is not replayed in its own place.
-        key = provider_key(
-            START_CARD_SETUP, company_id, customer_id, str(stored["setup_generation"]), closed_id or ""
-        )
-        try:
-            intent = await provider.create_setup_intent(customer_id, key)
-        except PaymentProviderError as error:
-            raise _provider_failure(error, "starting the card setup") from None
-        await pool.execute(
-            "update payment_customers set open_setup_intent_id = $2 where company_id = $1",
-            company_id,
-            intent.setup_intent_id,
-        )
-    if seen is None:
-        # The response holds the SetupIntent's client secret, which is never stored: the key is kept with
-        # no result, and a retry asks the provider again.
-        async with pool.acquire() as conn, conn.transaction():
-            if await idempotency.claim(conn, request) is not None:
-                return CardSetup(customer_id, intent, replayed=True)
-    return CardSetup(customer_id, intent, replayed=seen is not None)
-
-
-async def _open_setup_intent(
-    provider: PaymentProvider, stored_id: str | None, customer_id: str
-) -> SetupIntent | None:
-    """The company's stored SetupIntent if the provider says it still waits for a card."""
-    if stored_id is None:
-        return None
-    try:
-        intent = await provider.retrieve_setup_intent(stored_id)
-    except (OutcomeUnknown, IdempotencyConflict, CredentialsRejected) as error:
-        raise _provider_failure(error, "reading the open card setup") from None
-    except PaymentProviderError:
-        return None  # gone at the provider: make a new one
-    if not intent.is_open or intent.customer_id not in (None, customer_id):
-        return None
-    return intent
-
-
 @dataclass(frozen=True)
 class CardSet:
     card: Card
     first_card: bool
-
-
-def _request(operation: str, company_id: str, request_id: str, *parts: str) -> idempotency.Request:
-    return idempotency.Request(
-        operation, company_id, request_id, idempotency.fingerprint(operation, company_id, *parts)
-    )
 
 
 def _card_payload(card: CardDetails | Card) -> dict[str, object]:
@@ -216,7 +76,7 @@ async def set_default_card(
     pause (the company acted) and wakes the recharge engine (NOTIFY recharge_wanted), which charges the
     pre-load or a due recharge. A card the provider rejects raises CardRejected and stores nothing.
     """
-    request = _request(SET_DEFAULT_CARD, company_id, request_id, payment_method_id)
+    request = request_of(SET_DEFAULT_CARD, company_id, request_id, payment_method_id)
     seen = await idempotency.find(pool, request)
     if seen is not None:
         return Applied(await replay_of(pool, seen, CardSet, _current_card_set(company_id)), replayed=True)
@@ -237,7 +97,7 @@ async def set_default_card(
             },
         ) from None
     except PaymentProviderError as error:
-        raise _provider_failure(error, "saving the card") from None
+        raise provider_failure(error, "saving the card") from None
 
     async with pool.acquire() as conn, conn.transaction():
         seen = await idempotency.claim(conn, request)
@@ -337,7 +197,7 @@ async def remove_card(
 ) -> Applied[Card]:
     """Detach the card at the provider, forget it, and pause auto-recharge (reason card_removed).
     The result is the removed card."""
-    request = _request(REMOVE_CARD, company_id, request_id)
+    request = request_of(REMOVE_CARD, company_id, request_id)
     seen = await idempotency.find(pool, request)
     if seen is not None:
         return Applied(await replay_of(pool, seen, Card, lambda c: get_card(c, company_id)), replayed=True)
@@ -348,12 +208,12 @@ async def remove_card(
             payment_method_id, provider_key(REMOVE_CARD, company_id, request_id, payment_method_id)
         )
     except (OutcomeUnknown, IdempotencyConflict) as error:
-        raise _provider_failure(error, "removing the card") from None
+        raise provider_failure(error, "removing the card") from None
     except PaymentProviderError as error:
         # Already detached (e.g. from Stripe's dashboard, or by an earlier attempt whose answer was
         # lost): the provider no longer holds it for us, which is what removing wants.
         if error.code not in _ALREADY_DETACHED_CODES:
-            raise _provider_failure(error, "removing the card") from None
+            raise provider_failure(error, "removing the card") from None
         log.info("card already detached at the provider", company_id=company_id, provider_code=error.code)
 
     async with pool.acquire() as conn, conn.transaction():

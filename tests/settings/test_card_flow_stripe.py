@@ -12,7 +12,7 @@ import grpc
 import pytest
 from consofta.billing.v1 import settings_service_pb2 as pb
 
-from service.app.cards import ensure_customer
+from service.app.payment_customers import ensure_customer
 from service.domain.errors import PaymentProviderUnavailable
 from service.payments.stripe_provider import StripeProvider
 from tests.settings.conftest import StripeWorld, every_log_line
