@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 from service.app import idempotency
 from service.app.rows import Row
 from service.domain.errors import CompanyNotFound
-from service.domain.settings import FIXED_AMOUNT, SettingsValues
+from service.domain.settings import BACKUP_CARD, FIXED_AMOUNT, PRIMARY_CARD, SettingsValues
 
 # NOTIFY'd at commit by a change that may call for a charge now, so the recharge loop wakes at once.
 RECHARGE_WANTED_CHANNEL = "recharge_wanted"
@@ -27,12 +27,16 @@ SETTINGS_SQL = """
            b.first_card_set_at, b.updated_at, b.recharge_mode, b.target_balance_nanos,
            c.payment_method_id, c.brand, c.last4, c.exp_month, c.exp_year, c.fingerprint,
            c.updated_at as card_updated_at,
+           k.payment_method_id as backup_payment_method_id, k.brand as backup_brand,
+           k.last4 as backup_last4, k.exp_month as backup_exp_month, k.exp_year as backup_exp_year,
+           k.fingerprint as backup_fingerprint, k.updated_at as backup_card_updated_at,
            array(select t.threshold_nanos from balance_alert_thresholds t
                   where t.company_id = b.company_id order by t.threshold_nanos)
                as balance_alert_thresholds_nanos
       from billing_settings b
       join wallets w using (company_id)
-      left join payment_cards c using (company_id)
+      left join payment_cards c on c.company_id = b.company_id and c.role = 'primary'
+      left join payment_cards k on k.company_id = b.company_id and k.role = 'backup'
      where b.company_id = $1
 """
 
@@ -50,6 +54,8 @@ class Card:
     exp_year: int
     fingerprint: str | None
     updated_at: datetime
+    # PRIMARY_CARD or BACKUP_CARD.
+    role: str = PRIMARY_CARD
 
     @property
     def audit_text(self) -> str:
@@ -75,6 +81,7 @@ class BillingSettings:
     balance_alert_thresholds_nanos: tuple[int, ...] = ()
     recharge_mode: str = FIXED_AMOUNT
     target_balance_nanos: int | None = None
+    backup_card: Card | None = None
 
     @property
     def values(self) -> SettingsValues:
@@ -98,17 +105,20 @@ class Applied(Generic[T]):
     replayed: bool
 
 
-def card_of(row: Row) -> Card | None:
-    if row["payment_method_id"] is None:
+def card_of(row: Row, role: str = PRIMARY_CARD) -> Card | None:
+    """The card of `role` in a row that names the backup's columns with a ``backup_`` prefix."""
+    prefix = "backup_" if role == BACKUP_CARD else ""
+    if row[prefix + "payment_method_id"] is None:
         return None
     return Card(
-        payment_method_id=row["payment_method_id"],
-        brand=row["brand"],
-        last4=row["last4"],
-        exp_month=row["exp_month"],
-        exp_year=row["exp_year"],
-        fingerprint=row["fingerprint"],
-        updated_at=row["card_updated_at"],
+        payment_method_id=row[prefix + "payment_method_id"],
+        brand=row[prefix + "brand"],
+        last4=row[prefix + "last4"],
+        exp_month=row[prefix + "exp_month"],
+        exp_year=row[prefix + "exp_year"],
+        fingerprint=row[prefix + "fingerprint"],
+        updated_at=row[prefix + "card_updated_at"],
+        role=role,
     )
 
 
@@ -127,6 +137,7 @@ def settings_of(row: Row) -> BillingSettings:
         balance_alert_thresholds_nanos=tuple(row["balance_alert_thresholds_nanos"]),
         recharge_mode=row["recharge_mode"],
         target_balance_nanos=row["target_balance_nanos"],
+        backup_card=card_of(row, BACKUP_CARD),
     )
 
 

@@ -27,6 +27,7 @@ def audit_view(settings: BillingSettings) -> dict[str, str | None]:
     }
     view["auto_recharge_paused_reason"] = settings.auto_recharge_paused_reason
     view["card"] = None if settings.card is None else settings.card.audit_text
+    view["backup_card"] = None if settings.backup_card is None else settings.backup_card.audit_text
     return view
 
 

@@ -40,6 +40,12 @@ MONEY_FIELDS = frozenset(
 # A setting's value: an amount in nanos, a flag, none (no cap), or the balance alert thresholds.
 SettingValue = int | bool | str | None | tuple[int, ...]
 
+# A card's role. The primary is charged; the backup is charged only to carry on a recharge the
+# primary hard-declined or that needed authentication (service/recharge/fallback.py).
+PRIMARY_CARD = "primary"
+BACKUP_CARD = "backup"
+CARD_ROLES = (PRIMARY_CARD, BACKUP_CARD)
+
 # Why auto-recharge is paused, as stored in billing_settings.auto_recharge_paused_reason.
 PAUSED_NO_CARD = "no_card"
 PAUSED_CARD_REMOVED = "card_removed"

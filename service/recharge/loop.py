@@ -218,10 +218,15 @@ class RechargeLoop:
     async def _work(self, attempt: Attempt) -> None:
         try:
             outcome, result, error = await self._ask_provider(attempt)
+            if attempt.fallback_of is not None:
+                crash_point("fallback_after_response_before_write")
             crash_point("after_response_before_write")
             recorded = await record_outcome(
                 self._pool, attempt.attempt_id, outcome, result, self._settings.backoff, error=error
             )
+            if recorded.fallback_attempt_id is not None:
+                # The primary's decline and the fallback attempt are committed; the backup not yet charged.
+                crash_point("after_fallback_commit")
             if recorded.status.is_final:
                 # The balance may still be below the minimum (usage went on meanwhile), or a
                 # soft decline / expiry may call for a new attempt later: plan the company again.

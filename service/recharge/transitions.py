@@ -118,6 +118,13 @@ def after_outcome(
     )
 
 
+def falls_back(outcome: Outcome) -> bool:
+    """Whether a primary attempt's answer sends the same recharge to the backup card: a hard decline
+    or a card that needs authentication (final for an off-session charge). A soft decline is retried
+    on the same card; a refused request, an expiry or an unknown outcome say nothing about the card."""
+    return outcome in (Outcome.HARD_DECLINE, Outcome.REQUIRES_ACTION)
+
+
 def may_retry_same_key(created_at: dt.datetime, now: dt.datetime) -> bool:
     """Whether the provider still remembers the attempt's idempotency key (see IDEMPOTENCY_WINDOW).
 
