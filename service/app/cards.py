@@ -104,6 +104,7 @@ async def set_default_card(
             customer_id,
             payment_method_id,
             provider_key(SET_DEFAULT_CARD, company_id, request_id, payment_method_id, *parts),
+            make_default=role == PRIMARY_CARD,
         )
     except PaymentMethodRejected as rejected:
         raise CardRejected(

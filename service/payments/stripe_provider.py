@@ -106,7 +106,7 @@ class StripeProvider:
         return setup_intent_of(intent)
 
     async def attach_payment_method(
-        self, customer_id: str, payment_method_id: str, idempotency_key: str
+        self, customer_id: str, payment_method_id: str, idempotency_key: str, *, make_default: bool = True
     ) -> CardDetails:
         key = _key(idempotency_key)
         try:
@@ -131,11 +131,12 @@ class StripeProvider:
         if method.type != "card" or card is None:
             raise PaymentMethodRejected("Only cards are accepted.", code="unsupported_payment_method_type")
         try:
-            await self._client.v1.customers.update_async(
-                customer_id,
-                {"invoice_settings": {"default_payment_method": method.id}},
-                options={"idempotency_key": f"{key}:set-default"},
-            )
+            if make_default:
+                await self._client.v1.customers.update_async(
+                    customer_id,
+                    {"invoice_settings": {"default_payment_method": method.id}},
+                    options={"idempotency_key": f"{key}:set-default"},
+                )
         except stripe.StripeError as e:
             raise translate(e) from None
         return CardDetails(

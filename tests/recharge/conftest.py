@@ -154,7 +154,10 @@ class Wallets:
         """What SetDefaultCard with role BACKUP stores: the attached card beside the primary. Returns
         the attached payment method id."""
         details = await self.provider.attach_payment_method(
-            company.customer_id, card, f"pm-backup-{company.company_id}-{uuid.uuid4().hex[:6]}"
+            company.customer_id,
+            card,
+            f"pm-backup-{company.company_id}-{uuid.uuid4().hex[:6]}",
+            make_default=False,
         )
         async with self.pool.acquire() as conn, conn.transaction():
             await self._store_card(
