@@ -39,7 +39,8 @@ from service.db.connectivity import is_unreachable
 from service.db.embedded import EmbeddedPostgres
 from service.db.pool import CountingPool, create_pool
 from service.db.startup import apply_migrations, open_database
-from service.domain.settings import ApprovalLevels, RechargeBounds
+from service.domain.settings_approval import ApprovalLevels
+from service.domain.settings_checks import RechargeBounds
 from service.health import DatabaseHealth
 from service.metrics import MetricsServer, ServerGauges, observe_usage_batch
 from service.payments.factory import check_provider_choice, make_provider

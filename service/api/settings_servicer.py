@@ -14,30 +14,31 @@ from grpc.aio import ServicerContext
 from service.api.auth import audit_principal_id, current_principal
 from service.api.validation import Violations, check_company_id, check_request_key
 from service.api.wire.money import MoneyError, nanos_of
-from service.api.wire.settings import RECHARGE_MODE_TABLE, card_message, change_message, settings_message
-from service.app import cards
-from service.app.settings import (
-    DEFAULT_APPROVAL_LEVELS,
-    DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
-    get_settings,
-    list_changes,
-    parse_page_token,
-    update_settings,
+from service.api.wire.settings import (
+    CARD_ROLE_TABLE,
+    RECHARGE_MODE_TABLE,
+    card_message,
+    change_message,
+    settings_message,
 )
+from service.app import card_setup, cards
+from service.app.billing_settings import get_settings
+from service.app.settings import DEFAULT_APPROVAL_LEVELS, update_settings
+from service.app.settings_audit import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, list_changes, parse_page_token
 from service.domain.settings import (
     AUTO_RECHARGE_ENABLED,
     BALANCE_ALERT_THRESHOLDS,
     FIXED_AMOUNT,
     MONEY_FIELDS,
     MONTHLY_RECHARGE_CAP,
+    PRIMARY_CARD,
     RECHARGE_MODE,
     TARGET_BALANCE,
     WRITABLE_FIELDS,
-    ApprovalLevels,
-    RechargeBounds,
     SettingValue,
 )
+from service.domain.settings_approval import ApprovalLevels
+from service.domain.settings_checks import RechargeBounds
 from service.domain.text import excerpt
 from service.payments.provider import PaymentProvider
 
@@ -212,7 +213,7 @@ class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
         check_company_id(v, request.company_id)
         check_request_key(v, request.request_id, "request_id")
         v.raise_if_any()
-        setup = await cards.start_card_setup(
+        setup = await card_setup.start_card_setup(
             self._pool, self._provider, request.company_id, request.request_id
         )
         return pb.StartCardSetupResponse(
@@ -229,6 +230,7 @@ class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
         check_company_id(v, request.company_id)
         check_request_key(v, request.request_id, "request_id")
         _check_payment_method_id(v, request.payment_method_id)
+        role = _card_role(v, request.role)
         actor = actor_of(v, context)
         v.raise_if_any()
         applied = await cards.set_default_card(
@@ -239,6 +241,7 @@ class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
             request.request_id,
             actor,
             principal_id=audit_principal_id(),
+            role=role,
         )
         return pb.SetDefaultCardResponse(
             card=card_message(applied.result.card),
@@ -252,7 +255,13 @@ class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
         v = Violations()
         check_company_id(v, request.company_id)
         v.raise_if_any()
-        return pb.GetCardResponse(card=card_message(await cards.get_card(self._pool, request.company_id)))
+        primary, backup = await cards.get_cards(self._pool, request.company_id)
+        response = pb.GetCardResponse()
+        if primary is not None:
+            response.card.CopyFrom(card_message(primary))
+        if backup is not None:
+            response.backup_card.CopyFrom(card_message(backup))
+        return response
 
     async def RemoveCard(
         self, request: pb.RemoveCardRequest, context: ServicerContext[Any, Any]
@@ -260,6 +269,7 @@ class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
         v = Violations()
         check_company_id(v, request.company_id)
         check_request_key(v, request.request_id, "request_id")
+        role = _card_role(v, request.role)
         actor = actor_of(v, context)
         v.raise_if_any()
         applied = await cards.remove_card(
@@ -269,8 +279,20 @@ class SettingsServicer(settings_service_pb2_grpc.SettingsServiceServicer):
             request.request_id,
             actor,
             principal_id=audit_principal_id(),
+            role=role,
         )
         return pb.RemoveCardResponse(removed_card=card_message(applied.result), replayed=applied.replayed)
+
+
+def _card_role(v: Violations, number: int) -> str:
+    """The role a request names; UNSPECIFIED is the primary, a number this server does not know is refused."""
+    if number == pb.CARD_ROLE_UNSPECIFIED:
+        return PRIMARY_CARD
+    role = CARD_ROLE_TABLE.domain(number)
+    if role is None:
+        v.add("role", f"must be {CARD_ROLE_TABLE.choices()}, got {number}")
+        return PRIMARY_CARD
+    return role
 
 
 def _check_payment_method_id(v: Violations, value: str) -> None:

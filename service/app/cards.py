@@ -1,12 +1,9 @@
-"""The card on file, through the payment provider: set up, set as default, read, remove.
+"""The card on file, through the payment provider: set as default, read, remove.
 
 Provider calls happen outside any database transaction (they can take seconds); the database change
 that follows is one transaction that also records the audit rows, the wallet event and the stored
-response. Every provider POST carries an idempotency key derived from the company and the caller's
-request id, so a retry of the same request never makes a second customer, SetupIntent or attachment.
-
-A card number never reaches this service, and a SetupIntent's client secret is passed through to the
-caller only: it is neither stored nor logged.
+response. A card number never reaches this service. Setting a card up is ``card_setup.py``; the
+provider customer and the keys of provider calls are ``payment_customers.py``.
 """
 
 from __future__ import annotations
@@ -19,171 +16,41 @@ import asyncpg
 import structlog
 
 from service.app import idempotency
-from service.app.settings import (
+from service.app.billing_settings import (
     RECHARGE_WANTED_CHANNEL,
     Applied,
     Card,
-    audit_view,
     card_of,
     get_settings,
     lock_settings,
-    record_changes,
     replay_of,
 )
+from service.app.payment_customers import ensure_customer, provider_failure, provider_key, request_of
+from service.app.settings_audit import audit_view, record_changes
 from service.domain.errors import (
     Aborted,
     CardNotFound,
     CardRejected,
     CompanyNotFound,
-    PaymentProviderRefused,
-    PaymentProviderUnavailable,
+    FieldViolation,
+    InvalidArgument,
 )
-from service.domain.settings import PAUSED_CARD_REMOVED
+from service.domain.settings import BACKUP_CARD, PAUSED_CARD_REMOVED, PRIMARY_CARD
 from service.payments.provider import (
     CardDetails,
-    CredentialsRejected,
     IdempotencyConflict,
     OutcomeUnknown,
     PaymentMethodRejected,
     PaymentProvider,
     PaymentProviderError,
-    SetupIntent,
 )
 
 log = structlog.get_logger(__name__)
 
-START_CARD_SETUP = "start_card_setup"
 SET_DEFAULT_CARD = "set_default_card"
 REMOVE_CARD = "remove_card"
 # Provider answers that mean "this payment method is not attached (any more)": removing it again is done.
 _ALREADY_DETACHED_CODES = frozenset({"resource_missing", "payment_method_unexpected_state"})
-
-
-def customer_idempotency_key(company_id: str) -> str:
-    """One key per company, forever: a crash between the provider creating the customer and our
-    insert, followed by a retry, gets the same customer back instead of a second one."""
-    return f"consofta-customer-{company_id}"
-
-
-def provider_key(operation: str, company_id: str, *parts: str) -> str:
-    """An idempotency key for one provider POST of one request (request ids may be 255 characters
-    long, so they are hashed into the key)."""
-    return f"consofta-{operation}-{idempotency.fingerprint(company_id, *parts).hex()[:40]}"
-
-
-def _provider_failure(error: PaymentProviderError, what: str) -> Exception:
-    """The domain error for a provider failure (the provider's messages never hold secrets)."""
-    if isinstance(error, OutcomeUnknown):
-        return PaymentProviderUnavailable(
-            f"the payment provider did not answer while {what}; retry with the same request_id",
-            metadata={"provider_code": error.code or ""},
-        )
-    if isinstance(error, IdempotencyConflict):
-        return Aborted(
-            f"the payment provider is still working on an earlier attempt of this request while {what}; "
-            "retry with the same request_id in a moment",
-            metadata={"provider_code": error.code or ""},
-        )
-    return PaymentProviderRefused(
-        f"the payment provider refused the request while {what}: {error}",
-        metadata={"provider_code": error.code or ""},
-    )
-
-
-async def ensure_customer(pool: asyncpg.Pool, provider: PaymentProvider, company_id: str) -> str:
-    """The company's provider customer id, created the first time it is needed."""
-    existing = await pool.fetchval(
-        "select provider_customer_id from payment_customers where company_id = $1", company_id
-    )
-    if existing is not None:
-        return str(existing)
-    if await pool.fetchval("select true from billing_settings where company_id = $1", company_id) is None:
-        raise CompanyNotFound(company_id)
-    try:
-        customer_id = await provider.create_customer(company_id, customer_idempotency_key(company_id))
-    except PaymentProviderError as error:
-        raise _provider_failure(error, "creating the payment customer") from None
-    stored = await pool.fetchval(
-        """
-        insert into payment_customers (company_id, provider_customer_id) values ($1, $2)
-        on conflict (company_id) do update set provider_customer_id = payment_customers.provider_customer_id
-        returning provider_customer_id
-        """,
-        company_id,
-        customer_id,
-    )
-    if stored != customer_id:
-        # A concurrent first request stored another customer (possible only after the provider forgot
-        # our key). Ours stays unused at the provider; the stored one is the company's.
-        log.warning("payment customer created twice; keeping the stored one", company_id=company_id)
-    return str(stored)
-
-
-@dataclass(frozen=True)
-class CardSetup:
-    customer_id: str
-    intent: SetupIntent
-    replayed: bool
-
-
-async def start_card_setup(
-    pool: asyncpg.Pool, provider: PaymentProvider, company_id: str, request_id: str
-) -> CardSetup:
-    """The company's SetupIntent (usage=off_session) for Stripe.js: the one still waiting for a card if
-    there is one, whatever the request id, else a new one.
-
-    A new one's provider key is derived from the company's setup generation, not the request id, so
-    concurrent first requests get one SetupIntent between them; the generation moves on when a card is
-    set. A retry of a request gets the same SetupIntent back, as long as it is still open.
-    """
-    request = _request(START_CARD_SETUP, company_id, request_id)
-    seen = await idempotency.find(pool, request)
-    customer_id = await ensure_customer(pool, provider, company_id)
-    stored = await pool.fetchrow(
-        "select open_setup_intent_id, setup_generation from payment_customers where company_id = $1",
-        company_id,
-    )
-    assert stored is not None  # ensure_customer stored it
-    closed_id = stored["open_setup_intent_id"]
-    intent = await _open_setup_intent(provider, closed_id, customer_id)
-    if intent is None:
-        # The key names what it replaces, so a closed SetupIntent is not replayed in its own place.
-        key = provider_key(
-            START_CARD_SETUP, company_id, customer_id, str(stored["setup_generation"]), closed_id or ""
-        )
-        try:
-            intent = await provider.create_setup_intent(customer_id, key)
-        except PaymentProviderError as error:
-            raise _provider_failure(error, "starting the card setup") from None
-        await pool.execute(
-            "update payment_customers set open_setup_intent_id = $2 where company_id = $1",
-            company_id,
-            intent.setup_intent_id,
-        )
-    if seen is None:
-        # The response holds the SetupIntent's client secret, which is never stored: the key is kept with
-        # no result, and a retry asks the provider again.
-        async with pool.acquire() as conn, conn.transaction():
-            if await idempotency.claim(conn, request) is not None:
-                return CardSetup(customer_id, intent, replayed=True)
-    return CardSetup(customer_id, intent, replayed=seen is not None)
-
-
-async def _open_setup_intent(
-    provider: PaymentProvider, stored_id: str | None, customer_id: str
-) -> SetupIntent | None:
-    """The company's stored SetupIntent if the provider says it still waits for a card."""
-    if stored_id is None:
-        return None
-    try:
-        intent = await provider.retrieve_setup_intent(stored_id)
-    except (OutcomeUnknown, IdempotencyConflict, CredentialsRejected) as error:
-        raise _provider_failure(error, "reading the open card setup") from None
-    except PaymentProviderError:
-        return None  # gone at the provider: make a new one
-    if not intent.is_open or intent.customer_id not in (None, customer_id):
-        return None
-    return intent
 
 
 @dataclass(frozen=True)
@@ -192,14 +59,18 @@ class CardSet:
     first_card: bool
 
 
-def _request(operation: str, company_id: str, request_id: str, *parts: str) -> idempotency.Request:
-    return idempotency.Request(
-        operation, company_id, request_id, idempotency.fingerprint(operation, company_id, *parts)
-    )
+def _card_payload(card: CardDetails | Card, role: str) -> dict[str, object]:
+    return {
+        "payment_method_id": card.payment_method_id,
+        "brand": card.brand,
+        "last4": card.last4,
+        "card_role": role,
+    }
 
 
-def _card_payload(card: CardDetails | Card) -> dict[str, object]:
-    return {"payment_method_id": card.payment_method_id, "brand": card.brand, "last4": card.last4}
+def _role_parts(role: str) -> tuple[str, ...]:
+    """The role as a fingerprint or key part; none for the primary, so its keys stay what they were."""
+    return () if role == PRIMARY_CARD else (role,)
 
 
 async def set_default_card(
@@ -210,23 +81,30 @@ async def set_default_card(
     request_id: str,
     actor: str,
     principal_id: str | None = None,
+    role: str = PRIMARY_CARD,
 ) -> Applied[CardSet]:
-    """Attach the payment method, make it the default, and store its summary.
+    """Attach the payment method and store its summary as the card of `role`.
 
-    The company's first card sets first_card_set_at and turns auto-recharge on; any card clears a
-    pause (the company acted) and wakes the recharge engine (NOTIFY recharge_wanted), which charges the
-    pre-load or a due recharge. A card the provider rejects raises CardRejected and stores nothing.
+    The primary: the company's first card sets first_card_set_at and turns auto-recharge on; any
+    primary clears a pause (the company acted) and wakes the recharge engine (NOTIFY recharge_wanted),
+    which charges the pre-load or a due recharge; the backup card set as the primary moves there. The
+    backup: stored beside the primary, charged only by a fallback; it changes nothing else. A card the
+    provider rejects raises CardRejected and stores nothing.
     """
-    request = _request(SET_DEFAULT_CARD, company_id, request_id, payment_method_id)
+    parts = _role_parts(role)
+    request = request_of(SET_DEFAULT_CARD, company_id, request_id, payment_method_id, *parts)
     seen = await idempotency.find(pool, request)
     if seen is not None:
-        return Applied(await replay_of(pool, seen, CardSet, _current_card_set(company_id)), replayed=True)
+        return Applied(
+            await replay_of(pool, seen, CardSet, _current_card_set(company_id, role)), replayed=True
+        )
     customer_id = await ensure_customer(pool, provider, company_id)
     try:
         card = await provider.attach_payment_method(
             customer_id,
             payment_method_id,
-            provider_key(SET_DEFAULT_CARD, company_id, request_id, payment_method_id),
+            provider_key(SET_DEFAULT_CARD, company_id, request_id, payment_method_id, *parts),
+            make_default=role == PRIMARY_CARD,
         )
     except PaymentMethodRejected as rejected:
         raise CardRejected(
@@ -238,20 +116,38 @@ async def set_default_card(
             },
         ) from None
     except PaymentProviderError as error:
-        raise _provider_failure(error, "saving the card") from None
+        raise provider_failure(error, "saving the card") from None
 
     async with pool.acquire() as conn, conn.transaction():
         seen = await idempotency.claim(conn, request)
         if seen is not None:
-            return Applied(await replay_of(conn, seen, CardSet, _current_card_set(company_id)), replayed=True)
+            return Applied(
+                await replay_of(conn, seen, CardSet, _current_card_set(company_id, role)), replayed=True
+            )
         before = await lock_settings(conn, company_id)
-        first_card = before.first_card_set_at is None
+        if role == BACKUP_CARD and before.card is not None:
+            if before.card.payment_method_id == card.payment_method_id:
+                raise InvalidArgument(
+                    [
+                        FieldViolation(
+                            "payment_method_id", "is the primary card; a backup must be another card"
+                        )
+                    ]
+                )
+        first_card = role == PRIMARY_CARD and before.first_card_set_at is None
+        # A payment method has one role: the backup set as the primary moves there.
+        await conn.execute(
+            "delete from payment_cards where company_id = $1 and payment_method_id = $2 and role <> $3",
+            company_id,
+            card.payment_method_id,
+            role,
+        )
         await conn.execute(
             """
             insert into payment_cards (company_id, payment_method_id, brand, last4, exp_month, exp_year,
-                                       fingerprint)
-            values ($1, $2, $3, $4, $5, $6, $7)
-            on conflict (company_id) do update
+                                       fingerprint, role)
+            values ($1, $2, $3, $4, $5, $6, $7, $8)
+            on conflict (company_id, role) do update
                set payment_method_id = excluded.payment_method_id, brand = excluded.brand,
                    last4 = excluded.last4, exp_month = excluded.exp_month, exp_year = excluded.exp_year,
                    fingerprint = excluded.fingerprint, updated_at = now()
@@ -263,6 +159,7 @@ async def set_default_card(
             card.exp_month,
             card.exp_year,
             card.fingerprint,
+            role,
         )
         # The SetupIntent handed out so far has done its job: the next setup makes a new one.
         await conn.execute(
@@ -272,23 +169,24 @@ async def set_default_card(
             """,
             company_id,
         )
-        await conn.execute(
-            """
-            update billing_settings
-               set first_card_set_at = coalesce(first_card_set_at, now()),
-                   auto_recharge_enabled = auto_recharge_enabled or $2,
-                   auto_recharge_paused_reason = null,
-                   updated_at = now()
-             where company_id = $1
-            """,
-            company_id,
-            first_card,
-        )
+        if role == PRIMARY_CARD:
+            await conn.execute(
+                """
+                update billing_settings
+                   set first_card_set_at = coalesce(first_card_set_at, now()),
+                       auto_recharge_enabled = auto_recharge_enabled or $2,
+                       auto_recharge_paused_reason = null,
+                       updated_at = now()
+                 where company_id = $1
+                """,
+                company_id,
+                first_card,
+            )
         after = await get_settings(conn, company_id)
         await record_changes(
             conn, company_id, actor, request_id, audit_view(before), audit_view(after), principal_id
         )
-        payload = {**_card_payload(card), "first_card": first_card}
+        payload = {**_card_payload(card, role), "first_card": first_card}
         await conn.execute(
             "select emit_wallet_event(p_company_id => $1, p_event_type => 'card_set',"
             " p_payload => $2::jsonb)",
@@ -296,33 +194,49 @@ async def set_default_card(
             json.dumps(payload),
         )
         await conn.execute("select pg_notify($1, $2)", RECHARGE_WANTED_CHANNEL, company_id)
-        assert after.card is not None
-        result = CardSet(after.card, first_card)
+        stored = after.card if role == PRIMARY_CARD else after.backup_card
+        assert stored is not None
+        result = CardSet(stored, first_card)
         await idempotency.save_result(conn, request, result)
-    log.info("card set", company_id=company_id, first_card=first_card, brand=card.brand)
+    log.info("card set", company_id=company_id, first_card=first_card, brand=card.brand, card_role=role)
     return Applied(result, replayed=False)
 
 
-def _current_card_set(company_id: str) -> Any:
+def _current_card_set(company_id: str, role: str) -> Any:
     async def current(conn: Any) -> CardSet:
-        return CardSet(await get_card(conn, company_id), first_card=False)
+        return CardSet(await get_card(conn, company_id, role), first_card=False)
 
     return current
 
 
-async def get_card(pool: Any, company_id: str) -> Card:
+async def get_cards(pool: Any, company_id: str) -> tuple[Card | None, Card | None]:
+    """The company's (primary, backup) cards; NOT_FOUND when it has neither."""
     row = await pool.fetchrow(
         """
         select b.company_id, c.payment_method_id, c.brand, c.last4, c.exp_month, c.exp_year, c.fingerprint,
-               c.updated_at as card_updated_at
-          from billing_settings b left join payment_cards c using (company_id)
+               c.updated_at as card_updated_at,
+               k.payment_method_id as backup_payment_method_id, k.brand as backup_brand,
+               k.last4 as backup_last4, k.exp_month as backup_exp_month, k.exp_year as backup_exp_year,
+               k.fingerprint as backup_fingerprint, k.updated_at as backup_card_updated_at
+          from billing_settings b
+          left join payment_cards c on c.company_id = b.company_id and c.role = 'primary'
+          left join payment_cards k on k.company_id = b.company_id and k.role = 'backup'
          where b.company_id = $1
         """,
         company_id,
     )
     if row is None:
         raise CompanyNotFound(company_id)
-    card = card_of(row)
+    primary, backup = card_of(row, PRIMARY_CARD), card_of(row, BACKUP_CARD)
+    if primary is None and backup is None:
+        raise CardNotFound(company_id)
+    return primary, backup
+
+
+async def get_card(pool: Any, company_id: str, role: str = PRIMARY_CARD) -> Card:
+    """The company's card of `role`, or NOT_FOUND."""
+    primary, backup = await get_cards(pool, company_id)
+    card = primary if role == PRIMARY_CARD else backup
     if card is None:
         raise CardNotFound(company_id)
     return card
@@ -335,39 +249,44 @@ async def remove_card(
     request_id: str,
     actor: str,
     principal_id: str | None = None,
+    role: str = PRIMARY_CARD,
 ) -> Applied[Card]:
-    """Detach the card at the provider, forget it, and pause auto-recharge (reason card_removed).
-    The result is the removed card."""
-    request = _request(REMOVE_CARD, company_id, request_id)
+    """Detach the card of `role` at the provider and forget it; removing the primary also pauses
+    auto-recharge (reason card_removed). The result is the removed card."""
+    request = request_of(REMOVE_CARD, company_id, request_id, *_role_parts(role))
     seen = await idempotency.find(pool, request)
     if seen is not None:
-        return Applied(await replay_of(pool, seen, Card, lambda c: get_card(c, company_id)), replayed=True)
-    card = await get_card(pool, company_id)
+        return Applied(
+            await replay_of(pool, seen, Card, lambda c: get_card(c, company_id, role)), replayed=True
+        )
+    card = await get_card(pool, company_id, role)
     payment_method_id = card.payment_method_id
     try:
         await provider.detach_payment_method(
             payment_method_id, provider_key(REMOVE_CARD, company_id, request_id, payment_method_id)
         )
     except (OutcomeUnknown, IdempotencyConflict) as error:
-        raise _provider_failure(error, "removing the card") from None
+        raise provider_failure(error, "removing the card") from None
     except PaymentProviderError as error:
         # Already detached (e.g. from Stripe's dashboard, or by an earlier attempt whose answer was
         # lost): the provider no longer holds it for us, which is what removing wants.
         if error.code not in _ALREADY_DETACHED_CODES:
-            raise _provider_failure(error, "removing the card") from None
+            raise provider_failure(error, "removing the card") from None
         log.info("card already detached at the provider", company_id=company_id, provider_code=error.code)
 
     async with pool.acquire() as conn, conn.transaction():
         seen = await idempotency.claim(conn, request)
         if seen is not None:
             return Applied(
-                await replay_of(conn, seen, Card, lambda c: get_card(c, company_id)), replayed=True
+                await replay_of(conn, seen, Card, lambda c: get_card(c, company_id, role)), replayed=True
             )
         before = await lock_settings(conn, company_id)
         deleted = await conn.fetchval(
-            "delete from payment_cards where company_id = $1 and payment_method_id = $2 returning true",
+            "delete from payment_cards where company_id = $1 and payment_method_id = $2 and role = $3"
+            " returning true",
             company_id,
             payment_method_id,
+            role,
         )
         if deleted is None:
             raise Aborted(
@@ -375,26 +294,27 @@ async def remove_card(
                 "card should go too",
                 metadata={"company_id": company_id},
             )
-        await conn.execute(
-            """
-            update billing_settings set auto_recharge_paused_reason = $2, updated_at = now()
-             where company_id = $1
-            """,
-            company_id,
-            PAUSED_CARD_REMOVED,
-        )
+        if role == PRIMARY_CARD:
+            await conn.execute(
+                """
+                update billing_settings set auto_recharge_paused_reason = $2, updated_at = now()
+                 where company_id = $1
+                """,
+                company_id,
+                PAUSED_CARD_REMOVED,
+            )
         after = await get_settings(conn, company_id)
         await record_changes(
             conn, company_id, actor, request_id, audit_view(before), audit_view(after), principal_id
         )
-        removed = before.card
+        removed = before.card if role == PRIMARY_CARD else before.backup_card
         assert removed is not None
         await conn.execute(
             "select emit_wallet_event(p_company_id => $1, p_event_type => 'card_removed',"
             " p_payload => $2::jsonb)",
             company_id,
-            json.dumps(_card_payload(removed)),
+            json.dumps(_card_payload(removed, role)),
         )
         await idempotency.save_result(conn, request, removed)
-    log.info("card removed", company_id=company_id)
+    log.info("card removed", company_id=company_id, card_role=role)
     return Applied(removed, replayed=False)

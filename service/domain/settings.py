@@ -1,10 +1,6 @@
-"""Billing settings: the writable fields, their rules and how their values read in the audit trail.
-
-Pure code. Validation looks at the settings as they would be after the change (the stored values
-merged with the requested ones), so a rule that ties two fields together (the monthly cap is at least
-the recharge amount) holds whichever of the two a request changes. Only the fields a request changes
-are checked on their own: a stored value that a later deployment's bounds no longer allow does not
-block changing something else.
+"""Billing settings: the writable fields, their values (stored merged with requested) and how they
+read in the audit trail. Pure code. Their rules are in ``settings_checks.py``, the approval levels
+for raising a limit in ``settings_approval.py``.
 """
 
 from __future__ import annotations
@@ -12,9 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from service.domain.errors import FieldViolation
-from service.domain.money import NANOS_PER_CENT, NANOS_PER_USD, is_whole_cents, usd
-from service.domain.principals import Role
+from service.domain.money import NANOS_PER_USD
 
 MINIMUM_BALANCE = "minimum_balance"
 RECHARGE_AMOUNT = "recharge_amount"
@@ -28,7 +22,6 @@ TARGET_BALANCE = "target_balance"
 FIXED_AMOUNT = "fixed_amount"
 TOP_UP_TO_TARGET = "top_up_to_target"
 RECHARGE_MODES = (FIXED_AMOUNT, TOP_UP_TO_TARGET)
-MAX_TARGET_BALANCE_NANOS = usd(1_000_000)
 # The fields UpdateBillingSettings may change, in the order the audit trail lists them.
 WRITABLE_FIELDS = (
     MINIMUM_BALANCE,
@@ -44,19 +37,19 @@ MONEY_FIELDS = frozenset(
     {MINIMUM_BALANCE, RECHARGE_AMOUNT, PRELOAD_AMOUNT, MONTHLY_RECHARGE_CAP, TARGET_BALANCE}
 )
 
-MAX_MINIMUM_BALANCE_NANOS = usd(100_000)
-# Far above any sensible cap; it keeps every amount well inside a bigint.
-MAX_MONTHLY_RECHARGE_CAP_NANOS = usd(10_000_000)
-MAX_BALANCE_ALERT_THRESHOLDS = 5
-MAX_BALANCE_ALERT_THRESHOLD_NANOS = usd(10_000_000)
-
 # A setting's value: an amount in nanos, a flag, none (no cap), or the balance alert thresholds.
 SettingValue = int | bool | str | None | tuple[int, ...]
+
+# A card's role. The primary is charged; the backup is charged only to carry on a recharge the
+# primary hard-declined or that needed authentication (service/recharge/fallback.py).
+PRIMARY_CARD = "primary"
+BACKUP_CARD = "backup"
+CARD_ROLES = (PRIMARY_CARD, BACKUP_CARD)
 
 # Why auto-recharge is paused, as stored in billing_settings.auto_recharge_paused_reason.
 PAUSED_NO_CARD = "no_card"
 PAUSED_CARD_REMOVED = "card_removed"
-# Every reason the contract names (the recharge engine's own are service/recharge/engine.PauseReason).
+# Every reason the contract names (the recharge engine's own are service/recharge/transitions.PauseReason).
 PAUSED_REASONS = (
     PAUSED_NO_CARD,
     PAUSED_CARD_REMOVED,
@@ -67,64 +60,6 @@ PAUSED_REASONS = (
     "provider_refused",
     "velocity_limit",
 )
-
-
-@dataclass(frozen=True)
-class RechargeBounds:
-    """The deployment's bounds for one automatic recharge (Config.recharge_amount_min/max_nanos)."""
-
-    min_nanos: int
-    max_nanos: int
-
-
-@dataclass(frozen=True)
-class ApprovalLevels:
-    """Above these, raising the minimum balance or the monthly cap (or clearing the cap) needs the
-    finance or admin role (Config.recharge_ceilings.approval_*)."""
-
-    minimum_balance_nanos: int = usd(1_000)
-    monthly_cap_nanos: int = usd(10_000)
-
-
-# The roles that may raise a limit above its approval level.
-APPROVER_ROLES = frozenset({Role.FINANCE.value, Role.ADMIN.value})
-
-
-def may_raise_above_approval_level(roles: frozenset[str] | None) -> bool:
-    """The one decision whether a caller may raise a limit above its approval level.
-
-    `roles` is None while authentication is off (BILLING_AUTH=off) and callers carry no roles: then every
-    caller may (the raise is still reported as a wallet event and in the audit trail). Once callers
-    carry roles, only finance and admin may.
-    """
-    if roles is None:
-        return True
-    return not APPROVER_ROLES.isdisjoint(roles)
-
-
-@dataclass(frozen=True)
-class LimitRaise:
-    field: str
-    old_nanos: int | None  # None: no cap
-    new_nanos: int | None  # None: the cap cleared
-    approval_level_nanos: int
-
-
-def raises_above_approval(
-    before: SettingsValues, after: SettingsValues, levels: ApprovalLevels
-) -> list[LimitRaise]:
-    """The limits a change raises to above their approval level (clearing the cap raises it to none)."""
-    out: list[LimitRaise] = []
-    old_min, new_min = before.minimum_balance_nanos, after.minimum_balance_nanos
-    if new_min > old_min and new_min > levels.minimum_balance_nanos:
-        out.append(LimitRaise(MINIMUM_BALANCE, old_min, new_min, levels.minimum_balance_nanos))
-    old_cap, new_cap = before.monthly_recharge_cap_nanos, after.monthly_recharge_cap_nanos
-    raised_cap = old_cap is not None and (
-        new_cap is None or (new_cap > old_cap and new_cap > levels.monthly_cap_nanos)
-    )
-    if raised_cap:
-        out.append(LimitRaise(MONTHLY_RECHARGE_CAP, old_cap, new_cap, levels.monthly_cap_nanos))
-    return out
 
 
 @dataclass(frozen=True)
@@ -200,165 +135,3 @@ def audit_text(value: SettingValue | str, *, is_money: bool) -> str | None:
     if is_money and isinstance(value, int):
         return dollars(value).replace("$", "").replace(",", "")
     return str(value)
-
-
-def _check_amount(
-    out: list[FieldViolation], field: str, amount_nanos: int, low_nanos: int, high_nanos: int, what: str
-) -> bool:
-    """Sign, whole cents and range; True when the amount passed."""
-    if amount_nanos < 0:
-        out.append(FieldViolation(field, f"must not be negative, got {dollars(amount_nanos)}"))
-    elif not is_whole_cents(amount_nanos):
-        out.append(
-            FieldViolation(
-                field,
-                f"must be a whole number of cents, got {dollars(amount_nanos)} "
-                f"(nanos must be a multiple of {NANOS_PER_CENT:,})",
-            )
-        )
-    elif not low_nanos <= amount_nanos <= high_nanos:
-        out.append(
-            FieldViolation(
-                field,
-                f"{what} must be between {dollars(low_nanos)} and {dollars(high_nanos)}, "
-                f"got {dollars(amount_nanos)}",
-            )
-        )
-    else:
-        return True
-    return False
-
-
-def check_settings(
-    new: SettingsValues, changed: frozenset[str], bounds: RechargeBounds, field_prefix: str = "settings."
-) -> list[FieldViolation]:
-    """Every rule the changed fields of `new` break, each naming the request field."""
-    out: list[FieldViolation] = []
-    valid: set[str] = set()
-    if MINIMUM_BALANCE in changed and _check_amount(
-        out,
-        field_prefix + MINIMUM_BALANCE,
-        new.minimum_balance_nanos,
-        0,
-        MAX_MINIMUM_BALANCE_NANOS,
-        "the minimum balance",
-    ):
-        valid.add(MINIMUM_BALANCE)
-    if RECHARGE_AMOUNT in changed and _check_amount(
-        out,
-        field_prefix + RECHARGE_AMOUNT,
-        new.recharge_amount_nanos,
-        bounds.min_nanos,
-        bounds.max_nanos,
-        "the recharge amount",
-    ):
-        valid.add(RECHARGE_AMOUNT)
-    if PRELOAD_AMOUNT in changed:
-        preload = new.preload_amount_nanos
-        if preload == 0:
-            valid.add(PRELOAD_AMOUNT)  # no pre-load
-        elif _check_amount(
-            out,
-            field_prefix + PRELOAD_AMOUNT,
-            preload,
-            bounds.min_nanos,
-            bounds.max_nanos,
-            "the pre-load amount ($0.00 for none)",
-        ):
-            valid.add(PRELOAD_AMOUNT)
-    cap = new.monthly_recharge_cap_nanos
-    if MONTHLY_RECHARGE_CAP in changed and cap is not None:
-        if cap == 0:
-            out.append(
-                FieldViolation(
-                    field_prefix + MONTHLY_RECHARGE_CAP,
-                    "must be more than $0.00; leave it unset (and name it in update_mask) for no cap",
-                )
-            )
-        elif _check_amount(
-            out,
-            field_prefix + MONTHLY_RECHARGE_CAP,
-            cap,
-            0,
-            MAX_MONTHLY_RECHARGE_CAP_NANOS,
-            "the monthly recharge cap",
-        ):
-            valid.add(MONTHLY_RECHARGE_CAP)
-    # The cross-field rule, on the resulting settings, reported on the field the caller changed.
-    cap_touched = MONTHLY_RECHARGE_CAP in valid or RECHARGE_AMOUNT in valid
-    if cap_touched and cap is not None and cap < new.recharge_amount_nanos:
-        if MONTHLY_RECHARGE_CAP in valid:
-            out.append(
-                FieldViolation(
-                    field_prefix + MONTHLY_RECHARGE_CAP,
-                    f"must be at least the recharge amount ({dollars(new.recharge_amount_nanos)}), "
-                    f"got {dollars(cap)}; otherwise not even one recharge fits in a month",
-                )
-            )
-        else:
-            out.append(
-                FieldViolation(
-                    field_prefix + RECHARGE_AMOUNT,
-                    f"must not exceed the monthly recharge cap ({dollars(cap)}), got "
-                    f"{dollars(new.recharge_amount_nanos)}; raise or clear the cap in the same request",
-                )
-            )
-    if RECHARGE_MODE in changed or TARGET_BALANCE in changed or MINIMUM_BALANCE in changed:
-        _check_target(out, field_prefix, new, changed, bounds)
-    if BALANCE_ALERT_THRESHOLDS in changed:
-        _check_thresholds(out, field_prefix + BALANCE_ALERT_THRESHOLDS, new.balance_alert_thresholds_nanos)
-    return out
-
-
-def _check_thresholds(out: list[FieldViolation], field: str, thresholds: tuple[int, ...]) -> None:
-    if len(thresholds) > MAX_BALANCE_ALERT_THRESHOLDS:
-        out.append(
-            FieldViolation(field, f"at most {MAX_BALANCE_ALERT_THRESHOLDS} thresholds, got {len(thresholds)}")
-        )
-        return
-    for index, amount in enumerate(thresholds):
-        _check_amount(
-            out,
-            f"{field}[{index}]",
-            amount,
-            0,
-            MAX_BALANCE_ALERT_THRESHOLD_NANOS,
-            "a balance alert threshold",
-        )
-    if len(set(thresholds)) != len(thresholds):
-        out.append(FieldViolation(field, "must not name the same amount twice"))
-
-
-def _check_target(
-    out: list[FieldViolation],
-    prefix: str,
-    new: SettingsValues,
-    changed: frozenset[str],
-    bounds: RechargeBounds,
-) -> None:
-    """A top-up needs a target far enough above the minimum that each top-up charges at least the
-    smallest recharge amount; checked on the resulting settings, reported on a field the request named."""
-    target = new.target_balance_nanos
-    if new.recharge_mode not in RECHARGE_MODES:
-        out.append(FieldViolation(prefix + RECHARGE_MODE, f"must be one of {', '.join(RECHARGE_MODES)}"))
-        return
-    if TARGET_BALANCE in changed and target is not None:
-        if not _check_amount(
-            out, prefix + TARGET_BALANCE, target, 0, MAX_TARGET_BALANCE_NANOS, "the target balance"
-        ):
-            return
-    if new.recharge_mode != TOP_UP_TO_TARGET:
-        return
-    field = prefix + (TARGET_BALANCE if TARGET_BALANCE in changed else RECHARGE_MODE)
-    if target is None:
-        out.append(
-            FieldViolation(field, "a top-up to a target needs target_balance; set it in the same request")
-        )
-    elif target < new.minimum_balance_nanos + bounds.min_nanos:
-        out.append(
-            FieldViolation(
-                field,
-                f"the target balance must be at least the minimum balance plus the smallest recharge "
-                f"({dollars(new.minimum_balance_nanos + bounds.min_nanos)}), got {dollars(target)}",
-            )
-        )

@@ -170,9 +170,10 @@ class PaymentProvider(Protocol):
         ...
 
     async def attach_payment_method(
-        self, customer_id: str, payment_method_id: str, idempotency_key: str
+        self, customer_id: str, payment_method_id: str, idempotency_key: str, *, make_default: bool = True
     ) -> CardDetails:
-        """Attach the card and make it the customer's default.
+        """Attach the card and, unless ``make_default`` is False (a backup card), make it the customer's
+        default.
 
         The returned ``payment_method_id`` is the one to store and charge: the provider may return a
         different id from the one given (Stripe's test tokens such as ``pm_card_visa`` do).

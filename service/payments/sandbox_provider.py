@@ -157,8 +157,9 @@ class SandboxProvider:
         return intent
 
     async def attach_payment_method(
-        self, customer_id: str, payment_method_id: str, idempotency_key: str
+        self, customer_id: str, payment_method_id: str, idempotency_key: str, *, make_default: bool = True
     ) -> CardDetails:
+        # The sandbox keeps no default payment method: charges always name theirs.
         def run() -> CardDetails:
             self._require_customer(customer_id)
             test_card = TEST_CARDS.get(payment_method_id)

@@ -19,7 +19,8 @@ from typing import Any
 
 import asyncpg
 
-from .engine import Kind, Status
+from .engine import Kind
+from .transitions import Status
 
 # The metadata key set on every PaymentIntent; reconciliation finds a charge by it.
 ATTEMPT_METADATA_KEY = "recharge_attempt_id"
@@ -47,6 +48,10 @@ class Attempt:
     created_at: dt.datetime
     # The database clock when the attempt was read (claim time).
     now: dt.datetime
+    # Which of the company's cards this attempt charges ('primary' or 'backup').
+    card_role: str = "primary"
+    # A fallback onto the backup card: the primary attempt whose recharge it carries on.
+    fallback_of: uuid.UUID | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any] | asyncpg.Record) -> Attempt:
@@ -65,6 +70,8 @@ class Attempt:
             payment_intent_id=row["payment_intent_id"],
             created_at=row["created_at"],
             now=row["now"],
+            card_role=row["card_role"],
+            fallback_of=row["fallback_of"],
         )
 
     @property

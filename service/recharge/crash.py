@@ -5,8 +5,11 @@ The crash tests (tests/recharge/test_crash_points.py) run the worker as a subpro
 ``finally``, no flushing), then the test starts a fresh worker and checks that exactly one charge
 and one credit result. Never set this variable in production.
 
-Points: ``after_attempt_commit`` (the attempt row is committed, the provider not yet called) and
-``after_response_before_write`` (the provider answered, nothing recorded yet). "After the request is
+Points: ``after_attempt_commit`` (the attempt row is committed, the provider not yet called),
+``after_response_before_write`` (the provider answered, nothing recorded yet), and for the backup
+card ``after_fallback_commit`` (the primary's decline and the fallback attempt are committed, the
+backup not yet charged) and ``fallback_after_response_before_write`` (the backup's charge answered,
+nothing recorded yet). "After the request is
 sent" is tested by killing the worker with SIGKILL while the fake Stripe holds its answer.
 """
 

@@ -36,7 +36,7 @@ from service.payments.provider import (
     PaymentProviderError,
 )
 
-from . import engine
+from . import engine, transitions
 from .attempts import (
     ATTEMPT_METADATA_KEY,
     Attempt,
@@ -46,9 +46,9 @@ from .attempts import (
     note_call,
 )
 from .crash import crash_point
-from .engine import Outcome, Status
 from .outcomes import Backoff, outcome_of, record_outcome
 from .planning import plan_recharge, sweep_candidates
+from .transitions import Outcome, Status
 
 log = structlog.get_logger(__name__)
 
@@ -218,10 +218,15 @@ class RechargeLoop:
     async def _work(self, attempt: Attempt) -> None:
         try:
             outcome, result, error = await self._ask_provider(attempt)
+            if attempt.fallback_of is not None:
+                crash_point("fallback_after_response_before_write")
             crash_point("after_response_before_write")
             recorded = await record_outcome(
                 self._pool, attempt.attempt_id, outcome, result, self._settings.backoff, error=error
             )
+            if recorded.fallback_attempt_id is not None:
+                # The primary's decline and the fallback attempt are committed; the backup not yet charged.
+                crash_point("after_fallback_commit")
             if recorded.status.is_final:
                 # The balance may still be below the minimum (usage went on meanwhile), or a
                 # soft decline / expiry may call for a new attempt later: plan the company again.
@@ -271,7 +276,7 @@ class RechargeLoop:
     @classmethod
     def _charges(cls, attempt: Attempt) -> bool:
         """Whether this attempt's next call sends the charge itself (rather than a look-up)."""
-        return not cls._retrieves(attempt) and engine.may_retry_same_key(attempt.created_at, attempt.now)
+        return not cls._retrieves(attempt) and transitions.may_retry_same_key(attempt.created_at, attempt.now)
 
     async def _call(self, attempt: Attempt) -> ChargeResult | None:
         if self._retrieves(attempt):

@@ -21,9 +21,11 @@ from service.domain.money import NANOS_PER_CENT
 from service.metrics import RECHARGE_ATTEMPTS
 from service.payments.provider import ChargeResult, ChargeStatus
 
-from . import engine
+from . import transitions
 from .attempts import Attempt
-from .engine import Kind, Outcome, Status
+from .engine import Kind
+from .fallback import announce, attempt_card_fields, pause_after_fallback, start_fallback
+from .transitions import Outcome, Status
 from .wallet_events import Conn, card_label, emit
 
 log = structlog.get_logger(__name__)
@@ -36,6 +38,8 @@ class Recorded:
     # False when the attempt had already moved on (a webhook or another process got there first).
     changed: bool
     credited: bool = False
+    # The fallback attempt onto the backup card this answer created, committed with it.
+    fallback_attempt_id: uuid.UUID | None = None
 
 
 def outcome_of(result: ChargeResult) -> Outcome:
@@ -51,7 +55,7 @@ def outcome_of(result: ChargeResult) -> Outcome:
 @dataclass(frozen=True, slots=True)
 class Backoff:
     retry_backoff_s: tuple[float, ...]
-    unknown_retry_backoff_s: tuple[float, ...] = engine.DEFAULT_UNKNOWN_RETRY_BACKOFF_S
+    unknown_retry_backoff_s: tuple[float, ...] = transitions.DEFAULT_UNKNOWN_RETRY_BACKOFF_S
 
 
 async def record_outcome(
@@ -86,7 +90,7 @@ async def apply_outcome(
         raise LookupError(f"no recharge attempt {attempt_id}")
     attempt = Attempt.from_row(row)
     now = attempt.now
-    transition = engine.after_outcome(
+    transition = transitions.after_outcome(
         outcome,
         retry_number=attempt.retry_number,
         call_count=max(attempt.call_count, 1),
@@ -98,7 +102,7 @@ async def apply_outcome(
     if attempt.status is Status.PROCESSING and new_status is Status.PENDING:
         # We only failed to poll a PaymentIntent that exists: it stays processing, polled later.
         new_status = Status.PROCESSING
-    if not engine.is_forward(attempt.status, new_status):
+    if not transitions.is_forward(attempt.status, new_status):
         return Recorded(attempt.company_id, attempt.status, changed=False)
     # A repeated "still processing" (or a failed poll) is not news for the company.
     event_type = (
@@ -136,6 +140,16 @@ async def apply_outcome(
         final,
     )
 
+    unpaid_final = final and new_status is not Status.SUCCEEDED
+    fallback = await start_fallback(conn, attempt, outcome) if unpaid_final else None
+    # A fallback carries the recharge on: the primary's decline pauses nothing (the fallback's may).
+    pause = None if fallback is not None else transition.pause
+    if fallback is not None:
+        # Not recharge_failed: the recharge goes on (nothing keyed on a failure, suspension, reacts).
+        event_type = "recharge_falling_back"
+    if unpaid_final and attempt.fallback_of is not None:
+        pause = await pause_after_fallback(conn, attempt, pause)
+
     credited = False
     if new_status is Status.SUCCEEDED:
         assert payment_intent_id is not None, "a succeeded charge always has a PaymentIntent"
@@ -151,12 +165,17 @@ async def apply_outcome(
             "outcome": outcome.value,
             "status": new_status.value,
             "payment_intent_id": payment_intent_id,
+            **attempt_card_fields(attempt),
         }
+        if attempt.fallback_of is not None:
+            payload["fallback_of"] = str(attempt.fallback_of)
+        if fallback is not None:
+            payload["fallback_attempt_id"] = str(fallback.attempt_id)
         if result is not None and result.decline_code:
             payload["decline_code"] = result.decline_code
         if result is not None and result.message:
             payload["message"] = result.message
-        if new_status is Status.SOFT_DECLINED:
+        if new_status is Status.SOFT_DECLINED and pause is None:
             payload["next_retry_at"] = transition.next_attempt_at
             payload["retry_number"] = attempt.retry_number
         elif not final:
@@ -168,7 +187,8 @@ async def apply_outcome(
         if outcome is Outcome.UNKNOWN and error:
             payload["error"] = error
         await emit(conn, attempt.company_id, event_type, payload)
-    pause = transition.pause
+    if fallback is not None:
+        await announce(conn, attempt, fallback)
     if pause is not None and not await _card_still_on_file(conn, attempt):
         # The decline is about a card the company has since removed or replaced: the removal paused
         # auto-recharge with its own reason, and a replacement card deserves its own try. Pausing
@@ -204,17 +224,32 @@ async def apply_outcome(
         payment_intent_id=payment_intent_id,
         pause=pause.value if pause else None,
     )
-    return Recorded(attempt.company_id, new_status, changed=True, credited=credited)
+    return Recorded(
+        attempt.company_id,
+        new_status,
+        changed=True,
+        credited=credited,
+        fallback_attempt_id=None if fallback is None else fallback.attempt_id,
+    )
 
 
 async def _card_still_on_file(conn: Conn, attempt: Attempt) -> bool:
     # The settings row lock orders this against a card removal or replacement (which change the
     # settings in the same transaction), so the card read next is the one the pause would apply to.
+    # A fallback's recharge is the primary attempt's: the pause is about that card staying the primary.
     await conn.execute("select 1 from billing_settings where company_id = $1 for update", attempt.company_id)
     current = await conn.fetchval(
-        "select payment_method_id from payment_cards where company_id = $1", attempt.company_id
+        "select payment_method_id from payment_cards where company_id = $1 and role = 'primary'",
+        attempt.company_id,
     )
-    return bool(current == attempt.payment_method_id)
+    declined = attempt.payment_method_id
+    if attempt.fallback_of is not None:
+        declined = await conn.fetchval(
+            "select payment_method_id from recharge_attempts where company_id = $1 and attempt_id = $2",
+            attempt.company_id,
+            attempt.fallback_of,
+        )
+    return bool(current == declined)
 
 
 async def _credit(
@@ -271,5 +306,7 @@ async def _credit(
             "ledger_sequence": sequence,
             "balance_nanos": after,
             "card": card_label(attempt.card_brand, attempt.card_last4),
+            **attempt_card_fields(attempt),
+            **({"fallback_of": str(attempt.fallback_of)} if attempt.fallback_of is not None else {}),
         },
     )

@@ -18,7 +18,8 @@ import structlog
 from service.config import RechargeCeilings
 
 from . import engine
-from .engine import Kind, Status
+from .engine import Kind
+from .transitions import Status
 from .wallet_events import Conn, card_label, emit
 
 log = structlog.get_logger(__name__)
@@ -41,8 +42,8 @@ _SNAPSHOT_SQL = """
            c.payment_method_id, c.brand, c.last4, pc.provider_customer_id
       from wallets w
       left join billing_settings s using (company_id)
-      left join payment_cards c using (company_id)
-      left join payment_customers pc using (company_id)
+      left join payment_cards c on c.company_id = w.company_id and c.role = 'primary'
+      left join payment_customers pc on pc.company_id = w.company_id
      where w.company_id = $1
        for update of w
 """
@@ -185,6 +186,10 @@ async def plan_recharge(
                 "held_nanos": snapshot.held_nanos,
                 "minimum_balance_nanos": snapshot.minimum_balance_nanos,
                 "card": card_label(wallet["brand"], wallet["last4"]),
+                "card_role": "primary",
+                "card_brand": wallet["brand"],
+                "card_last4": wallet["last4"],
+                "payment_method_id": wallet["payment_method_id"],
             },
         )
     log.info(
@@ -268,8 +273,8 @@ _CANDIDATES_SQL = """
     select w.company_id
       from wallets w
       join billing_settings s using (company_id)
-      join payment_cards c using (company_id)
-      join payment_customers pc using (company_id)
+      join payment_cards c on c.company_id = w.company_id and c.role = 'primary'
+      join payment_customers pc on pc.company_id = w.company_id
      where s.auto_recharge_paused_reason is null
        and ((s.auto_recharge_enabled
              and w.balance_nanos - held_nanos(w.company_id) < w.minimum_balance_nanos)

@@ -172,11 +172,14 @@ create table payment_cards (
     fingerprint text,
     created_at timestamp with time zone default now() not null,
     updated_at timestamp with time zone default now() not null,
+    role text default 'primary'::text not null,
     constraint payment_cards_company_id_fkey FOREIGN KEY (company_id) REFERENCES companies(company_id),
     constraint payment_cards_exp_month_check CHECK (((exp_month >= 1) AND (exp_month <= 12))),
     constraint payment_cards_exp_year_check CHECK (((exp_year >= 2000) AND (exp_year <= 2200))),
     constraint payment_cards_last4_check CHECK ((last4 ~ '^[0-9]{4}$'::text)),
-    constraint payment_cards_pkey PRIMARY KEY (company_id)
+    constraint payment_cards_one_role_per_method UNIQUE (company_id, payment_method_id),
+    constraint payment_cards_pkey PRIMARY KEY (company_id, role),
+    constraint payment_cards_role_check CHECK ((role = ANY (ARRAY['primary'::text, 'backup'::text])))
 );
 
 create table payment_customers (
@@ -233,11 +236,17 @@ create table recharge_attempts (
     created_at timestamp with time zone default now() not null,
     updated_at timestamp with time zone default now() not null,
     settled_at timestamp with time zone,
+    card_role text default 'primary'::text not null,
+    fallback_of uuid,
     constraint recharge_attempts_amount_nanos_check CHECK (((amount_nanos > 0) AND ((amount_nanos % (10000000)::bigint) = 0))),
     constraint recharge_attempts_call_count_check CHECK ((call_count >= 0)),
+    constraint recharge_attempts_card_role_check CHECK ((card_role = ANY (ARRAY['primary'::text, 'backup'::text]))),
     constraint recharge_attempts_check CHECK (((status = ANY (ARRAY['pending'::text, 'processing'::text])) = (settled_at IS NULL))),
     constraint recharge_attempts_company_id_fkey FOREIGN KEY (company_id) REFERENCES wallets(company_id),
+    constraint recharge_attempts_fallback_is_backup CHECK (((card_role = 'backup'::text) = (fallback_of IS NOT NULL))),
+    constraint recharge_attempts_fallback_of_fkey FOREIGN KEY (company_id, fallback_of) REFERENCES recharge_attempts(company_id, attempt_id),
     constraint recharge_attempts_kind_check CHECK ((kind = ANY (ARRAY['auto'::text, 'preload'::text]))),
+    constraint recharge_attempts_one_fallback UNIQUE (company_id, fallback_of),
     constraint recharge_attempts_payment_intent_id_key UNIQUE (company_id, payment_intent_id),
     constraint recharge_attempts_pkey PRIMARY KEY (company_id, attempt_id),
     constraint recharge_attempts_retry_number_check CHECK ((retry_number >= 0)),
@@ -476,7 +485,7 @@ CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, ev
 -- note_balance_alerts(p_company_id text, p_balance_before_nanos bigint, p_balance_after_nanos bigint, p_ledger_sequence bigint) returns void language plpgsql
 --     note_balance_alerts.sql, body md5 5d9a2e729763b062d41ab9b90e4c5690
 -- note_card_change() returns trigger language plpgsql
---     note_card_change.sql, body md5 a98f59a0e0f988d9e38e39b921d07228
+--     note_card_change.sql, body md5 5b29358b98247c06532e44d1f877262c
 -- note_hold_below_minimum(p_company_id text, p_hold_id uuid, p_available_before_nanos bigint, p_available_after_nanos bigint, p_minimum_balance_nanos bigint) returns void language plpgsql
 --     note_hold_below_minimum.sql, body md5 934fc5c5952239dc91551d31283bb1c1
 -- note_recharge_credit() returns trigger language plpgsql

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.payments import stripe_provider
+from service.payments import stripe_answers, stripe_provider, stripe_webhooks
 from tests.support.fake_stripe import ChargeOutcome, FakeStripe
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "stripe" / "fixtures3.json"
@@ -196,12 +196,14 @@ def _fixture_keys(name: str) -> set[str]:
 
 
 def provider_reads() -> set[tuple[str, str]]:
-    """(object name, field) for every field read in service/payments/stripe_provider.py: `x.get("f")`,
+    """(object name, field) for every field read in the Stripe modules of service/payments/: `x.get("f")`,
     `x["f"]` and `x.f` on the local names above (method calls such as `to_dict()` excluded)."""
-    tree = ast.parse(Path(stripe_provider.__file__).read_text())
-    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    trees = [
+        ast.parse(Path(m.__file__).read_text()) for m in (stripe_provider, stripe_answers, stripe_webhooks)
+    ]
+    called = {id(n.func) for tree in trees for n in ast.walk(tree) if isinstance(n, ast.Call)}
     reads = set()
-    for node in ast.walk(tree):
+    for node in (n for tree in trees for n in ast.walk(tree)):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
             owner = node.func.value
             if isinstance(owner, ast.Name) and node.args and isinstance(node.args[0], ast.Constant):

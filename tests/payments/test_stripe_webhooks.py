@@ -9,7 +9,8 @@ import pytest
 from aiohttp import web
 
 from service.payments.provider import CardDetails, ChargeStatus, InvalidWebhook, WebhookEvent
-from service.payments.stripe_provider import WEBHOOK_TOLERANCE_S, StripeProvider
+from service.payments.stripe_provider import StripeProvider
+from service.payments.stripe_webhooks import WEBHOOK_TOLERANCE_S
 from tests.support.fake_stripe import ChargeOutcome, FakeStripe
 
 Key = Callable[[str], str]

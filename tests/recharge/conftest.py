@@ -132,12 +132,14 @@ class Wallets:
         return Company(company_id, customer_id, payment_method_id)
 
     @staticmethod
-    async def _store_card(conn: Any, company_id: str, pm_id: str, brand: str, last4: str) -> None:
+    async def _store_card(
+        conn: Any, company_id: str, pm_id: str, brand: str, last4: str, role: str = "primary"
+    ) -> None:
         await conn.execute(
             """
-            insert into payment_cards (company_id, payment_method_id, brand, last4, exp_month, exp_year)
-            values ($1, $2, $3, $4, 12, 2099)
-            on conflict (company_id) do update
+            insert into payment_cards (company_id, payment_method_id, brand, last4, exp_month, exp_year, role)
+            values ($1, $2, $3, $4, 12, 2099, $5)
+            on conflict (company_id, role) do update
                set payment_method_id = excluded.payment_method_id, brand = excluded.brand,
                    last4 = excluded.last4, updated_at = now()
             """,
@@ -145,7 +147,23 @@ class Wallets:
             pm_id,
             brand,
             last4,
+            role,
         )
+
+    async def set_backup(self, company: Company, card: str) -> str:
+        """What SetDefaultCard with role BACKUP stores: the attached card beside the primary. Returns
+        the attached payment method id."""
+        details = await self.provider.attach_payment_method(
+            company.customer_id,
+            card,
+            f"pm-backup-{company.company_id}-{uuid.uuid4().hex[:6]}",
+            make_default=False,
+        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._store_card(
+                conn, company.company_id, details.payment_method_id, details.brand, details.last4, "backup"
+            )
+        return details.payment_method_id
 
     async def set_card(self, company: Company, card: str) -> Company:
         """What SettingsService does when a card is set: store it, clear a pause, emit, notify."""

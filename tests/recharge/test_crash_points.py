@@ -94,3 +94,84 @@ async def test_kill_after_the_request_is_sent_then_restart_charges_once_and_cred
     restarted = workers()
     await _one_charge_one_credit(wallets, fake, company.company_id, company.customer_id)
     assert await restarted.stop() == 0
+
+
+# ---- the fallback onto the backup card -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("point", ["after_fallback_commit", "fallback_after_response_before_write"])
+async def test_crash_in_the_fallback_then_restart_charges_the_backup_once_and_credits_once(
+    wallets: Wallets, fake: FakeStripe, workers: Callable[..., Worker], point: str
+) -> None:
+    company = await wallets.create(balance_nanos=usd(5), card="pm_card_chargeDeclinedLostCard")
+    backup_pm = await wallets.set_backup(company, "pm_card_visa")
+    crashing = workers(**{CRASH_ENV: point})
+    assert await crashing.wait_exit() == CRASH_EXIT_CODE, crashing.log()
+
+    primary, fallback = await wallets.attempts(company.company_id)
+    assert primary["status"] == "hard_declined" and fallback["status"] == "pending"  # committed, unsettled
+    assert fallback["fallback_of"] == primary["attempt_id"] and fallback["payment_method_id"] == backup_pm
+    assert await wallets.credits(company.company_id) == []
+    on_backup = [pi for pi in charges(fake) if pi["payment_method"] == backup_pm]
+    if point == "after_fallback_commit":
+        assert on_backup == []
+    else:
+        assert len(on_backup) == 1 and on_backup[0]["status"] == "succeeded"
+
+    restarted = workers()
+
+    async def credited() -> bool:
+        return len(await wallets.credits(company.company_id)) >= 1
+
+    await wait_until(credited, timeout_s=20, what="the credit after restart")
+    primary, fallback = await wallets.attempts(company.company_id)  # still exactly two attempts
+    assert fallback["status"] == "succeeded"
+    paid = [pi for pi in charges(fake, company.customer_id) if pi["status"] == "succeeded"]
+    (credit,) = await wallets.credits(company.company_id)
+    assert len(paid) == 1 and paid[0]["payment_method"] == backup_pm
+    assert credit["reference"] == paid[0]["id"] and credit["recharge_attempt_id"] == fallback["attempt_id"]
+    backup_posts = [
+        p for p in charge_posts(fake) if p.idempotency_key == f"recharge-{fallback['attempt_id']}"
+    ]
+    if point == "fallback_after_response_before_write":
+        # The retry was answered from Stripe's idempotency cache: the same PaymentIntent.
+        assert [p.replayed for p in backup_posts] == [False, True]
+    else:
+        assert [p.replayed for p in backup_posts] == [False]
+    assert len(charges(fake, company.customer_id)) == 2  # the declined primary and the paid backup
+    assert await wallets.balance(company.company_id) == usd(5) + usd(50)
+    assert await restarted.stop() == 0
+
+
+async def test_kill_while_the_backup_charge_is_answered_then_restart_charges_once_and_credits_once(
+    wallets: Wallets, fake: FakeStripe, workers: Callable[..., Worker]
+) -> None:
+    company = await wallets.create(balance_nanos=usd(5), card="pm_card_chargeDeclinedLostCard")
+    backup_pm = await wallets.set_backup(company, "pm_card_visa")
+    # The primary's decline is answered at once; the backup's charge is taken but its answer held.
+    fake.delay_responses(0.0, method="POST", path="/v1/payment_intents", times=1)
+    fake.delay_responses(30.0, method="POST", path="/v1/payment_intents", times=1)
+    first = workers()
+
+    async def backup_sent() -> bool:
+        return len(charge_posts(fake)) >= 2
+
+    await wait_until(backup_sent, timeout_s=20, what="the backup's charge request")
+    first.kill()
+    assert charge_posts(fake)[1].status is None  # it never got an answer
+    assert [pi["payment_method"] for pi in charges(fake) if pi["status"] == "succeeded"] == [backup_pm]
+    assert await wallets.credits(company.company_id) == []
+
+    restarted = workers()
+
+    async def credited() -> bool:
+        return len(await wallets.credits(company.company_id)) >= 1
+
+    await wait_until(credited, timeout_s=20, what="the credit after restart")
+    _, fallback = await wallets.attempts(company.company_id)
+    (credit,) = await wallets.credits(company.company_id)
+    paid = [pi for pi in charges(fake, company.customer_id) if pi["status"] == "succeeded"]
+    assert len(paid) == 1 and credit["reference"] == paid[0]["id"]
+    assert credit["recharge_attempt_id"] == fallback["attempt_id"]
+    assert await wallets.balance(company.company_id) == usd(5) + usd(50)
+    assert await restarted.stop() == 0

@@ -11,19 +11,9 @@ from hypothesis import strategies as st
 
 from service.config import RechargeCeilings
 from service.domain.money import NANOS_PER_CENT, usd
-from service.recharge import engine
-from service.recharge.engine import (
-    Kind,
-    LastAttempt,
-    Outcome,
-    PauseReason,
-    Status,
-    WalletSnapshot,
-    after_outcome,
-    decide,
-    is_forward,
-    recharge_multiple,
-)
+from service.recharge import engine, transitions
+from service.recharge.engine import Kind, LastAttempt, WalletSnapshot, decide, recharge_multiple
+from service.recharge.transitions import Outcome, PauseReason, Status, after_outcome, is_forward
 
 NOW = dt.datetime(2026, 3, 15, 12, 0, tzinfo=dt.UTC)
 CARD = "pm_card_1"
@@ -254,7 +244,7 @@ def test_month_start_is_the_first_of_the_utc_month() -> None:
 # ---- outcomes --------------------------------------------------------------------------------------
 
 
-def outcome(o: Outcome, *, retry_number: int = 0, call_count: int = 1) -> engine.Transition:
+def outcome(o: Outcome, *, retry_number: int = 0, call_count: int = 1) -> transitions.Transition:
     return after_outcome(
         o,
         retry_number=retry_number,
@@ -266,7 +256,7 @@ def outcome(o: Outcome, *, retry_number: int = 0, call_count: int = 1) -> engine
 
 
 def test_success_is_final_without_pause() -> None:
-    assert outcome(Outcome.SUCCEEDED) == engine.Transition(Status.SUCCEEDED, None, None, None)
+    assert outcome(Outcome.SUCCEEDED) == transitions.Transition(Status.SUCCEEDED, None, None, None)
 
 
 def test_processing_waits_on_the_same_attempt() -> None:
@@ -326,7 +316,7 @@ def test_not_found_after_the_window_expires_the_attempt_so_a_new_one_may_follow(
 
 def test_every_outcome_has_a_transition() -> None:
     for o in Outcome:
-        assert isinstance(outcome(o), engine.Transition)
+        assert isinstance(outcome(o), transitions.Transition)
 
 
 # ---- forward-only status ---------------------------------------------------------------------------
@@ -360,9 +350,9 @@ def test_processing_never_goes_back_to_pending() -> None:
 
 
 def test_same_key_retries_only_inside_the_idempotency_window() -> None:
-    assert engine.may_retry_same_key(NOW - dt.timedelta(hours=22, minutes=59), NOW)
-    assert not engine.may_retry_same_key(NOW - dt.timedelta(hours=23), NOW)
-    assert engine.IDEMPOTENCY_WINDOW < dt.timedelta(hours=24)  # inside Stripe's 24 h
+    assert transitions.may_retry_same_key(NOW - dt.timedelta(hours=22, minutes=59), NOW)
+    assert not transitions.may_retry_same_key(NOW - dt.timedelta(hours=23), NOW)
+    assert transitions.IDEMPOTENCY_WINDOW < dt.timedelta(hours=24)  # inside Stripe's 24 h
 
 
 # ---- deployment ceilings ---------------------------------------------------------------------------
@@ -398,7 +388,7 @@ def test_a_charge_no_ceiling_limits_clears_the_told_mark() -> None:
 def test_too_many_charges_in_the_last_hour_pause_instead_of_charging() -> None:
     assert decide(snap(charges_last_hour=2), NOW, CEILINGS).charge is not None
     decision = decide(snap(charges_last_hour=3), NOW, CEILINGS)
-    assert decision.charge is None and decision.pause is engine.PauseReason.VELOCITY_LIMIT
+    assert decision.charge is None and decision.pause is transitions.PauseReason.VELOCITY_LIMIT
     # Nothing to charge, nothing to pause.
     assert decide(snap(charges_last_hour=3, balance_nanos=usd(50)), NOW, CEILINGS).pause is None
 

@@ -12,7 +12,7 @@ import grpc
 import pytest
 from consofta.billing.v1 import settings_service_pb2 as pb
 
-from service.app.cards import ensure_customer
+from service.app.payment_customers import ensure_customer
 from service.domain.errors import PaymentProviderUnavailable
 from service.payments.stripe_provider import StripeProvider
 from tests.settings.conftest import StripeWorld, every_log_line
@@ -98,7 +98,9 @@ async def test_setup_attach_get_remove(stripe_world: StripeWorld, pool: asyncpg.
             "fingerprint",
             "created_at",
             "updated_at",
+            "role",
         }
+        assert stored["role"] == "primary"
         assert stored["payment_method_id"] == card.payment_method_id
 
         # The first card turns auto-recharge on, records when, and wakes the recharge engine.
@@ -117,6 +119,7 @@ async def test_setup_attach_get_remove(stripe_world: StripeWorld, pool: asyncpg.
                 "payment_method_id": card.payment_method_id,
                 "brand": "visa",
                 "last4": "4242",
+                "card_role": "primary",
             },
         )
 
@@ -148,7 +151,12 @@ async def test_setup_attach_get_remove(stripe_world: StripeWorld, pool: asyncpg.
         assert not settings.HasField("card")
         assert (await card_events(pool, company))[-1] == (
             "card_removed",
-            {"payment_method_id": card.payment_method_id, "brand": "visa", "last4": "4242"},
+            {
+                "payment_method_id": card.payment_method_id,
+                "brand": "visa",
+                "last4": "4242",
+                "card_role": "primary",
+            },
         )
         again = await world.settings.RemoveCard(
             pb.RemoveCardRequest(company_id=company, request_id="remove-1")

@@ -14,7 +14,8 @@ from consofta.billing.v1 import settings_service_pb2_grpc
 from service.app.settings import update_settings
 from service.domain.errors import ApprovalRequired
 from service.domain.money import usd as usd_nanos
-from service.domain.settings import ApprovalLevels, RechargeBounds, may_raise_above_approval_level
+from service.domain.settings_approval import ApprovalLevels, may_raise_above_approval_level
+from service.domain.settings_checks import RechargeBounds
 from tests.conftest import Stubs
 from tests.settings.test_update_settings import update, usd
 

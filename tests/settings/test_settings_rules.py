@@ -4,15 +4,8 @@ checked on their own, and the cap rule holds for the resulting settings."""
 from __future__ import annotations
 
 from service.domain.money import usd
-from service.domain.settings import (
-    MONTHLY_RECHARGE_CAP,
-    RECHARGE_AMOUNT,
-    RechargeBounds,
-    SettingsValues,
-    audit_text,
-    check_settings,
-    dollars,
-)
+from service.domain.settings import MONTHLY_RECHARGE_CAP, RECHARGE_AMOUNT, SettingsValues, audit_text, dollars
+from service.domain.settings_checks import RechargeBounds, check_settings
 
 BOUNDS = RechargeBounds(usd(5), usd(10_000))
 STORED = SettingsValues(

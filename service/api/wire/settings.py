@@ -7,11 +7,13 @@ from consofta.billing.v1 import settings_service_pb2 as pb
 from service.api.wire.enums import EnumTable
 from service.api.wire.money import money
 from service.api.wire.timestamps import timestamp
-from service.app.settings import BillingSettings, Card, SettingsChange
-from service.domain.settings import PAUSED_REASONS, RECHARGE_MODES
+from service.app.billing_settings import BillingSettings, Card
+from service.app.settings_audit import SettingsChange
+from service.domain.settings import CARD_ROLES, PAUSED_REASONS, RECHARGE_MODES
 
 PAUSED_REASON_TABLE: EnumTable[str] = EnumTable(pb.AutoRechargePausedReason.DESCRIPTOR, PAUSED_REASONS)
 RECHARGE_MODE_TABLE: EnumTable[str] = EnumTable(pb.RechargeMode.DESCRIPTOR, RECHARGE_MODES)
+CARD_ROLE_TABLE: EnumTable[str] = EnumTable(pb.CardRole.DESCRIPTOR, CARD_ROLES)
 
 
 def paused_reason(reason: str | None) -> int:
@@ -31,6 +33,7 @@ def card_message(card: Card) -> pb.Card:
         exp_year=card.exp_year,
         fingerprint=card.fingerprint or "",
         updated_at=timestamp(card.updated_at),
+        role=CARD_ROLE_TABLE.wire(card.role),  # type: ignore[arg-type]
     )
 
 

@@ -27,51 +27,53 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.type import money_pb2 as google_dot_type_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*consofta/billing/v1/settings_service.proto\x12\x13\x63onsofta.billing.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\xa1\x05\n\x0f\x42illingSettings\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12+\n\x0fminimum_balance\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12+\n\x0frecharge_amount\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12\x1d\n\x15\x61uto_recharge_enabled\x18\x04 \x01(\x08\x12*\n\x0epreload_amount\x18\x05 \x01(\x0b\x32\x12.google.type.Money\x12\x30\n\x14monthly_recharge_cap\x18\x06 \x01(\x0b\x32\x12.google.type.Money\x12R\n\x1b\x61uto_recharge_paused_reason\x18\x07 \x01(\x0e\x32-.consofta.billing.v1.AutoRechargePausedReason\x12#\n\x1b\x61uto_recharge_paused_detail\x18\x08 \x01(\t\x12\'\n\x04\x63\x61rd\x18\t \x01(\x0b\x32\x19.consofta.billing.v1.Card\x12\x35\n\x11\x66irst_card_set_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\rrecharge_mode\x18\r \x01(\x0e\x32!.consofta.billing.v1.RechargeMode\x12*\n\x0etarget_balance\x18\x0e \x01(\x0b\x32\x12.google.type.Money\x12\x34\n\x18\x62\x61lance_alert_thresholds\x18\x0c \x03(\x0b\x32\x12.google.type.Money\"\xa9\x01\n\x04\x43\x61rd\x12\x19\n\x11payment_method_id\x18\x01 \x01(\t\x12\r\n\x05\x62rand\x18\x02 \x01(\t\x12\r\n\x05last4\x18\x03 \x01(\t\x12\x11\n\texp_month\x18\x04 \x01(\x05\x12\x10\n\x08\x65xp_year\x18\x05 \x01(\x05\x12\x13\n\x0b\x66ingerprint\x18\x06 \x01(\t\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe7\x01\n\x0eSettingsChange\x12\x11\n\tchange_id\x18\x01 \x01(\x03\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x16\n\told_value\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tnew_value\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12.\n\nchanged_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cprincipal_id\x18\x08 \x01(\tB\x0c\n\n_old_valueB\x0c\n\n_new_value\"/\n\x19GetBillingSettingsRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\"T\n\x1aGetBillingSettingsResponse\x12\x36\n\x08settings\x18\x01 \x01(\x0b\x32$.consofta.billing.v1.BillingSettings\"\xaf\x01\n\x1cUpdateBillingSettingsRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x36\n\x08settings\x18\x02 \x01(\x0b\x32$.consofta.billing.v1.BillingSettings\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"i\n\x1dUpdateBillingSettingsResponse\x12\x36\n\x08settings\x18\x01 \x01(\x0b\x32$.consofta.billing.v1.BillingSettings\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"W\n\x1aListSettingsChangesRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"l\n\x1bListSettingsChangesResponse\x12\x34\n\x07\x63hanges\x18\x01 \x03(\x0b\x32#.consofta.billing.v1.SettingsChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\x15StartCardSetupRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"o\n\x16StartCardSetupResponse\x12\x17\n\x0fsetup_intent_id\x18\x01 \x01(\t\x12\x15\n\rclient_secret\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x10\n\x08replayed\x18\x04 \x01(\x08\"Z\n\x15SetDefaultCardRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x19\n\x11payment_method_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"g\n\x16SetDefaultCardResponse\x12\'\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x19.consofta.billing.v1.Card\x12\x12\n\nfirst_card\x18\x02 \x01(\x08\x12\x10\n\x08replayed\x18\x03 \x01(\x08\"$\n\x0eGetCardRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\":\n\x0fGetCardResponse\x12\'\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x19.consofta.billing.v1.Card\";\n\x11RemoveCardRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"W\n\x12RemoveCardResponse\x12/\n\x0cremoved_card\x18\x01 \x01(\x0b\x32\x19.consofta.billing.v1.Card\x12\x10\n\x08replayed\x18\x02 \x01(\x08*\x83\x04\n\x18\x41utoRechargePausedReason\x12+\n\'AUTO_RECHARGE_PAUSED_REASON_UNSPECIFIED\x10\x00\x12\'\n#AUTO_RECHARGE_PAUSED_REASON_NO_CARD\x10\x01\x12,\n(AUTO_RECHARGE_PAUSED_REASON_CARD_REMOVED\x10\x02\x12\x37\n3AUTO_RECHARGE_PAUSED_REASON_AUTHENTICATION_REQUIRED\x10\x03\x12,\n(AUTO_RECHARGE_PAUSED_REASON_HARD_DECLINE\x10\x04\x12>\n:AUTO_RECHARGE_PAUSED_REASON_SOFT_DECLINE_RETRIES_EXHAUSTED\x10\x05\x12\x33\n/AUTO_RECHARGE_PAUSED_REASON_MONTHLY_CAP_REACHED\x10\x06\x12%\n!AUTO_RECHARGE_PAUSED_REASON_OTHER\x10\x07\x12\x30\n,AUTO_RECHARGE_PAUSED_REASON_PROVIDER_REFUSED\x10\x08\x12.\n*AUTO_RECHARGE_PAUSED_REASON_VELOCITY_LIMIT\x10\t*q\n\x0cRechargeMode\x12\x1d\n\x19RECHARGE_MODE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aRECHARGE_MODE_FIXED_AMOUNT\x10\x01\x12\"\n\x1eRECHARGE_MODE_TOP_UP_TO_TARGET\x10\x02\x32\x8d\x06\n\x0fSettingsService\x12u\n\x12GetBillingSettings\x12..consofta.billing.v1.GetBillingSettingsRequest\x1a/.consofta.billing.v1.GetBillingSettingsResponse\x12~\n\x15UpdateBillingSettings\x12\x31.consofta.billing.v1.UpdateBillingSettingsRequest\x1a\x32.consofta.billing.v1.UpdateBillingSettingsResponse\x12x\n\x13ListSettingsChanges\x12/.consofta.billing.v1.ListSettingsChangesRequest\x1a\x30.consofta.billing.v1.ListSettingsChangesResponse\x12i\n\x0eStartCardSetup\x12*.consofta.billing.v1.StartCardSetupRequest\x1a+.consofta.billing.v1.StartCardSetupResponse\x12i\n\x0eSetDefaultCard\x12*.consofta.billing.v1.SetDefaultCardRequest\x1a+.consofta.billing.v1.SetDefaultCardResponse\x12T\n\x07GetCard\x12#.consofta.billing.v1.GetCardRequest\x1a$.consofta.billing.v1.GetCardResponse\x12]\n\nRemoveCard\x12&.consofta.billing.v1.RemoveCardRequest\x1a\'.consofta.billing.v1.RemoveCardResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*consofta/billing/v1/settings_service.proto\x12\x13\x63onsofta.billing.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"\xa1\x05\n\x0f\x42illingSettings\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12+\n\x0fminimum_balance\x18\x02 \x01(\x0b\x32\x12.google.type.Money\x12+\n\x0frecharge_amount\x18\x03 \x01(\x0b\x32\x12.google.type.Money\x12\x1d\n\x15\x61uto_recharge_enabled\x18\x04 \x01(\x08\x12*\n\x0epreload_amount\x18\x05 \x01(\x0b\x32\x12.google.type.Money\x12\x30\n\x14monthly_recharge_cap\x18\x06 \x01(\x0b\x32\x12.google.type.Money\x12R\n\x1b\x61uto_recharge_paused_reason\x18\x07 \x01(\x0e\x32-.consofta.billing.v1.AutoRechargePausedReason\x12#\n\x1b\x61uto_recharge_paused_detail\x18\x08 \x01(\t\x12\'\n\x04\x63\x61rd\x18\t \x01(\x0b\x32\x19.consofta.billing.v1.Card\x12\x35\n\x11\x66irst_card_set_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\rrecharge_mode\x18\r \x01(\x0e\x32!.consofta.billing.v1.RechargeMode\x12*\n\x0etarget_balance\x18\x0e \x01(\x0b\x32\x12.google.type.Money\x12\x34\n\x18\x62\x61lance_alert_thresholds\x18\x0c \x03(\x0b\x32\x12.google.type.Money\"\xd6\x01\n\x04\x43\x61rd\x12\x19\n\x11payment_method_id\x18\x01 \x01(\t\x12\r\n\x05\x62rand\x18\x02 \x01(\t\x12\r\n\x05last4\x18\x03 \x01(\t\x12\x11\n\texp_month\x18\x04 \x01(\x05\x12\x10\n\x08\x65xp_year\x18\x05 \x01(\x05\x12\x13\n\x0b\x66ingerprint\x18\x06 \x01(\t\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x04role\x18\x08 \x01(\x0e\x32\x1d.consofta.billing.v1.CardRole\"\xe7\x01\n\x0eSettingsChange\x12\x11\n\tchange_id\x18\x01 \x01(\x03\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x16\n\told_value\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tnew_value\x18\x04 \x01(\tH\x01\x88\x01\x01\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12.\n\nchanged_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cprincipal_id\x18\x08 \x01(\tB\x0c\n\n_old_valueB\x0c\n\n_new_value\"/\n\x19GetBillingSettingsRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\"T\n\x1aGetBillingSettingsResponse\x12\x36\n\x08settings\x18\x01 \x01(\x0b\x32$.consofta.billing.v1.BillingSettings\"\xaf\x01\n\x1cUpdateBillingSettingsRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x36\n\x08settings\x18\x02 \x01(\x0b\x32$.consofta.billing.v1.BillingSettings\x12/\n\x0bupdate_mask\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"i\n\x1dUpdateBillingSettingsResponse\x12\x36\n\x08settings\x18\x01 \x01(\x0b\x32$.consofta.billing.v1.BillingSettings\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"W\n\x1aListSettingsChangesRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"l\n\x1bListSettingsChangesResponse\x12\x34\n\x07\x63hanges\x18\x01 \x03(\x0b\x32#.consofta.billing.v1.SettingsChange\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\x15StartCardSetupRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"o\n\x16StartCardSetupResponse\x12\x17\n\x0fsetup_intent_id\x18\x01 \x01(\t\x12\x15\n\rclient_secret\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x10\n\x08replayed\x18\x04 \x01(\x08\"\x87\x01\n\x15SetDefaultCardRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x19\n\x11payment_method_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12+\n\x04role\x18\x04 \x01(\x0e\x32\x1d.consofta.billing.v1.CardRole\"g\n\x16SetDefaultCardResponse\x12\'\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x19.consofta.billing.v1.Card\x12\x12\n\nfirst_card\x18\x02 \x01(\x08\x12\x10\n\x08replayed\x18\x03 \x01(\x08\"$\n\x0eGetCardRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\"j\n\x0fGetCardResponse\x12\'\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x19.consofta.billing.v1.Card\x12.\n\x0b\x62\x61\x63kup_card\x18\x02 \x01(\x0b\x32\x19.consofta.billing.v1.Card\"h\n\x11RemoveCardRequest\x12\x12\n\ncompany_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12+\n\x04role\x18\x03 \x01(\x0e\x32\x1d.consofta.billing.v1.CardRole\"W\n\x12RemoveCardResponse\x12/\n\x0cremoved_card\x18\x01 \x01(\x0b\x32\x19.consofta.billing.v1.Card\x12\x10\n\x08replayed\x18\x02 \x01(\x08*\x83\x04\n\x18\x41utoRechargePausedReason\x12+\n\'AUTO_RECHARGE_PAUSED_REASON_UNSPECIFIED\x10\x00\x12\'\n#AUTO_RECHARGE_PAUSED_REASON_NO_CARD\x10\x01\x12,\n(AUTO_RECHARGE_PAUSED_REASON_CARD_REMOVED\x10\x02\x12\x37\n3AUTO_RECHARGE_PAUSED_REASON_AUTHENTICATION_REQUIRED\x10\x03\x12,\n(AUTO_RECHARGE_PAUSED_REASON_HARD_DECLINE\x10\x04\x12>\n:AUTO_RECHARGE_PAUSED_REASON_SOFT_DECLINE_RETRIES_EXHAUSTED\x10\x05\x12\x33\n/AUTO_RECHARGE_PAUSED_REASON_MONTHLY_CAP_REACHED\x10\x06\x12%\n!AUTO_RECHARGE_PAUSED_REASON_OTHER\x10\x07\x12\x30\n,AUTO_RECHARGE_PAUSED_REASON_PROVIDER_REFUSED\x10\x08\x12.\n*AUTO_RECHARGE_PAUSED_REASON_VELOCITY_LIMIT\x10\t*q\n\x0cRechargeMode\x12\x1d\n\x19RECHARGE_MODE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aRECHARGE_MODE_FIXED_AMOUNT\x10\x01\x12\"\n\x1eRECHARGE_MODE_TOP_UP_TO_TARGET\x10\x02*R\n\x08\x43\x61rdRole\x12\x19\n\x15\x43\x41RD_ROLE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41RD_ROLE_PRIMARY\x10\x01\x12\x14\n\x10\x43\x41RD_ROLE_BACKUP\x10\x02\x32\x8d\x06\n\x0fSettingsService\x12u\n\x12GetBillingSettings\x12..consofta.billing.v1.GetBillingSettingsRequest\x1a/.consofta.billing.v1.GetBillingSettingsResponse\x12~\n\x15UpdateBillingSettings\x12\x31.consofta.billing.v1.UpdateBillingSettingsRequest\x1a\x32.consofta.billing.v1.UpdateBillingSettingsResponse\x12x\n\x13ListSettingsChanges\x12/.consofta.billing.v1.ListSettingsChangesRequest\x1a\x30.consofta.billing.v1.ListSettingsChangesResponse\x12i\n\x0eStartCardSetup\x12*.consofta.billing.v1.StartCardSetupRequest\x1a+.consofta.billing.v1.StartCardSetupResponse\x12i\n\x0eSetDefaultCard\x12*.consofta.billing.v1.SetDefaultCardRequest\x1a+.consofta.billing.v1.SetDefaultCardResponse\x12T\n\x07GetCard\x12#.consofta.billing.v1.GetCardRequest\x1a$.consofta.billing.v1.GetCardResponse\x12]\n\nRemoveCard\x12&.consofta.billing.v1.RemoveCardRequest\x1a\'.consofta.billing.v1.RemoveCardResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'consofta.billing.v1.settings_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUTORECHARGEPAUSEDREASON']._serialized_start=2484
-  _globals['_AUTORECHARGEPAUSEDREASON']._serialized_end=2999
-  _globals['_RECHARGEMODE']._serialized_start=3001
-  _globals['_RECHARGEMODE']._serialized_end=3114
+  _globals['_AUTORECHARGEPAUSEDREASON']._serialized_start=2668
+  _globals['_AUTORECHARGEPAUSEDREASON']._serialized_end=3183
+  _globals['_RECHARGEMODE']._serialized_start=3185
+  _globals['_RECHARGEMODE']._serialized_end=3298
+  _globals['_CARDROLE']._serialized_start=3300
+  _globals['_CARDROLE']._serialized_end=3382
   _globals['_BILLINGSETTINGS']._serialized_start=160
   _globals['_BILLINGSETTINGS']._serialized_end=833
   _globals['_CARD']._serialized_start=836
-  _globals['_CARD']._serialized_end=1005
-  _globals['_SETTINGSCHANGE']._serialized_start=1008
-  _globals['_SETTINGSCHANGE']._serialized_end=1239
-  _globals['_GETBILLINGSETTINGSREQUEST']._serialized_start=1241
-  _globals['_GETBILLINGSETTINGSREQUEST']._serialized_end=1288
-  _globals['_GETBILLINGSETTINGSRESPONSE']._serialized_start=1290
-  _globals['_GETBILLINGSETTINGSRESPONSE']._serialized_end=1374
-  _globals['_UPDATEBILLINGSETTINGSREQUEST']._serialized_start=1377
-  _globals['_UPDATEBILLINGSETTINGSREQUEST']._serialized_end=1552
-  _globals['_UPDATEBILLINGSETTINGSRESPONSE']._serialized_start=1554
-  _globals['_UPDATEBILLINGSETTINGSRESPONSE']._serialized_end=1659
-  _globals['_LISTSETTINGSCHANGESREQUEST']._serialized_start=1661
-  _globals['_LISTSETTINGSCHANGESREQUEST']._serialized_end=1748
-  _globals['_LISTSETTINGSCHANGESRESPONSE']._serialized_start=1750
-  _globals['_LISTSETTINGSCHANGESRESPONSE']._serialized_end=1858
-  _globals['_STARTCARDSETUPREQUEST']._serialized_start=1860
-  _globals['_STARTCARDSETUPREQUEST']._serialized_end=1923
-  _globals['_STARTCARDSETUPRESPONSE']._serialized_start=1925
-  _globals['_STARTCARDSETUPRESPONSE']._serialized_end=2036
-  _globals['_SETDEFAULTCARDREQUEST']._serialized_start=2038
-  _globals['_SETDEFAULTCARDREQUEST']._serialized_end=2128
-  _globals['_SETDEFAULTCARDRESPONSE']._serialized_start=2130
-  _globals['_SETDEFAULTCARDRESPONSE']._serialized_end=2233
-  _globals['_GETCARDREQUEST']._serialized_start=2235
-  _globals['_GETCARDREQUEST']._serialized_end=2271
-  _globals['_GETCARDRESPONSE']._serialized_start=2273
-  _globals['_GETCARDRESPONSE']._serialized_end=2331
-  _globals['_REMOVECARDREQUEST']._serialized_start=2333
-  _globals['_REMOVECARDREQUEST']._serialized_end=2392
-  _globals['_REMOVECARDRESPONSE']._serialized_start=2394
-  _globals['_REMOVECARDRESPONSE']._serialized_end=2481
-  _globals['_SETTINGSSERVICE']._serialized_start=3117
-  _globals['_SETTINGSSERVICE']._serialized_end=3898
+  _globals['_CARD']._serialized_end=1050
+  _globals['_SETTINGSCHANGE']._serialized_start=1053
+  _globals['_SETTINGSCHANGE']._serialized_end=1284
+  _globals['_GETBILLINGSETTINGSREQUEST']._serialized_start=1286
+  _globals['_GETBILLINGSETTINGSREQUEST']._serialized_end=1333
+  _globals['_GETBILLINGSETTINGSRESPONSE']._serialized_start=1335
+  _globals['_GETBILLINGSETTINGSRESPONSE']._serialized_end=1419
+  _globals['_UPDATEBILLINGSETTINGSREQUEST']._serialized_start=1422
+  _globals['_UPDATEBILLINGSETTINGSREQUEST']._serialized_end=1597
+  _globals['_UPDATEBILLINGSETTINGSRESPONSE']._serialized_start=1599
+  _globals['_UPDATEBILLINGSETTINGSRESPONSE']._serialized_end=1704
+  _globals['_LISTSETTINGSCHANGESREQUEST']._serialized_start=1706
+  _globals['_LISTSETTINGSCHANGESREQUEST']._serialized_end=1793
+  _globals['_LISTSETTINGSCHANGESRESPONSE']._serialized_start=1795
+  _globals['_LISTSETTINGSCHANGESRESPONSE']._serialized_end=1903
+  _globals['_STARTCARDSETUPREQUEST']._serialized_start=1905
+  _globals['_STARTCARDSETUPREQUEST']._serialized_end=1968
+  _globals['_STARTCARDSETUPRESPONSE']._serialized_start=1970
+  _globals['_STARTCARDSETUPRESPONSE']._serialized_end=2081
+  _globals['_SETDEFAULTCARDREQUEST']._serialized_start=2084
+  _globals['_SETDEFAULTCARDREQUEST']._serialized_end=2219
+  _globals['_SETDEFAULTCARDRESPONSE']._serialized_start=2221
+  _globals['_SETDEFAULTCARDRESPONSE']._serialized_end=2324
+  _globals['_GETCARDREQUEST']._serialized_start=2326
+  _globals['_GETCARDREQUEST']._serialized_end=2362
+  _globals['_GETCARDRESPONSE']._serialized_start=2364
+  _globals['_GETCARDRESPONSE']._serialized_end=2470
+  _globals['_REMOVECARDREQUEST']._serialized_start=2472
+  _globals['_REMOVECARDREQUEST']._serialized_end=2576
+  _globals['_REMOVECARDRESPONSE']._serialized_start=2578
+  _globals['_REMOVECARDRESPONSE']._serialized_end=2665
+  _globals['_SETTINGSSERVICE']._serialized_start=3385
+  _globals['_SETTINGSSERVICE']._serialized_end=4166
 # @@protoc_insertion_point(module_scope)

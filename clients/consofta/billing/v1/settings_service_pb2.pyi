@@ -110,6 +110,30 @@ RECHARGE_MODE_TOP_UP_TO_TARGET: RechargeMode.ValueType  # 2
 """Charge what brings the available balance up to `target_balance`, rounded up to a whole cent."""
 Global___RechargeMode: _TypeAlias = RechargeMode  # noqa: Y015
 
+class _CardRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CardRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CardRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CARD_ROLE_UNSPECIFIED: _CardRole.ValueType  # 0
+    """Not set: the primary card."""
+    CARD_ROLE_PRIMARY: _CardRole.ValueType  # 1
+    """The card on file, charged for every recharge."""
+    CARD_ROLE_BACKUP: _CardRole.ValueType  # 2
+    """Charged only to carry on a recharge the primary hard-declined or that needed authentication."""
+
+class CardRole(_CardRole, metaclass=_CardRoleEnumTypeWrapper):
+    """Which of a company's cards."""
+
+CARD_ROLE_UNSPECIFIED: CardRole.ValueType  # 0
+"""Not set: the primary card."""
+CARD_ROLE_PRIMARY: CardRole.ValueType  # 1
+"""The card on file, charged for every recharge."""
+CARD_ROLE_BACKUP: CardRole.ValueType  # 2
+"""Charged only to carry on a recharge the primary hard-declined or that needed authentication."""
+Global___CardRole: _TypeAlias = CardRole  # noqa: Y015
+
 @_typing.final
 class BillingSettings(_message.Message):
     """A company's billing settings: a singleton resource per company (AIP-156).
@@ -239,6 +263,7 @@ class Card(_message.Message):
     EXP_YEAR_FIELD_NUMBER: _builtins.int
     FINGERPRINT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
     payment_method_id: _builtins.str
     """The provider's payment method id (e.g. "pm_...")."""
     brand: _builtins.str
@@ -251,6 +276,8 @@ class Card(_message.Message):
     """The expiry year, e.g. 2029."""
     fingerprint: _builtins.str
     """The provider's fingerprint of the card number: the same card saved twice has the same one."""
+    role: Global___CardRole.ValueType
+    """The card's role: PRIMARY or BACKUP."""
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When this card became the card on file."""
@@ -265,10 +292,11 @@ class Card(_message.Message):
         exp_year: _builtins.int = ...,
         fingerprint: _builtins.str = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        role: Global___CardRole.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["brand", b"brand", "exp_month", b"exp_month", "exp_year", b"exp_year", "fingerprint", b"fingerprint", "last4", b"last4", "payment_method_id", b"payment_method_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["brand", b"brand", "exp_month", b"exp_month", "exp_year", b"exp_year", "fingerprint", b"fingerprint", "last4", b"last4", "payment_method_id", b"payment_method_id", "role", b"role", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -589,6 +617,7 @@ class SetDefaultCardRequest(_message.Message):
     COMPANY_ID_FIELD_NUMBER: _builtins.int
     PAYMENT_METHOD_ID_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
     company_id: _builtins.str
     """The company whose card to set."""
     payment_method_id: _builtins.str
@@ -599,16 +628,19 @@ class SetDefaultCardRequest(_message.Message):
     """A key chosen by the caller (1 to 255 printable ASCII characters); a retry with the same key returns
     the first result.
     """
+    role: Global___CardRole.ValueType
+    """Which card to set: PRIMARY (the default when unset) or BACKUP."""
     def __init__(
         self,
         *,
         company_id: _builtins.str = ...,
         payment_method_id: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        role: Global___CardRole.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["company_id", b"company_id", "payment_method_id", b"payment_method_id", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["company_id", b"company_id", "payment_method_id", b"payment_method_id", "request_id", b"request_id", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -675,18 +707,24 @@ class GetCardResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CARD_FIELD_NUMBER: _builtins.int
+    BACKUP_CARD_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def card(self) -> Global___Card:
-        """The card on file."""
+        """The card on file; unset when the company has only a backup card."""
+
+    @_builtins.property
+    def backup_card(self) -> Global___Card:
+        """The backup card; unset when the company has none."""
 
     def __init__(
         self,
         *,
         card: Global___Card | None = ...,
+        backup_card: Global___Card | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backup_card", b"backup_card", "card", b"card"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["card", b"card"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backup_card", b"backup_card", "card", b"card"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -700,21 +738,25 @@ class RemoveCardRequest(_message.Message):
 
     COMPANY_ID_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
     company_id: _builtins.str
     """The company whose card to remove."""
     request_id: _builtins.str
     """A key chosen by the caller (1 to 255 printable ASCII characters); a retry with the same key returns
     the first result.
     """
+    role: Global___CardRole.ValueType
+    """Which card to remove: PRIMARY (the default when unset) or BACKUP."""
     def __init__(
         self,
         *,
         company_id: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        role: Global___CardRole.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["company_id", b"company_id", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["company_id", b"company_id", "request_id", b"request_id", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

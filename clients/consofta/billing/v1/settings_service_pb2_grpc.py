@@ -123,27 +123,31 @@ class SettingsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetDefaultCard(self, request, context):
-        """Attaches a payment method to the company's customer and makes it the card on file.
+        """Attaches a payment method to the company's customer and makes it the card on file, or, with
+        `role` BACKUP, the backup card: charged only when a recharge on the primary hard-declines or needs
+        authentication, once, for the same recharge.
 
         A payment method the provider rejects is FAILED_PRECONDITION with the provider's reason, and
         nothing is stored. The first card a company sets turns auto-recharge on and starts the wallet
-        pre-load charge. Idempotent under `request_id`.
+        pre-load charge (a backup never does). Setting the backup as the primary moves it there.
+        Idempotent under `request_id`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetCard(self, request, context):
-        """Returns the card on file. A company without one is NOT_FOUND.
+        """Returns the card on file and the backup card. A company with neither is NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveCard(self, request, context):
-        """Detaches the card on file and pauses auto-recharge with the reason CARD_REMOVED.
+        """Detaches the card on file and pauses auto-recharge with the reason CARD_REMOVED; with `role`
+        BACKUP, detaches the backup card and changes nothing else.
 
-        A company without a card is NOT_FOUND. Idempotent under `request_id`.
+        A company without a card of that role is NOT_FOUND. Idempotent under `request_id`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

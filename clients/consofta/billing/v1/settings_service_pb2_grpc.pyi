@@ -58,18 +58,22 @@ class SettingsServiceStub:
     Idempotent under `request_id`: a retry returns the same SetupIntent.
     """
     SetDefaultCard: _grpc.UnaryUnaryMultiCallable[_settings_service_pb2.SetDefaultCardRequest, _settings_service_pb2.SetDefaultCardResponse]
-    """Attaches a payment method to the company's customer and makes it the card on file.
+    """Attaches a payment method to the company's customer and makes it the card on file, or, with
+    `role` BACKUP, the backup card: charged only when a recharge on the primary hard-declines or needs
+    authentication, once, for the same recharge.
 
     A payment method the provider rejects is FAILED_PRECONDITION with the provider's reason, and
     nothing is stored. The first card a company sets turns auto-recharge on and starts the wallet
-    pre-load charge. Idempotent under `request_id`.
+    pre-load charge (a backup never does). Setting the backup as the primary moves it there.
+    Idempotent under `request_id`.
     """
     GetCard: _grpc.UnaryUnaryMultiCallable[_settings_service_pb2.GetCardRequest, _settings_service_pb2.GetCardResponse]
-    """Returns the card on file. A company without one is NOT_FOUND."""
+    """Returns the card on file and the backup card. A company with neither is NOT_FOUND."""
     RemoveCard: _grpc.UnaryUnaryMultiCallable[_settings_service_pb2.RemoveCardRequest, _settings_service_pb2.RemoveCardResponse]
-    """Detaches the card on file and pauses auto-recharge with the reason CARD_REMOVED.
+    """Detaches the card on file and pauses auto-recharge with the reason CARD_REMOVED; with `role`
+    BACKUP, detaches the backup card and changes nothing else.
 
-    A company without a card is NOT_FOUND. Idempotent under `request_id`.
+    A company without a card of that role is NOT_FOUND. Idempotent under `request_id`.
     """
 
 @_typing.type_check_only
@@ -102,18 +106,22 @@ class SettingsServiceAsyncStub(SettingsServiceStub):
     Idempotent under `request_id`: a retry returns the same SetupIntent.
     """
     SetDefaultCard: _aio.UnaryUnaryMultiCallable[_settings_service_pb2.SetDefaultCardRequest, _settings_service_pb2.SetDefaultCardResponse]  # type: ignore[assignment]
-    """Attaches a payment method to the company's customer and makes it the card on file.
+    """Attaches a payment method to the company's customer and makes it the card on file, or, with
+    `role` BACKUP, the backup card: charged only when a recharge on the primary hard-declines or needs
+    authentication, once, for the same recharge.
 
     A payment method the provider rejects is FAILED_PRECONDITION with the provider's reason, and
     nothing is stored. The first card a company sets turns auto-recharge on and starts the wallet
-    pre-load charge. Idempotent under `request_id`.
+    pre-load charge (a backup never does). Setting the backup as the primary moves it there.
+    Idempotent under `request_id`.
     """
     GetCard: _aio.UnaryUnaryMultiCallable[_settings_service_pb2.GetCardRequest, _settings_service_pb2.GetCardResponse]  # type: ignore[assignment]
-    """Returns the card on file. A company without one is NOT_FOUND."""
+    """Returns the card on file and the backup card. A company with neither is NOT_FOUND."""
     RemoveCard: _aio.UnaryUnaryMultiCallable[_settings_service_pb2.RemoveCardRequest, _settings_service_pb2.RemoveCardResponse]  # type: ignore[assignment]
-    """Detaches the card on file and pauses auto-recharge with the reason CARD_REMOVED.
+    """Detaches the card on file and pauses auto-recharge with the reason CARD_REMOVED; with `role`
+    BACKUP, detaches the backup card and changes nothing else.
 
-    A company without a card is NOT_FOUND. Idempotent under `request_id`.
+    A company without a card of that role is NOT_FOUND. Idempotent under `request_id`.
     """
 
 class SettingsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -173,11 +181,14 @@ class SettingsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _settings_service_pb2.SetDefaultCardRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_settings_service_pb2.SetDefaultCardResponse, _abc.Awaitable[_settings_service_pb2.SetDefaultCardResponse]]:
-        """Attaches a payment method to the company's customer and makes it the card on file.
+        """Attaches a payment method to the company's customer and makes it the card on file, or, with
+        `role` BACKUP, the backup card: charged only when a recharge on the primary hard-declines or needs
+        authentication, once, for the same recharge.
 
         A payment method the provider rejects is FAILED_PRECONDITION with the provider's reason, and
         nothing is stored. The first card a company sets turns auto-recharge on and starts the wallet
-        pre-load charge. Idempotent under `request_id`.
+        pre-load charge (a backup never does). Setting the backup as the primary moves it there.
+        Idempotent under `request_id`.
         """
 
     @_abc_1.abstractmethod
@@ -186,7 +197,7 @@ class SettingsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _settings_service_pb2.GetCardRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_settings_service_pb2.GetCardResponse, _abc.Awaitable[_settings_service_pb2.GetCardResponse]]:
-        """Returns the card on file. A company without one is NOT_FOUND."""
+        """Returns the card on file and the backup card. A company with neither is NOT_FOUND."""
 
     @_abc_1.abstractmethod
     def RemoveCard(
@@ -194,9 +205,10 @@ class SettingsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _settings_service_pb2.RemoveCardRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_settings_service_pb2.RemoveCardResponse, _abc.Awaitable[_settings_service_pb2.RemoveCardResponse]]:
-        """Detaches the card on file and pauses auto-recharge with the reason CARD_REMOVED.
+        """Detaches the card on file and pauses auto-recharge with the reason CARD_REMOVED; with `role`
+        BACKUP, detaches the backup card and changes nothing else.
 
-        A company without a card is NOT_FOUND. Idempotent under `request_id`.
+        A company without a card of that role is NOT_FOUND. Idempotent under `request_id`.
         """
 
 def add_SettingsServiceServicer_to_server(servicer: SettingsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
