@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from service.domain.money import NANOS_PER_CENT, NANOS_PER_USD
+from service.domain.webhook_hosts import AllowedHosts, HostListError, parse_allowed_hosts
 
 # The security settings are part of the configuration: other layers import them from here.
 from service.security_config import (
@@ -135,6 +136,11 @@ class Config:
     # Docker image sets 0.0.0.0 for both).
     metrics_host: str = "127.0.0.1"
     webhook_host: str = "127.0.0.1"
+    # Outbound webhooks (service/webhooks/): off while the allow-list is empty.
+    webhook_allowed_hosts: AllowedHosts = field(default_factory=AllowedHosts)
+    webhook_timeout_s: float = 10.0
+    webhook_retry_for_s: float = 72 * 3600.0
+    webhook_backoff_base_s: float = 30.0
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -424,6 +430,10 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     except SecurityConfigError as error:
         raise ConfigError(str(error)) from None
     database_url = _database_url(env)
+    try:
+        allowed_hosts = parse_allowed_hosts(_get(env, "BILLING_WEBHOOK_ALLOWED_HOSTS"))
+    except HostListError as error:
+        raise ConfigError(f"BILLING_WEBHOOK_ALLOWED_HOSTS: {error}") from None
     payment_provider = _payment_provider(env, database_url, stripe_secret_key)
     return Config(
         database_url=database_url,
@@ -485,4 +495,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         recharge_ceilings=_recharge_ceilings(env, amount_max),
         metrics_host=_get(env, "BILLING_METRICS_HOST") or "127.0.0.1",
         webhook_host=_get(env, "BILLING_WEBHOOK_HOST") or "127.0.0.1",
+        webhook_allowed_hosts=allowed_hosts,
+        webhook_timeout_s=_seconds(env, "BILLING_WEBHOOK_TIMEOUT_S", 10.0, 0.05, 60.0),
+        webhook_retry_for_s=_seconds(env, "BILLING_WEBHOOK_RETRY_FOR_S", 72 * 3600.0, 1.0, 30 * _DAY_S),
+        webhook_backoff_base_s=_seconds(env, "BILLING_WEBHOOK_BACKOFF_BASE_S", 30.0, 0.01, 3600.0),
     )

@@ -67,6 +67,16 @@ READERS = (D, F, OPS)
 _USAGE = "/consofta.billing.v1.UsageService/"
 _WALLET = "/consofta.billing.v1.WalletService/"
 _SETTINGS = "/consofta.billing.v1.SettingsService/"
+_WEBHOOKS = "/consofta.billing.v1.WebhookService/"
+
+
+def _deployment(_request: Any) -> Target:
+    # An endpoint may receive every company's events, so only a principal spanning them manages any.
+    return ALL_COMPANIES
+
+
+# Outbound webhooks send events out of the service: operators (and admin) only, bound to no company.
+_HOOKS = _rule(OPS, target=_deployment, all_companies=(OPS,))
 
 PERMISSIONS: Final[dict[str, Rule]] = {
     # Metering services record what was used; nothing else writes usage.
@@ -105,6 +115,11 @@ PERMISSIONS: Final[dict[str, Rule]] = {
     _SETTINGS + "SetDefaultCard": _rule(D),
     _SETTINGS + "GetCard": _rule(*READERS),
     _SETTINGS + "RemoveCard": _rule(D),
+    _WEBHOOKS + "CreateWebhookEndpoint": _HOOKS,
+    _WEBHOOKS + "ListWebhookEndpoints": _HOOKS,
+    _WEBHOOKS + "DisableWebhookEndpoint": _HOOKS,
+    _WEBHOOKS + "ListWebhookDeliveries": _HOOKS,
+    _WEBHOOKS + "RedeliverWebhookDelivery": _HOOKS,
 }
 
 # Infrastructure outside the table: health is open to all (load balancers call it without keys);
