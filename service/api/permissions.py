@@ -51,6 +51,8 @@ class Rule:
     target: Callable[[Any], Target] = company_of
     # Roles that may make the request over every company (`target` gives ALL_COMPANIES).
     all_companies_roles: frozenset[Role] = frozenset()
+    # Every request of the method spans all companies (deployment-wide state, e.g. webhook endpoints).
+    deployment_wide: bool = False
 
 
 def _rule(
@@ -71,12 +73,12 @@ _WEBHOOKS = "/consofta.billing.v1.WebhookService/"
 
 
 def _deployment(_request: Any) -> Target:
-    # An endpoint may receive every company's events, so only a principal spanning them manages any.
     return ALL_COMPANIES
 
 
-# Outbound webhooks send events out of the service: operators (and admin) only, bound to no company.
-_HOOKS = _rule(OPS, target=_deployment, all_companies=(OPS,))
+# Outbound webhooks send events out of the service, and an endpoint may receive every company's: only
+# operators (and admin) bound to no company manage them.
+_HOOKS = Rule(frozenset((OPS, Role.ADMIN)), _deployment, frozenset((OPS, Role.ADMIN)), deployment_wide=True)
 
 PERMISSIONS: Final[dict[str, Rule]] = {
     # Metering services record what was used; nothing else writes usage.
