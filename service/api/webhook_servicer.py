@@ -147,5 +147,7 @@ class WebhookServicer(webhook_service_pb2_grpc.WebhookServiceServicer):
             v.add("delivery_id", "is required: a delivery id from ListWebhookDeliveries")
         check_request_key(v, request.request_id, "request_id")
         v.raise_if_any()
-        delivery = await hooks.redeliver(self._pool, request.request_id, request.delivery_id, self._retry_for_s)
+        delivery = await hooks.redeliver(
+            self._pool, request.request_id, request.delivery_id, self._retry_for_s
+        )
         return pb.RedeliverWebhookDeliveryResponse(delivery=delivery_message(delivery))

@@ -37,7 +37,9 @@ class EndpointNotFound(NotFound):
     reason = "WEBHOOK_ENDPOINT_NOT_FOUND"
 
     def __init__(self, endpoint_id: str) -> None:
-        super().__init__(f"no webhook endpoint {endpoint_id[:40]!r}", metadata={"endpoint_id": endpoint_id[:40]})
+        super().__init__(
+            f"no webhook endpoint {endpoint_id[:40]!r}", metadata={"endpoint_id": endpoint_id[:40]}
+        )
 
 
 class DeliveryNotFound(NotFound):
@@ -188,16 +190,22 @@ async def endpoint_violations(
     if why is not None:
         found.append(FieldViolation("url", why))
     if len(event_types) > MAX_EVENT_TYPES:
-        found.append(FieldViolation("event_types", f"names {len(event_types)} types; the limit is {MAX_EVENT_TYPES}"))
+        found.append(
+            FieldViolation("event_types", f"names {len(event_types)} types; the limit is {MAX_EVENT_TYPES}")
+        )
     for index, event_type in enumerate(event_types):
         if not EVENT_TYPE.fullmatch(event_type):
-            found.append(FieldViolation(f"event_types[{index}]", f"{excerpt(event_type)} is not an event type"))
+            found.append(
+                FieldViolation(f"event_types[{index}]", f"{excerpt(event_type)} is not an event type")
+            )
     if len(set(event_types)) != len(event_types):
         found.append(FieldViolation("event_types", "names a type twice"))
     if company_id is not None and not COMPANY_ID.fullmatch(company_id):
         found.append(FieldViolation("company_id", "must be empty (every company) or a company id"))
     if len(description) > MAX_DESCRIPTION_CHARS or any(ord(c) < 0x20 or ord(c) == 0x7F for c in description):
-        found.append(FieldViolation("description", f"must be at most {MAX_DESCRIPTION_CHARS} printable characters"))
+        found.append(
+            FieldViolation("description", f"must be at most {MAX_DESCRIPTION_CHARS} printable characters")
+        )
     return found
 
 
@@ -219,7 +227,14 @@ async def create_endpoint(
             return CreatedEndpoint(_endpoint(row), row["signing_secret"])
         secret = new_signing_secret()
         row = await conn.fetchrow(
-            _INSERT_SQL, new_endpoint_id(), url, list(event_types), company_id, description, secret, created_by
+            _INSERT_SQL,
+            new_endpoint_id(),
+            url,
+            list(event_types),
+            company_id,
+            description,
+            secret,
+            created_by,
         )
         assert row is not None
         await idempotency.save_result(conn, key, _Stored(row["endpoint_id"]))
@@ -230,7 +245,9 @@ async def list_endpoints(pool: asyncpg.Pool, include_disabled: bool) -> list[End
     return [_endpoint(r) for r in await pool.fetch(_LIST_SQL, include_disabled)]
 
 
-async def disable_endpoint(pool: asyncpg.Pool, request_id: str, endpoint_id: str, disabled_by: str) -> Endpoint:
+async def disable_endpoint(
+    pool: asyncpg.Pool, request_id: str, endpoint_id: str, disabled_by: str
+) -> Endpoint:
     key = idempotency.Request(
         "disable_webhook_endpoint", SCOPE, request_id, idempotency.fingerprint(endpoint_id)
     )
@@ -290,7 +307,8 @@ async def redeliver(pool: asyncpg.Pool, request_id: str, delivery_id: int, retry
         )
         if disabled:
             raise FailedPrecondition(
-                f"webhook endpoint {row['endpoint_id']} is disabled", metadata={"endpoint_id": row["endpoint_id"]}
+                f"webhook endpoint {row['endpoint_id']} is disabled",
+                metadata={"endpoint_id": row["endpoint_id"]},
             )
         updated = await conn.fetchrow(_REDELIVER_SQL, row["company_id"], delivery_id, retry_for_s)
         assert updated is not None

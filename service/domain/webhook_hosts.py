@@ -122,11 +122,17 @@ def check_url(url: str, allowed: AllowedHosts) -> tuple[Target | None, str | Non
     if parts.fragment:
         return None, "must not have a #fragment"
     if not allowed.enabled:
-        return None, "cannot be registered: outbound webhooks are off (BILLING_WEBHOOK_ALLOWED_HOSTS is unset)"
+        return (
+            None,
+            "cannot be registered: outbound webhooks are off (BILLING_WEBHOOK_ALLOWED_HOSTS is unset)",
+        )
     if not allowed.host_matches(host):
         return None, f"has host {host[:64]!r}, which BILLING_WEBHOOK_ALLOWED_HOSTS does not allow"
     if parts.scheme == "http" and not allowed.listed_exactly(host):
-        return None, "must be https (plain http only to a host listed exactly in BILLING_WEBHOOK_ALLOWED_HOSTS)"
+        return (
+            None,
+            "must be https (plain http only to a host listed exactly in BILLING_WEBHOOK_ALLOWED_HOSTS)",
+        )
     return Target(url, parts.scheme, host, port or (443 if parts.scheme == "https" else 80)), None
 
 

@@ -21,9 +21,9 @@ import httpx
 import structlog
 
 from service.app.events import CHANNEL
+from service.app.webhook_endpoints import resolution_refusal
 from service.config import Config
 from service.db.listener import Listener
-from service.app.webhook_endpoints import resolution_refusal
 from service.domain.webhook_hosts import AllowedHosts, check_url
 
 from . import store
@@ -167,7 +167,9 @@ class Deliverer:
             if endpoint is None:
                 return
             try:
-                claimed = await store.claim(self.pool, endpoint_id, s.per_endpoint_concurrency, s.lease_s, self.owner)
+                claimed = await store.claim(
+                    self.pool, endpoint_id, s.per_endpoint_concurrency, s.lease_s, self.owner
+                )
                 if claimed:
                     await asyncio.gather(*(self._deliver(endpoint, c) for c in claimed))
                     continue

@@ -73,7 +73,9 @@ class Claimed:
     payload_json: str
 
 
-async def claim(pool: asyncpg.Pool, endpoint_id: str, limit: int, lease_s: float, owner: str) -> list[Claimed]:
+async def claim(
+    pool: asyncpg.Pool, endpoint_id: str, limit: int, lease_s: float, owner: str
+) -> list[Claimed]:
     rows = await pool.fetch(_CLAIM_SQL, endpoint_id, limit, lease_s, owner)
     if not rows:
         return []
@@ -100,7 +102,7 @@ async def succeeded(pool: asyncpg.Pool, claimed: Claimed, status: int, owner: st
 
 def backoff_s(attempt: int, base_s: float, max_s: float, rng: random.Random) -> float:
     """Exponential in the attempt number, capped, with jitter over its upper half (never zero)."""
-    ceiling = min(max_s, base_s * 2 ** min(attempt - 1, 40))
+    ceiling = min(max_s, base_s * 2.0 ** min(attempt - 1, 40))
     return ceiling * (0.5 + 0.5 * rng.random())
 
 

@@ -21,7 +21,8 @@ class Received:
 
     @property
     def event(self) -> dict[str, Any]:
-        return json.loads(self.body)  # type: ignore[no-any-return]
+        event: dict[str, Any] = json.loads(self.body)
+        return event
 
 
 # Decides the answer to a request: (status, seconds to wait before answering).
@@ -53,7 +54,8 @@ class Receiver:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        sockets = getattr(site._server, "sockets", None) or []
+        self.port = int(sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         if self._runner is not None:

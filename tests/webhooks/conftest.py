@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import grpc
 import pytest
@@ -74,9 +75,9 @@ class Hooks:
         return list(reply.deliveries)
 
 
-async def start_hooks(db_url: str, **overrides: object) -> BillingServer:
+async def start_hooks(db_url: str, **overrides: Any) -> BillingServer:
     config = server_config(db_pool_max_size=20)
-    settings = {"webhook_allowed_hosts": parse_allowed_hosts(ALLOWED), **FAST, **overrides}
+    settings: dict[str, Any] = {"webhook_allowed_hosts": parse_allowed_hosts(ALLOWED), **FAST, **overrides}
     return await start_server(replace(config, **settings), database_url=db_url)
 
 

@@ -9,16 +9,15 @@ import json
 import time
 from typing import Any
 
+import grpc
 import stripe
+from consofta.billing.v1 import wallet_service_pb2_grpc, webhook_service_pb2_grpc
 from consofta.billing.v1 import webhook_service_pb2 as pb
 
 from service.domain.money import usd
 from service.webhooks import signing
 from tests.support.webhook_receiver import Receiver
 from tests.webhooks.conftest import Hooks, start_hooks
-
-import grpc
-from consofta.billing.v1 import wallet_service_pb2_grpc, webhook_service_pb2_grpc
 
 
 def _independent_verify(header: str, body: bytes, secret: str) -> bool:
@@ -28,7 +27,9 @@ def _independent_verify(header: str, body: bytes, secret: str) -> bool:
     return hmac.compare_digest(expected, parts["v1"]) and abs(time.time() - int(parts["t"])) < 300
 
 
-async def test_a_delivery_is_signed_in_stripes_scheme_and_carries_money(hooks: Hooks, receiver: Receiver) -> None:
+async def test_a_delivery_is_signed_in_stripes_scheme_and_carries_money(
+    hooks: Hooks, receiver: Receiver
+) -> None:
     created = await hooks.endpoint(receiver.url, "manual_credit")
     secret = created.signing_secret
     assert secret.startswith("whsec_")
@@ -99,19 +100,21 @@ async def test_a_companys_events_arrive_in_order_and_others_are_not_held_up(
     for _ in range(3):
         await hooks.credit(held, usd(1))
     await hooks.credit(free, usd(1))
-    await receiver.wait_for(lambda got: sum(r.event["company_id"] == held and r.status == 200 for r in got) == 3)
+    await receiver.wait_for(
+        lambda got: sum(r.event["company_id"] == held and r.status == 200 for r in got) == 3
+    )
     held_seen = [r.event["sequence"] for r in receiver.received if r.event["company_id"] == held]
     # The second event was not sent before the first succeeded, nor the third before the second.
     s = held_seen[0]
     assert held_seen == [s, s, s, s, s, s + 1, s + 2]
-    first_success = next(
-        r.at for r in receiver.received if r.event["company_id"] == held and r.status == 200
-    )
+    first_success = next(r.at for r in receiver.received if r.event["company_id"] == held and r.status == 200)
     free_arrival = next(r.at for r in receiver.received if r.event["company_id"] == free)
     assert free_arrival < first_success
 
 
-async def test_a_delivery_fails_after_its_window_and_can_be_redelivered(db_url: str, receiver: Receiver) -> None:
+async def test_a_delivery_fails_after_its_window_and_can_be_redelivered(
+    db_url: str, receiver: Receiver
+) -> None:
     receiver.respond = lambda _event, _nth: (500, 0.0)
     app = await start_hooks(db_url, webhook_retry_for_s=1.0)
     try:
@@ -183,6 +186,10 @@ def test_the_body_is_compact_json() -> None:
 
     from service.webhooks.body import event_body
 
-    body = event_body(7, "balance_alert", "acme", 3, datetime(2026, 1, 1, tzinfo=UTC), '{"threshold_nanos": -1500000000}')
-    assert json.loads(body)["data"] == {"threshold": {"currency_code": "USD", "units": "-1", "nanos": -500_000_000}}
+    body = event_body(
+        7, "balance_alert", "acme", 3, datetime(2026, 1, 1, tzinfo=UTC), '{"threshold_nanos": -1500000000}'
+    )
+    assert json.loads(body)["data"] == {
+        "threshold": {"currency_code": "USD", "units": "-1", "nanos": -500_000_000}
+    }
     assert json.loads(body)["created"] == "2026-01-01T00:00:00.000000Z"
