@@ -248,6 +248,9 @@ def _parser() -> argparse.ArgumentParser:
     from service.key_commands import add_keys_commands
 
     add_keys_commands(sub, _company_id)
+    from service.webhook_commands import add_webhook_commands
+
+    add_webhook_commands(sub)
 
     recharges = sub.add_parser("recharges", help="card recharges", description="Inspect card recharges.")
     recharges_sub = recharges.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -18,6 +20,16 @@ from service.domain.money import usd
 from service.webhooks import signing
 from tests.support.webhook_receiver import Receiver
 from tests.webhooks.conftest import Hooks, start_hooks
+
+
+def _readme_verify() -> Any:
+    """The verification snippet the README gives receivers, as written there."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"<!-- webhook-verify -->\n```python\n(.*?)```", text, re.DOTALL)
+    assert match is not None, "the README's verification snippet is gone"
+    namespace: dict[str, Any] = {}
+    exec(compile(match.group(1), "README.md", "exec"), namespace)
+    return namespace["verify"]
 
 
 def _independent_verify(header: str, body: bytes, secret: str) -> bool:
@@ -42,6 +54,10 @@ async def test_a_delivery_is_signed_in_stripes_scheme_and_carries_money(
     stripe.WebhookSignature.verify_header(got.body.decode(), header, secret, tolerance=300)
     assert _independent_verify(header, got.body, secret)
     assert signing.verify(header, got.body, secret)
+    readme_verify = _readme_verify()
+    assert readme_verify(header, got.body, secret)
+    assert not readme_verify(header, got.body, secret + "x")
+    assert not readme_verify(header, got.body, secret, tolerance_s=-1)
     assert not _independent_verify(header, got.body + b" ", secret)
     assert not signing.verify(header, got.body, "whsec_" + "x" * 43)
     event = got.event
