@@ -312,4 +312,6 @@ async def redeliver(pool: asyncpg.Pool, request_id: str, delivery_id: int, retry
             )
         updated = await conn.fetchrow(_REDELIVER_SQL, row["company_id"], delivery_id, retry_for_s)
         assert updated is not None
+        # Wakes the endpoint's deliverers (service.webhooks.fanout.DELIVERY_CHANNEL) at commit.
+        await conn.execute("select pg_notify('webhook_deliveries', $1)", row["endpoint_id"])
         return _delivery(updated)

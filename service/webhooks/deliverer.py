@@ -56,6 +56,8 @@ class DeliverySettings:
             timeout_s=config.webhook_timeout_s,
             retry_for_s=config.webhook_retry_for_s,
             backoff_base_s=config.webhook_backoff_base_s,
+            # Longer than any attempt, so a live attempt never loses its lease to another replica.
+            lease_s=max(60.0, 2 * config.webhook_timeout_s + 10.0),
         )
 
 
@@ -159,29 +161,54 @@ class Deliverer:
             )
 
     async def _serve_endpoint(self, endpoint_id: str) -> None:
+        """Keep up to `per_endpoint_concurrency` attempts in flight; claim more as each one ends."""
         wake = self._endpoint_wakes[endpoint_id]
         s = self.settings
-        while True:
-            wake.clear()
-            endpoint = self._endpoints.get(endpoint_id)
-            if endpoint is None:
-                return
-            try:
-                claimed = await store.claim(
-                    self.pool, endpoint_id, s.per_endpoint_concurrency, s.lease_s, self.owner
-                )
-                if claimed:
-                    await asyncio.gather(*(self._deliver(endpoint, c) for c in claimed))
-                    continue
-                due_in = await store.next_due_in_s(self.pool, endpoint_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("webhook delivery round failed; retrying", endpoint_id=endpoint_id)
-                due_in = RETRY_AFTER_ERROR_S
-            wait_s = s.poll_s if due_in is None else min(s.poll_s, max(due_in, 0.01))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), wait_s)
+        in_flight: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            wake.set()
+
+        try:
+            while True:
+                wake.clear()
+                endpoint = self._endpoints.get(endpoint_id)
+                if endpoint is None:
+                    return
+                wait_s = s.poll_s
+                free = s.per_endpoint_concurrency - len(in_flight)
+                try:
+                    if free > 0:
+                        claimed = await store.claim(self.pool, endpoint_id, free, s.lease_s, self.owner)
+                        for one in claimed:
+                            task = asyncio.create_task(self._attempt(endpoint, one))
+                            in_flight.add(task)
+                            task.add_done_callback(finished)
+                        if claimed:
+                            continue
+                        due_in = await store.next_due_in_s(self.pool, endpoint_id)
+                        if due_in is not None:
+                            wait_s = min(s.poll_s, max(due_in, 0.01))
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("webhook claim failed; retrying", endpoint_id=endpoint_id)
+                    wait_s = RETRY_AFTER_ERROR_S
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), wait_s)
+        finally:
+            for task in in_flight:
+                task.cancel()
+
+    async def _attempt(self, endpoint: _Endpoint, claimed: store.Claimed) -> None:
+        try:
+            await self._deliver(endpoint, claimed)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Its lease runs out and the delivery is tried again.
+            log.exception("webhook delivery attempt broke", delivery_id=claimed.delivery_id)
 
     async def _refusal(self, endpoint: _Endpoint) -> str | None:
         """Why the allow-list refuses this URL now (checked at every attempt, after resolving)."""

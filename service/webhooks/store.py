@@ -54,9 +54,17 @@ _FAILED_SQL = """
      where company_id = $1 and delivery_id = $2 and leased_by = $6 and state = 'pending'
     returning state
 """
+# When the endpoint's next claimable delivery is due: only a company's oldest pending one counts (the
+# others wait for it), and a leased one counts from its lease's end.
 _NEXT_DUE_SQL = """
-    select extract(epoch from min(next_attempt_at) - now()) from webhook_deliveries
-     where endpoint_id = $1 and state = 'pending'
+    select extract(epoch from min(greatest(d.next_attempt_at, coalesce(d.lease_until, d.next_attempt_at)))
+                              - now())
+      from webhook_deliveries d
+     where d.endpoint_id = $1 and d.state = 'pending'
+       and not exists (
+           select 1 from webhook_deliveries p
+            where p.endpoint_id = d.endpoint_id and p.company_id = d.company_id
+              and p.state = 'pending' and p.event_sequence < d.event_sequence)
 """
 
 
