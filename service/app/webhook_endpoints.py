@@ -167,6 +167,8 @@ def _delivery(row: asyncpg.Record) -> Delivery:
 
 async def resolution_refusal(host: str, port: int, allowed: AllowedHosts) -> str | None:
     """Why the allow-list refuses `host` after resolving it, or None."""
+    if allowed.listed_exactly(host) and refused_addresses([host.strip("[]")], allowed) == []:
+        return None  # a listed address literal: nothing to resolve
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as error:

@@ -126,17 +126,23 @@ class Deliverer:
             wake.set()
 
     async def _run(self) -> None:
-        held_back = False
+        held_back, refresh = False, True
         while True:
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(
                     self._wake.wait(), HELD_BACK_RECHECK_S if held_back else self.settings.poll_s
                 )
+            except TimeoutError:
+                refresh = True  # endpoints registered or disabled on any replica show up within poll_s
             self._wake.clear()
             try:
-                await self._refresh_endpoints()
+                if refresh:
+                    await self._refresh_endpoints()
+                    refresh = False
                 result = await fan_out(self.pool, self.settings.retry_for_s)
                 held_back = result.held_back
+                if not result.endpoints <= set(self._endpoint_tasks):
+                    await self._refresh_endpoints()
                 for endpoint_id in result.endpoints:
                     wake = self._endpoint_wakes.get(endpoint_id)
                     if wake is not None:

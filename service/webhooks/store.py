@@ -28,15 +28,15 @@ _CLAIM_SQL = """
          limit $2
            for update skip locked
     )
-    update webhook_deliveries w
-       set lease_until = now() + make_interval(secs => $3), leased_by = $4, attempts = w.attempts + 1
-      from due
-     where w.company_id = due.company_id and w.delivery_id = due.delivery_id
-    returning w.company_id, w.delivery_id, w.event_id, w.attempts, w.give_up_at
-"""
-_EVENTS_SQL = """
-    select event_id, company_id, sequence, event_type, payload::text as payload_json, created_at
-      from wallet_events where event_id = any($1::bigint[])
+    , claimed as (
+        update webhook_deliveries w
+           set lease_until = now() + make_interval(secs => $3), leased_by = $4, attempts = w.attempts + 1
+          from due
+         where w.company_id = due.company_id and w.delivery_id = due.delivery_id
+        returning w.company_id, w.delivery_id, w.event_id, w.attempts, w.give_up_at
+    )
+    select c.*, e.sequence, e.event_type, e.payload::text as payload_json, e.created_at
+      from claimed c join wallet_events e on e.company_id = c.company_id and e.event_id = c.event_id
 """
 _SUCCEEDED_SQL = """
     update webhook_deliveries
@@ -85,9 +85,6 @@ async def claim(
     pool: asyncpg.Pool, endpoint_id: str, limit: int, lease_s: float, owner: str
 ) -> list[Claimed]:
     rows = await pool.fetch(_CLAIM_SQL, endpoint_id, limit, lease_s, owner)
-    if not rows:
-        return []
-    events = {r["event_id"]: r for r in await pool.fetch(_EVENTS_SQL, [r["event_id"] for r in rows])}
     return [
         Claimed(
             company_id=r["company_id"],
@@ -95,10 +92,10 @@ async def claim(
             event_id=r["event_id"],
             attempt=r["attempts"],
             give_up_at=r["give_up_at"],
-            event_type=events[r["event_id"]]["event_type"],
-            sequence=events[r["event_id"]]["sequence"],
-            created_at=events[r["event_id"]]["created_at"],
-            payload_json=events[r["event_id"]]["payload_json"],
+            event_type=r["event_type"],
+            sequence=r["sequence"],
+            created_at=r["created_at"],
+            payload_json=r["payload_json"],
         )
         for r in rows
     ]

@@ -54,7 +54,6 @@ GLOBAL_READERS = {
     # shard on Citus, like the recharge claim); the fan-out writes rows of many companies at once (a
     # multi-shard insert), and an operator's look-ups go by delivery or endpoint id.
     "service.webhooks.store._CLAIM_SQL": "webhook claim: due deliveries of one endpoint, every company",
-    "service.webhooks.store._EVENTS_SQL": "webhook claim: the claimed deliveries' events, by event id",
     "service.webhooks.store._NEXT_DUE_SQL": "webhook loop: when an endpoint's next attempt is due",
     "service.app.webhook_endpoints._DELIVERY_SQL": "by delivery id: an operator's redelivery",
     "service.app.webhook_endpoints._FAIL_PENDING_SQL": "by endpoint id: a disabled endpoint's deliveries",
