@@ -240,6 +240,8 @@ async def create_endpoint(
         )
         assert row is not None
         await idempotency.save_result(conn, key, _Stored(row["endpoint_id"]))
+        # The deliverers learn of it at commit (service.webhooks.fanout.DELIVERY_CHANNEL).
+        await conn.execute("select pg_notify('webhook_deliveries', $1)", row["endpoint_id"])
         return CreatedEndpoint(_endpoint(row), secret)
 
 

@@ -18,13 +18,12 @@ create table webhook_endpoints (
     disabled_by      text
 );
 
--- How far the fan-out has read the outbox (an all-companies cursor of service/app/events.py). One row;
--- the replica holding its row lock fans out, the others skip it.
-create table webhook_fanout (
-    id      integer primary key check (id = 1),
-    cursor  text not null default ''
+-- How far the fan-out has read each company's events (wallet_events.sequence): per company, so a
+-- company's new events are fanned out on its own notification, never waiting for other transactions.
+create table webhook_fanout_cursors (
+    company_id  text primary key references wallets (company_id),
+    sequence    bigint not null default 0 check (sequence >= 0)
 );
-insert into webhook_fanout (id, cursor) values (1, '');
 
 -- One row per (endpoint, event): the delivery state. 'pending' is claimed by a deliverer with FOR
 -- UPDATE SKIP LOCKED and a lease; it ends 'succeeded', or 'failed' once its retries are over.

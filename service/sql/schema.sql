@@ -476,11 +476,12 @@ create table webhook_endpoints (
     constraint webhook_endpoints_url_check CHECK (((length(url) >= 1) AND (length(url) <= 2048)))
 );
 
-create table webhook_fanout (
-    id integer not null,
-    cursor text default ''::text not null,
-    constraint webhook_fanout_id_check CHECK ((id = 1)),
-    constraint webhook_fanout_pkey PRIMARY KEY (id)
+create table webhook_fanout_cursors (
+    company_id text not null,
+    sequence bigint default 0 not null,
+    constraint webhook_fanout_cursors_company_id_fkey FOREIGN KEY (company_id) REFERENCES wallets(company_id),
+    constraint webhook_fanout_cursors_pkey PRIMARY KEY (company_id),
+    constraint webhook_fanout_cursors_sequence_check CHECK ((sequence >= 0))
 );
 
 CREATE INDEX holds_active ON public.holds USING btree (company_id, expires_at) INCLUDE (amount_nanos) WHERE (state = 'active'::text);

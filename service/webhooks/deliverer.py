@@ -28,14 +28,17 @@ from service.domain.webhook_hosts import AllowedHosts, check_url
 
 from . import store
 from .body import event_body
-from .fanout import DELIVERY_CHANNEL, fan_out
+from .fanout import DELIVERY_CHANNEL, companies_behind, fan_out
 from .signing import HEADER, signature_header
 
 log = structlog.get_logger(__name__)
 
 _ENDPOINTS_SQL = "select endpoint_id, url, signing_secret from webhook_endpoints where disabled_at is null"
-HELD_BACK_RECHECK_S = 0.1
 RETRY_AFTER_ERROR_S = 1.0
+# The safety net: how often every company's fan-out cursor is compared with its newest event.
+SWEEP_S = 10.0
+# Companies fanned out at once (one statement each).
+FAN_OUT_CONCURRENCY = 4
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,10 @@ class Deliverer:
             application_name="consofta-billing-webhooks",
         )
         self._wake = asyncio.Event()
+        # Companies with new events to fan out; whether to re-read the endpoints, or sweep every company.
+        self._dirty: set[str] = set()
+        self._refresh = True
+        self._sweep = True
         self._endpoint_wakes: dict[str, asyncio.Event] = {}
         self._endpoint_tasks: dict[str, asyncio.Task[None]] = {}
         self._endpoints: dict[str, _Endpoint] = {}
@@ -115,43 +122,61 @@ class Deliverer:
             wake = self._endpoint_wakes.get(payload)
             if wake is not None:
                 wake.set()
-            else:
-                self._wake.set()  # an endpoint this replica does not know yet
+                return
+            self._refresh = True  # an endpoint this replica does not know yet
         else:
-            self._wake.set()
+            self._dirty.add(payload.rsplit(":", 1)[0])
+        self._wake.set()
 
     def _wake_all(self) -> None:
+        """Notifications may have been lost (the LISTEN connection came back): look at everything."""
+        self._refresh = self._sweep = True
         self._wake.set()
         for wake in self._endpoint_wakes.values():
             wake.set()
 
     async def _run(self) -> None:
-        held_back, refresh = False, True
+        next_sweep = 0.0
         while True:
             try:
-                await asyncio.wait_for(
-                    self._wake.wait(), HELD_BACK_RECHECK_S if held_back else self.settings.poll_s
-                )
+                await asyncio.wait_for(self._wake.wait(), self.settings.poll_s)
             except TimeoutError:
-                refresh = True  # endpoints registered or disabled on any replica show up within poll_s
+                self._refresh = True  # endpoints registered or disabled elsewhere show up within poll_s
             self._wake.clear()
             try:
-                if refresh:
+                if self._refresh or time.monotonic() >= next_sweep:
+                    had_endpoints = bool(self._endpoints)
+                    self._refresh = False
                     await self._refresh_endpoints()
-                    refresh = False
-                result = await fan_out(self.pool, self.settings.retry_for_s)
-                held_back = result.held_back
-                if not result.endpoints <= set(self._endpoint_tasks):
-                    await self._refresh_endpoints()
-                for endpoint_id in result.endpoints:
-                    wake = self._endpoint_wakes.get(endpoint_id)
-                    if wake is not None:
-                        wake.set()
+                    # The first endpoint: the events since its registration were not followed yet.
+                    self._sweep |= bool(self._endpoints) and not had_endpoints
+                if not self._endpoints:
+                    self._dirty.clear()  # nothing matches; the cursors stay, the first endpoint sweeps
+                    continue
+                if self._sweep or time.monotonic() >= next_sweep:
+                    self._sweep, next_sweep = False, time.monotonic() + SWEEP_S
+                    self._dirty.update(await companies_behind(self.pool))
+                await self._fan_out_dirty()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("webhook fan-out failed; retrying")
+                self._sweep = True
                 await asyncio.sleep(RETRY_AFTER_ERROR_S)
+
+    async def _fan_out_dirty(self) -> None:
+        while self._dirty:
+            batch = [self._dirty.pop() for _ in range(min(len(self._dirty), FAN_OUT_CONCURRENCY))]
+            results = await asyncio.gather(
+                *(fan_out(self.pool, company, self.settings.retry_for_s) for company in batch)
+            )
+            touched = frozenset().union(*(r.endpoints for r in results))
+            if not touched <= set(self._endpoint_tasks):
+                await self._refresh_endpoints()
+            for endpoint_id in touched:
+                wake = self._endpoint_wakes.get(endpoint_id)
+                if wake is not None:
+                    wake.set()
 
     async def _refresh_endpoints(self) -> None:
         rows = await self.pool.fetch(_ENDPOINTS_SQL)

@@ -1,13 +1,17 @@
 """From the outbox to delivery rows: one row per (endpoint, event) that the endpoint subscribes to.
 
-The fan-out follows the all-companies stream of `service.app.events` (its cursor never skips a
-committed event and keeps each company's events in order) with one cursor for the whole deployment,
-kept in `webhook_fanout`. A round reads the events after the stored cursor outside any transaction (a
-transaction holding an id while the horizon is read would hold back every event written after it),
-then writes their rows and advances the cursor in one transaction, only if the cursor is still the one
-it read (compare and set, under the row's lock; a replica that finds it locked or moved skips the
-round). So every event is fanned out exactly once. An endpoint receives the events written after it was
-registered.
+The fan-out follows each company's events by their `sequence`, like a one-company event stream
+(`service.app.events`): sequences are assigned under the wallet lock and become visible in order, so
+reading `sequence > cursor` never skips one. The cursor of each company is a row of
+`webhook_fanout_cursors`. One statement reads the company's next events, writes their delivery rows,
+advances the cursor and wakes the endpoints' deliverers: it takes the cursor row's lock first, so two
+replicas fanning out the same company take turns (the second reads on from where the first left), and
+every event is fanned out exactly once.
+
+What to fan out: the companies named by the outbox's notifications, and, as a safety net (a
+notification lost while the LISTEN connection was down), every company whose newest event is past its
+cursor (`companies_behind`). Nothing is fanned out while no endpoint is enabled; an endpoint receives
+the events written after it was registered.
 """
 
 from __future__ import annotations
@@ -16,75 +20,73 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from service.app.events import AllCursor, WalletEvent, parse_cursor, read_all_events
-
 DELIVERY_CHANNEL = "webhook_deliveries"
+PAGE_EVENTS = 500
 
-_CURSOR_SQL = "select cursor from webhook_fanout where id = 1"
-_LOCK_SQL = "select cursor from webhook_fanout where id = 1 for update skip locked"
-_ENDPOINTS_SQL = """
-    select endpoint_id, event_types, company_filter, created_at
-      from webhook_endpoints where disabled_at is null
-"""
-# The rows, the cursor's advance and the wake-up of the endpoints' deliverers, in one statement.
-_WRITE_SQL = """
-    with written as (
+# $1 company, $2 the retry window (s). Locks the company's cursor row first; a concurrent fan-out of
+# the same company waits, then reads on from the cursor that one left.
+_FAN_OUT_SQL = f"""
+    with cursor_row as (
+        select sequence from webhook_fanout_cursors where company_id = $1 for update
+    ), events as (
+        select e.company_id, e.event_id, e.sequence, e.event_type, e.created_at
+          from wallet_events e, cursor_row
+         where e.company_id = $1 and e.sequence > cursor_row.sequence
+         order by e.sequence limit {PAGE_EVENTS}
+    ), written as (
         insert into webhook_deliveries (company_id, endpoint_id, event_id, event_sequence, give_up_at)
-        select t.company_id, t.endpoint_id, t.event_id, t.event_sequence, now() + make_interval(secs => $5)
-          from unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
-               as t(company_id, endpoint_id, event_id, event_sequence)
+        select e.company_id, w.endpoint_id, e.event_id, e.sequence, now() + make_interval(secs => $2)
+          from events e
+          join webhook_endpoints w
+            on w.disabled_at is null
+           and (cardinality(w.event_types) = 0 or e.event_type = any(w.event_types))
+           and (w.company_filter is null or w.company_filter = e.company_id)
+           and e.created_at >= w.created_at
             on conflict do nothing
         returning endpoint_id
     ), advanced as (
-        update webhook_fanout set cursor = $6 where id = 1
+        update webhook_fanout_cursors set sequence = (select max(sequence) from events)
+         where company_id = $1 and exists (select 1 from events)
+    ), woken as (
+        select pg_notify('{DELIVERY_CHANNEL}', endpoint_id) from (select distinct endpoint_id from written) d
     )
-    select pg_notify('webhook_deliveries', endpoint_id) from (select distinct endpoint_id from written) e
+    select (select count(*) from cursor_row) as has_cursor, (select count(*) from events) as events,
+           array(select distinct endpoint_id from written) as endpoints,
+           (select count(*) from woken) as woken
+"""
+# Companies whose newest event is past their fan-out cursor (a global reader: the safety net only).
+# A company's first cursor starts at 0: only events written after an endpoint's registration match it,
+# so its history adds no rows.
+_NEW_CURSOR_SQL = "insert into webhook_fanout_cursors (company_id) values ($1) on conflict do nothing"
+_BEHIND_SQL = """
+    select w.company_id from wallets w
+      left join webhook_fanout_cursors c on c.company_id = w.company_id
+     where w.last_event_sequence > coalesce(c.sequence, 0)
+     limit $1
 """
 
 
 @dataclass(frozen=True)
 class FanoutResult:
-    deliveries: int  # rows written
+    events: int  # events read
     endpoints: frozenset[str]  # endpoints that got new rows
-    held_back: bool  # committed events wait behind an older open transaction: look again soon
-    skipped: bool  # another replica fanned out (or is fanning out) the same events
 
 
-def _matches(endpoints: list[asyncpg.Record], events: list[WalletEvent]) -> list[tuple[str, str, int, int]]:
-    rows = []
-    for event in events:
-        for endpoint in endpoints:
-            types = endpoint["event_types"]
-            if (
-                (not types or event.event_type in types)
-                and endpoint["company_filter"] in (None, event.company_id)
-                and event.created_at >= endpoint["created_at"]
-            ):
-                rows.append((event.company_id, endpoint["endpoint_id"], event.event_id, event.sequence))
-    return rows
-
-
-async def fan_out(pool: asyncpg.Pool, retry_for_s: float, max_rounds: int = 20) -> FanoutResult:
-    """Fan out what the outbox has after the cursor (up to `max_rounds` pages)."""
-    written = 0
+async def fan_out(pool: asyncpg.Pool, company_id: str, retry_for_s: float) -> FanoutResult:
+    """Fan out the company's events after its cursor, all of them (page by page)."""
+    events = 0
     touched: set[str] = set()
-    held_back = False
-    raw = await pool.fetchval(_CURSOR_SQL)
-    for _ in range(max_rounds):
-        cursor = parse_cursor(raw, None)
-        assert isinstance(cursor, AllCursor)
-        events, after, held_back = await read_all_events(pool, cursor)
-        if after == cursor:
-            break
-        async with pool.acquire() as conn, conn.transaction():
-            if await conn.fetchval(_LOCK_SQL) != raw:
-                return FanoutResult(written, frozenset(touched), held_back, True)
-            rows = _matches(list(await conn.fetch(_ENDPOINTS_SQL)), events) if events else []
-            columns: list[list[object]] = [list(c) for c in zip(*rows, strict=True)] or [[], [], [], []]
-            raw = after.encode()
-            await conn.execute(_WRITE_SQL, *columns, retry_for_s, raw)
-            written += len(rows)
-            touched.update(str(endpoint_id) for endpoint_id in columns[1])
-        if not events:
-            break
-    return FanoutResult(written, frozenset(touched), held_back, False)
+    while True:
+        row = await pool.fetchrow(_FAN_OUT_SQL, company_id, retry_for_s)
+        assert row is not None
+        if not row["has_cursor"]:
+            await pool.execute(_NEW_CURSOR_SQL, company_id)
+            continue
+        events += row["events"]
+        touched.update(row["endpoints"])
+        if row["events"] < PAGE_EVENTS:
+            return FanoutResult(events, frozenset(touched))
+
+
+async def companies_behind(pool: asyncpg.Pool, limit: int = 10_000) -> list[str]:
+    return [r["company_id"] for r in await pool.fetch(_BEHIND_SQL, limit)]

@@ -45,8 +45,6 @@ GLOBAL_TABLES = {
     "schema_repeatables",
     # A key is looked up by its hash before any company is known (authentication).
     "api_keys",
-    # The outbound webhooks' one fan-out cursor over the outbox (a single row).
-    "webhook_fanout",
 }
 NOT_PER_COMPANY = REFERENCE_TABLES | GLOBAL_TABLES
 

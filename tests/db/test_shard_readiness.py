@@ -51,8 +51,9 @@ GLOBAL_READERS = {
     "service.recharge.outcomes.apply_outcome()": "by attempt id: an outcome recorded",
     "service.recharge.outcomes.apply_outcome()#2": "by attempt id: an outcome recorded",
     # Outbound webhooks. The claim is per endpoint across companies (FOR UPDATE SKIP LOCKED, so per
-    # shard on Citus, like the recharge claim); the fan-out writes rows of many companies at once (a
-    # multi-shard insert), and an operator's look-ups go by delivery or endpoint id.
+    # shard on Citus, like the recharge claim); the fan-out's safety net compares every company's
+    # cursor with its newest event; an operator's look-ups go by delivery or endpoint id.
+    "service.webhooks.fanout._BEHIND_SQL": "webhook fan-out safety net: companies past their cursor",
     "service.webhooks.store._CLAIM_SQL": "webhook claim: due deliveries of one endpoint, every company",
     "service.webhooks.store._NEXT_DUE_SQL": "webhook loop: when an endpoint's next attempt is due",
     "service.app.webhook_endpoints._DELIVERY_SQL": "by delivery id: an operator's redelivery",

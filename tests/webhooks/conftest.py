@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -67,6 +69,17 @@ class Hooks:
                 url=url, event_types=list(types), company_id=company, request_id=f"ep-{uuid.uuid4().hex}"
             )
         )
+
+    async def settled(
+        self, state: int, count: int = 1, timeout_s: float = 15.0
+    ) -> list[webhook_service_pb2.WebhookDelivery]:
+        """The deliveries in `state`, once there are `count` (the receiver sees a request before the
+        deliverer records its answer)."""
+        deadline = time.monotonic() + timeout_s
+        while len(found := await self.deliveries(state=state)) < count:
+            assert time.monotonic() < deadline, f"{len(found)} deliveries in state {state}, not {count}"
+            await asyncio.sleep(0.05)
+        return found
 
     async def deliveries(self, **filters: object) -> list[webhook_service_pb2.WebhookDelivery]:
         reply = await self.hooks.ListWebhookDeliveries(
