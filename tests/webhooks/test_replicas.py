@@ -57,3 +57,24 @@ async def test_two_deliverers_deliver_each_event_once_in_order(
     assert counts is not None and counts["ok"] == counts["all"] == total
     for pool in pools:
         await pool.close()
+
+
+async def test_events_written_while_no_deliverer_ran_are_delivered_when_one_starts(
+    stubs: Stubs, pool: asyncpg.Pool, db_url: str, receiver: Receiver
+) -> None:
+    allowed = parse_allowed_hosts("127.0.0.1")
+    company = await stubs.new_company()
+    await credit(stubs, company, usd(1), request_id="before-registration")
+    await create_endpoint(pool, allowed, "r-1", receiver.url, ("manual_credit",), None, "", "t")
+    # No deliverer runs: nobody hears these notifications.
+    await credit(stubs, company, usd(2), request_id="after-1")
+    await credit(stubs, company, usd(3), request_id="after-2")
+    deliverer = Deliverer(pool, db_url, DeliverySettings(allowed))
+    await deliverer.start()
+    try:
+        await receiver.wait_for(lambda got: len(got) >= 2)
+        await asyncio.sleep(0.3)
+    finally:
+        await deliverer.stop()
+    # The credit from before the endpoint existed is not sent; the two after it are, in order.
+    assert [r.event["data"]["request_id"] for r in receiver.received] == ["after-1", "after-2"]
