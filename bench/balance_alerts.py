@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -27,7 +26,6 @@ import time
 import uuid
 from pathlib import Path
 
-import asyncpg
 import grpc
 from consofta.billing.v1 import (
     settings_service_pb2,
@@ -42,12 +40,9 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.servers import scratch_database, served
 from service.api.wire.money import money
-from service.db.embedded import EmbeddedPostgres
-from service.db.migrate import migrate
-from service.db.pool import ensure_database, with_database
 from service.domain.money import usd
-from tests.support.process import ServiceProcess
 
 UNIT = usd(1, 350_000_000)  # 2,000 emails
 
@@ -164,37 +159,10 @@ async def main() -> None:
     parser.add_argument("--calls", type=int, default=500)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
-        os.chmod(tmp, 0o755)
-        embedded = None
-        admin_url = os.environ.get("BILLING_BENCH_DATABASE_URL")
-        if not admin_url:
-            embedded = EmbeddedPostgres(Path(tmp) / "pgdata")
-            admin_url = await asyncio.to_thread(embedded.start)
-        database = f"billing_bench_{uuid.uuid4().hex[:8]}"
-        await ensure_database(admin_url, database)
-        database_url = with_database(admin_url, database)
-        conn = await asyncpg.connect(database_url)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-        server = ServiceProcess(
-            {"DATABASE_URL": database_url, "BILLING_LOG_LEVEL": "warning"}, Path(tmp) / "server.log"
-        )
-        server.start()
-        try:
-            await server.wait_serving()
-            await bench(server.target, args.crossings, args.calls)
-        finally:
-            server.signal(signal.SIGTERM)
-            await server.wait_exit()
-            admin = await asyncpg.connect(admin_url)
-            try:
-                await admin.execute(f'drop database if exists "{database}" with (force)')
-            finally:
-                await admin.close()
-            if embedded is not None:
-                await asyncio.to_thread(embedded.stop)
+        os.chmod(tmp, 0o755)  # the embedded server runs as its own user when we are root
+        async with scratch_database(Path(tmp)) as database_url:
+            async with served(database_url, workers=1, log_dir=Path(tmp)) as target:
+                await bench(target, args.crossings, args.calls)
 
 
 if __name__ == "__main__":

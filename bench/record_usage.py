@@ -16,7 +16,11 @@ It measures, against the same server and the same Postgres in one run, each at -
                              limit that only group commit can beat).
 Each phase prints events/s, p50 and p99 of a call, and its rate as a ratio of Check's; --json PATH writes
 the same figures. Every phase is bounded in calls and seconds and talks only to 127.0.0.1 (or --target).
-The client is this one process; the server and Postgres are processes of their own.
+The load comes from --client-processes processes of its own (default 2, bench/record_usage_client.py),
+so that one client's event loop does not limit a phase; the server and Postgres are processes of their
+own. Each phase also prints where the CPU went per event (server, Postgres, clients, the rest of the
+machine, from /proc) and, from the server's /metrics, how many record_usages() calls the group commit
+made and their mean size.
 
 With --workers, the phases run against `serve --workers N` for each N in turn (bench/servers.py), on one
 database, and a last table gives each phase's rate as a ratio to the first count, with the cores available.
@@ -41,22 +45,18 @@ from pathlib import Path
 import asyncpg
 import grpc
 from consofta.billing.v1 import (
-    usage_pb2,
-    usage_service_pb2,
-    usage_service_pb2_grpc,
     wallet_service_pb2,
     wallet_service_pb2_grpc,
 )
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.record_usage_client import PhaseSpec, run_worker
 from service.db.embedded import DATABASE_NAME, EmbeddedPostgres
 from service.db.pool import ensure_database, with_database
 from tests.support.process import ServiceProcess
 
 # The comparator's own database on the same Postgres, so that its hot row is not a wallet of ours.
 COMPARATOR_DATABASE = "billing_bench_comparator"
-CLIENT_PROCESSES = 1
 
 
 @dataclass
@@ -179,6 +179,120 @@ async def db_single_statement_phase(admin_url: str, in_flight: int, seconds: flo
         await asyncio.gather(*(c.close() for c in conns))
 
 
+def _cpu_s(pid: int) -> float:
+    """utime + stime of one process (all its threads), in seconds; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_pids(postmaster: int | None) -> list[int]:
+    """The postmaster and its children (backends, walwriter...); with no known postmaster, every
+    process named postgres on the machine."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        ppid = int(stat.rpartition(")")[2].split()[1])
+        if postmaster is None and name.startswith("postgres"):
+            pids.append(int(entry.name))
+        elif postmaster is not None and (int(entry.name) == postmaster or ppid == postmaster):
+            pids.append(int(entry.name))
+    return pids
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy (all cores), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Where a phase's CPU went: the server process, Postgres, the client processes, and the rest of the
+    machine (other work sharing the cores)."""
+
+    def __init__(self, server_pid: int | None, postmaster_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self.postmaster_pid = postmaster_pid
+
+    def sample(self) -> tuple[float, float, float]:
+        server = _cpu_s(self.server_pid) if self.server_pid else float("nan")
+        postgres = sum(_cpu_s(pid) for pid in _postgres_pids(self.postmaster_pid))
+        return server, postgres, _machine_busy_s()
+
+
+def _batch_sizes(metrics_port: int | None) -> dict[str, float]:
+    """The group commit's batch-size histogram from the server's /metrics (cumulative buckets)."""
+    if metrics_port is None:
+        return {}
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("billing_usage_batch_size_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[le] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith(("billing_usage_batch_size_count", "billing_usage_batch_size_sum")):
+            out[line.split(" ", 1)[0].rsplit("_", 1)[1]] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def _batch_size_note(before: dict[str, float], after: dict[str, float]) -> dict[str, object]:
+    """Rounds in the phase, their mean size, and the share of rounds up to each bucket's bound."""
+    rounds = after.get("count", 0.0) - before.get("count", 0.0)
+    if rounds <= 0:
+        return {}
+    usages = after.get("sum", 0.0) - before.get("sum", 0.0)
+    share = {
+        le: round((after[le] - before.get(le, 0.0)) / rounds, 3) for le in after if le not in ("count", "sum")
+    }
+    return {"rounds": int(rounds), "mean_size": round(usages / rounds, 1), "share_at_most": share}
+
+
+class Clients:
+    """The client processes: spawned once, each phase split over all of them."""
+
+    def __init__(self, processes: int) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.processes = processes
+        self._pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+
+    async def run(self, name: str, spec: PhaseSpec, events_per_call: int = 1) -> tuple[Result, float]:
+        """The phase's Result, and the CPU seconds the client processes used."""
+        loop = asyncio.get_running_loop()
+        # Every worker starts at this moment, after its channels exist (spawning takes a while the first
+        # time).
+        start_at = time.time() + 1.0
+        parts = await asyncio.gather(
+            *(
+                loop.run_in_executor(self._pool, run_worker, spec, i, self.processes, start_at)
+                for i in range(self.processes)
+            )
+        )
+        latencies = [ms for part in parts for ms in part.latencies_ms]
+        seconds = max(part.seconds for part in parts)
+        calls = sum(part.calls for part in parts)
+        return Result(name, calls, events_per_call, seconds, latencies), sum(p.cpu_s for p in parts)
+
+    def close(self) -> None:
+        self._pool.shutdown(cancel_futures=True)
+
+
 async def bench(
     target: str,
     database_url: str | None,
@@ -187,112 +301,113 @@ async def bench(
     seconds: float,
     wallets: int,
     channels: int,
-) -> dict[str, dict[str, float]]:
-    # One TCP connection per channel (gRPC shares them between channels by default), so the load
-    # spreads over the workers of `serve --workers N`, which the kernel assigns per connection.
-    chans = [
-        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
-        for _ in range(channels)
-    ]
-    usage = [usage_service_pb2_grpc.UsageServiceStub(c) for c in chans]
-    wallet = [wallet_service_pb2_grpc.WalletServiceStub(c) for c in chans]
-    health = [health_pb2_grpc.HealthStub(c) for c in chans]
+    client_processes: int = 2,
+    server: ServiceProcess | None = None,
+    postmaster_pid: int | None = None,
+) -> dict[str, dict[str, object]]:
     run = uuid.uuid4().hex[:8]
     prefix = f"bench-{run}-"
-    phases: dict[str, dict[str, float]] = {}
-    try:
-        check = health_pb2.HealthCheckRequest()
-        await run_phase("warm-up", lambda n: health[n % channels].Check(check), in_flight, 2000, 3)
-        baseline = await run_phase(
-            "health Check (no work)", lambda n: health[n % channels].Check(check), in_flight, 10**7, seconds
+    phases: dict[str, dict[str, object]] = {}
+    clients = Clients(client_processes)
+    meter = CpuMeter(server.proc.pid if server and server.proc else None, postmaster_pid)
+    metrics_port = server.metrics_port if server else None
+
+    def spec(kind: str, **kw: object) -> PhaseSpec:
+        base: dict[str, object] = dict(
+            kind=kind, target=target, in_flight=in_flight, seconds=seconds, max_calls=10**7, channels=channels
         )
-        report(baseline, None)
-        phases["check"] = baseline.figures(None)
+        base.update(kw)
+        return PhaseSpec(**base)  # type: ignore[arg-type]
+
+    async def measured(key: str, label: str, phase: PhaseSpec, per_call: int = 1) -> Result:
+        sizes0 = _batch_sizes(metrics_port)
+        cpu0 = meter.sample()
+        result, client_cpu = await clients.run(label, phase, per_call)
+        cpu1 = meter.sample()
+        figures: dict[str, object] = dict(result.figures(baseline))
+        events = max(1, result.calls * per_call)
+        server_s, postgres_s, machine_s = (b - a for a, b in zip(cpu0, cpu1, strict=True))
+        other_s = machine_s - server_s - postgres_s - client_cpu
+        figures["cpu_ms_per_event"] = {
+            "server": round(1000 * server_s / events, 3),
+            "postgres": round(1000 * postgres_s / events, 3),
+            "clients": round(1000 * client_cpu / events, 3),
+            "rest_of_machine": round(1000 * other_s / events, 3),
+        }
+        figures["cpu_cores_busy"] = {
+            "server": round(server_s / result.seconds, 2),
+            "postgres": round(postgres_s / result.seconds, 2),
+            "clients": round(client_cpu / result.seconds, 2),
+            "rest_of_machine": round(other_s / result.seconds, 2),
+        }
+        sizes = _batch_size_note(sizes0, _batch_sizes(metrics_port))
+        if sizes:
+            figures["batch_sizes"] = sizes
+        report(result, baseline)
+        print(
+            "    cpu ms/event: "
+            + ", ".join(f"{k} {v}" for k, v in figures["cpu_ms_per_event"].items())  # type: ignore[attr-defined]
+            + ("" if not sizes else f"; {sizes['rounds']} record_usages() calls, mean {sizes['mean_size']}"),
+            flush=True,
+        )
+        phases[key] = figures
+        return result
+
+    baseline: Result | None = None
+    try:
+        await clients.run("warm-up", spec("check", seconds=3, max_calls=2000))
+        baseline = await measured("check", "health Check (no work)", spec("check"))
 
         print(f"creating {wallets:,} wallets ...", flush=True)
         if database_url is not None:
             await seed_wallets(database_url, prefix, wallets)
         else:
+            chan = grpc.aio.insecure_channel(target)
+            wallet = wallet_service_pb2_grpc.WalletServiceStub(chan)
 
             async def create(n: int) -> object:
                 company = f"{prefix}{n}"
-                return await wallet[n % channels].CreateWallet(
+                return await wallet.CreateWallet(
                     wallet_service_pb2.CreateWalletRequest(
                         company_id=company, display_name=company, request_id=company
                     )
                 )
 
             created = await run_phase("CreateWallet", create, in_flight, wallets, 600)
+            await chan.close()
             assert created.calls == wallets, "wallet creation did not finish in time"
 
-        email = usage_pb2.Usage(email=usage_pb2.EmailUsage(count=1))
-        hot = f"{prefix}0"
-
-        def unary(company_of: Callable[[int], str], tag: str) -> Callable[[int], Awaitable[object]]:
-            def call(n: int) -> Awaitable[object]:
-                return usage[n % channels].RecordUsage(
-                    usage_service_pb2.RecordUsageRequest(
-                        company_id=company_of(n), idempotency_key=f"{tag}-{n}", usage=email
-                    )
-                )
-
-            return call
-
-        def batch(size: int, tag: str) -> Callable[[int], Awaitable[object]]:
-            async def call(n: int) -> object:
-                request = usage_service_pb2.RecordUsageBatchRequest(
-                    items=[
-                        usage_service_pb2.RecordUsageRequest(
-                            company_id=hot, idempotency_key=f"{tag}-{n}-{i}", usage=email
-                        )
-                        for i in range(size)
-                    ]
-                )
-                reply = await usage[n % channels].RecordUsageBatch(request, timeout=60)
-                failed = [r.error for r in reply.results if r.WhichOneof("result") != "recorded"]
-                assert not failed, failed[0]
-                return reply
-
-            return call
-
-        await run_phase("warm-up", unary(lambda n: hot, f"warm-{run}"), in_flight, 1000, 2)
-        measured = [
-            ("unary_hot", "RecordUsage, 1 hot wallet", unary(lambda n: hot, f"hot-{run}"), 1, in_flight),
-            (
-                "batch100_hot",
-                "RecordUsageBatch of 100, 1 hot wallet",
-                batch(100, f"b100-{run}"),
-                100,
-                in_flight,
-            ),
-            # 64 batches of 1,000 in flight would only queue up in the server: 8 keep it saturated.
-            (
-                "batch1000_hot",
-                "RecordUsageBatch of 1,000, 1 hot wallet",
-                batch(1000, f"b1000-{run}"),
-                1000,
-                min(in_flight, 8),
-            ),
-            # Last of the server phases: each of its wallets crosses below its minimum, and the recharge
-            # loop's work on those crossings would weigh on any phase after it.
-            (
-                "unary_spread",
-                f"RecordUsage, {wallets:,} wallets",
-                unary(lambda n: f"{prefix}{n % wallets}", f"spread-{run}"),
-                1,
-                in_flight,
-            ),
-        ]
+        hot = dict(prefix=prefix, wallets=1)
+        await clients.run("warm-up", spec("unary", seconds=2, max_calls=1000, tag=f"warm-{run}", **hot))
         results: dict[str, Result] = {}
-        for key, label, call, per_call, depth in measured:
-            result = await run_phase(label, call, depth, 10**7, seconds, events_per_call=per_call)
-            report(result, baseline)
-            phases[key] = result.figures(baseline)
-            results[key] = result
+        results["unary_hot"] = await measured(
+            "unary_hot", "RecordUsage, 1 hot wallet", spec("unary", tag=f"hot-{run}", **hot)
+        )
+        await measured(
+            "batch100_hot",
+            "RecordUsageBatch of 100, 1 hot wallet",
+            spec("batch", size=100, tag=f"b100-{run}", **hot),
+            100,
+        )
+        # 64 batches of 1,000 in flight would only queue up in the server: 8 keep it saturated.
+        await measured(
+            "batch1000_hot",
+            "RecordUsageBatch of 1,000, 1 hot wallet",
+            spec("batch", size=1000, tag=f"b1000-{run}", in_flight=min(in_flight, 8), **hot),
+            1000,
+        )
+        # Last of the server phases: each of its wallets crosses below its minimum, and the recharge
+        # loop's work on those crossings would weigh on any phase after it.
+        await measured(
+            "unary_spread",
+            f"RecordUsage, {wallets:,} wallets",
+            spec("unary", tag=f"spread-{run}", prefix=prefix, wallets=wallets),
+        )
+        assert baseline is not None
         if admin_url is not None:
             db = await db_single_statement_phase(admin_url, in_flight, seconds)
             report(db, baseline)
-            phases["db_single_statement_hot"] = db.figures(baseline)
+            phases["db_single_statement_hot"] = dict(db.figures(baseline))
             print(
                 f"\nunary hot wallet / direct database comparator = "
                 f"{results['unary_hot'].events_per_s / db.events_per_s:.3f}",
@@ -301,14 +416,14 @@ async def bench(
         else:
             print("db_single_statement_hot: skipped (give --database-url with --target)", flush=True)
         print(
-            f"{in_flight} calls in flight (batch of 1,000: {min(in_flight, 8)}) over {channels} channels, "
-            f"{CLIENT_PROCESSES} client process; unary hot-wallet p99 / Check p99 = "
+            f"{in_flight} calls in flight (batch of 1,000: {min(in_flight, 8)}) over {channels} channels "
+            f"per client process, {client_processes} client processes (the db comparator: this process); "
+            f"unary hot-wallet p99 / Check p99 = "
             f"{results['unary_hot'].quantile_ms(0.99) / baseline.quantile_ms(0.99):.2f}",
             flush=True,
         )
     finally:
-        for c in chans:
-            await c.close()
+        clients.close()
     return phases
 
 
@@ -353,11 +468,19 @@ async def bench_postgres(workdir: Path) -> AsyncIterator[str]:
         await asyncio.to_thread(embedded.stop)
 
 
+def _postmaster_pid(pgdata: Path) -> int | None:
+    """The embedded Postgres's postmaster, when this run started one."""
+    try:
+        return int((pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+
+
 async def bench_workers(counts: list[int], args: argparse.Namespace, seconds: float) -> None:
     from bench.servers import bench_database, cores_note, served
 
     print(cores_note(), flush=True)
-    runs: dict[int, dict[str, dict[str, float]]] = {}
+    runs: dict[int, dict[str, dict[str, object]]] = {}
     with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
         os.chmod(tmp, 0o755)
         async with bench_database(Path(tmp)) as url:
@@ -365,16 +488,20 @@ async def bench_workers(counts: list[int], args: argparse.Namespace, seconds: fl
                 async with served(url, workers=n, log_dir=Path(tmp)) as target:
                     print(f"\n== serve --workers {n} at {target}", flush=True)
                     runs[n] = await bench(
-                        target, url, url, args.in_flight, seconds, args.wallets, args.channels
+                        target,
+                        url,
+                        url,
+                        args.in_flight,
+                        seconds,
+                        args.wallets,
+                        args.channels,
+                        args.client_processes,
                     )
     base = runs[counts[0]]
     print(f"\nrates by server processes, as a ratio to {counts[0]}; {cores_note()}")
     for phase in base:
-        cells = "   ".join(
-            f"{n}: {runs[n][phase]['events_per_s']:8.0f}/s "
-            f"{runs[n][phase]['events_per_s'] / base[phase]['events_per_s']:5.2f}x"
-            for n in counts
-        )
+        rate = {n: float(runs[n][phase]["events_per_s"]) for n in counts}  # type: ignore[arg-type]
+        cells = "   ".join(f"{n}: {rate[n]:8.0f}/s {rate[n] / rate[counts[0]]:5.2f}x" for n in counts)
         print(f"{phase:<24} {cells}", flush=True)
     if args.json:
         args.json.write_text(
@@ -394,7 +521,10 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured phase")
     parser.add_argument("--quick", action="store_true", help="every phase in about 60 s in all")
     parser.add_argument("--wallets", type=int, default=10_000)
-    parser.add_argument("--channels", type=int, default=8)
+    parser.add_argument("--channels", type=int, default=8, help="gRPC channels per client process")
+    parser.add_argument(
+        "--client-processes", type=int, default=2, help="processes that send the load (default 2)"
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument(
         "--workers",
@@ -411,7 +541,14 @@ async def main() -> None:
     if args.target:
         admin_url = args.database_url
         phases = await bench(
-            args.target, args.database_url, admin_url, args.in_flight, seconds, args.wallets, args.channels
+            args.target,
+            args.database_url,
+            admin_url,
+            args.in_flight,
+            seconds,
+            args.wallets,
+            args.channels,
+            args.client_processes,
         )
     else:
         with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
@@ -434,6 +571,9 @@ async def main() -> None:
                         seconds,
                         args.wallets,
                         args.channels,
+                        args.client_processes,
+                        server=server,
+                        postmaster_pid=_postmaster_pid(Path(tmp) / "pgdata"),
                     )
     took_s = time.monotonic() - started
     print(f"took {took_s:.0f} s; load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
@@ -443,7 +583,7 @@ async def main() -> None:
                 {
                     "phases": phases,
                     "in_flight": args.in_flight,
-                    "client_processes": CLIENT_PROCESSES,
+                    "client_processes": args.client_processes,
                     "seconds_per_phase": seconds,
                     "load_average_before": load_before[0],
                     "load_average_after": os.getloadavg()[0],

@@ -5,6 +5,10 @@
             ...                                     # "127.0.0.1:PORT": N processes behind one port
 
 The database outlives the servers, so every server count runs against the same Postgres.
+
+    async with scratch_database(tmp) as url:        # a database of its own, migrated, dropped at the end
+        async with served(url, workers=1, log_dir=tmp) as target:
+            ...                                     # for benches that load data and must start empty
 """
 
 from __future__ import annotations
@@ -13,12 +17,16 @@ import asyncio
 import os
 import signal
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import asyncpg
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from service.db.embedded import DATABASE_NAME, EmbeddedPostgres
+from service.db.migrate import migrate
 from service.db.pool import ensure_database, with_database
 from tests.support.process import ServiceProcess
 
@@ -49,6 +57,35 @@ async def bench_database(folder: Path) -> AsyncIterator[str]:
         yield with_database(admin_url, DATABASE_NAME)
     finally:
         await asyncio.to_thread(embedded.stop)
+
+
+@asynccontextmanager
+async def scratch_database(folder: Path) -> AsyncIterator[str]:
+    """A new, migrated database on BILLING_BENCH_DATABASE_URL's server (else an embedded Postgres in
+    `folder`), dropped at the end: a bench that loads data starts from nothing and leaves nothing."""
+    embedded = None
+    admin_url = os.environ.get("BILLING_BENCH_DATABASE_URL")
+    if not admin_url:
+        embedded = EmbeddedPostgres(folder / "pgdata")
+        admin_url = await asyncio.to_thread(embedded.start)
+    name = f"billing_bench_{uuid.uuid4().hex[:8]}"
+    try:
+        await ensure_database(admin_url, name)
+        url = with_database(admin_url, name)
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        yield url
+    finally:
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute(f'drop database if exists "{name}" with (force)')
+        finally:
+            await admin.close()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
 
 
 def pool_max_size(workers: int) -> int:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -46,13 +45,10 @@ from consofta.billing.v1 import (
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.servers import scratch_database, served
 from bench.usage_summary import MONTH_START, line, seed, timed
 from service.app.record_usage import RECORD_USAGE_SQL, RecordUsageCommand, sql_arguments
-from service.db.embedded import EmbeddedPostgres
-from service.db.migrate import migrate
-from service.db.pool import ensure_database, with_database
 from service.domain.usage_kinds import EmailUsage
-from tests.support.process import ServiceProcess
 
 # The seeded month is October 2026 in New York.
 YEAR, MONTH, ZONE = 2026, 10, "America/New_York"
@@ -223,37 +219,10 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
-        os.chmod(tmp, 0o755)
-        embedded = None
-        admin_url = os.environ.get("BILLING_BENCH_DATABASE_URL")
-        if not admin_url:
-            embedded = EmbeddedPostgres(Path(tmp) / "pgdata")
-            admin_url = await asyncio.to_thread(embedded.start)
-        database = f"billing_bench_{uuid.uuid4().hex[:8]}"
-        await ensure_database(admin_url, database)
-        database_url = with_database(admin_url, database)
-        conn = await asyncpg.connect(database_url)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-        server = ServiceProcess(
-            {"DATABASE_URL": database_url, "BILLING_LOG_LEVEL": "warning"}, Path(tmp) / "server.log"
-        )
-        server.start()
-        try:
-            await server.wait_serving()
-            await bench(server.target, database_url, args.debits, args.repeat)
-        finally:
-            server.signal(signal.SIGTERM)
-            await server.wait_exit()
-            admin = await asyncpg.connect(admin_url)
-            try:
-                await admin.execute(f'drop database if exists "{database}" with (force)')
-            finally:
-                await admin.close()
-            if embedded is not None:
-                await asyncio.to_thread(embedded.stop)
+        os.chmod(tmp, 0o755)  # the embedded server runs as its own user when we are root
+        async with scratch_database(Path(tmp)) as database_url:
+            async with served(database_url, workers=1, log_dir=Path(tmp)) as target:
+                await bench(target, database_url, args.debits, args.repeat)
 
 
 if __name__ == "__main__":

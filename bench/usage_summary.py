@@ -41,27 +41,43 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from service.db.embedded import EmbeddedPostgres
-from service.db.migrate import migrate
-from service.db.pool import ensure_database, with_database
+from bench.servers import scratch_database, served
 from service.domain.money import format_usd
-from tests.support.process import ServiceProcess
+from service.domain.usage_kinds import CATEGORY_OF_RATE_KEY, kind_named
 
 MONTH_START = datetime(2026, 10, 1, 4, tzinfo=UTC)  # October 2026 in New York (EDT, UTC-4)
 MONTH_END = datetime(2026, 11, 1, 4, tzinfo=UTC)
 
+# The seeded rate keys and, for each, what a record of it stores, from the registry: a new kind is
+# seeded too. (usage type, rate key, direction, number type, quantity per billable unit)
+_SEEDED = [
+    (
+        category.kind,
+        key,
+        None if category.value("direction") is None else str(category.value("direction")),
+        None if category.value("number_type") is None else str(category.value("number_type")),
+        kind.quantity_per_unit,
+    )
+    for key, category in CATEGORY_OF_RATE_KEY.items()
+    if (kind := kind_named(category.kind)) is not None
+]
+
 # One statement: records offset .. offset + n - 1 of `total`, spread evenly over the month, cycling
-# through the seven rate keys, with their debits chained from the wallet's current balance and sequence.
+# through every rate key, with their debits chained from the wallet's current balance and sequence.
 _SEED_SQL = """
 with params as (
     select w.balance_nanos as balance0, w.last_sequence as seq0
       from wallets w where company_id = $1 for update
+), kinds as (
+    select k.n - 1 as slot, k.usage_type, k.rate_key, k.direction, k.number_type, k.quantity_per_unit
+      from unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::int[])
+           with ordinality as k(usage_type, rate_key, direction, number_type, quantity_per_unit, n)
 ), gen as (
-    select i, (array['email','call_outbound_local','call_outbound_toll_free','call_inbound_local',
-                     'call_inbound_toll_free','sms_outbound','sms_inbound'])[1 + i % 7] as rate_key,
+    select i, k.usage_type, k.rate_key, k.direction, k.number_type, k.quantity_per_unit,
            1 + i % 5 as units,
            $3::timestamptz + (($4::timestamptz - $3::timestamptz) * (i::float8 / $6)) as at
       from generate_series($5::bigint, $5::bigint + $2::bigint - 1) as i
+      join kinds k on k.slot = i % cardinality($8::text[])
 ), priced as (
     select g.*, r.unit_price_nanos as price, g.units * r.unit_price_nanos as amount
       from gen g join rate_card_rates r on r.rate_key = g.rate_key
@@ -80,13 +96,8 @@ with params as (
                                rate_key, direction, number_type, quantity, billable_units, unit_price_nanos,
                                amount_nanos, rate_card, rate_card_version, occurred_at, recorded_at,
                                ledger_sequence, balance_after_nanos, below_minimum)
-    select record_id, $1, 'seed-' || i, '\\x00', split_part(rate_key, '_', 1), rate_key,
-           case when rate_key like '%outbound%' then 'outbound'
-                when rate_key like '%inbound%' then 'inbound' end,
-           case when rate_key like 'call%local' then 'local'
-                when rate_key like 'call%toll_free' then 'toll_free' end,
-           case when rate_key like 'call%' then units * 60 else units end, units, price, amount,
-           'default', 1, at, at, sequence, after, false
+    select record_id, $1, 'seed-' || i, '\\x00', usage_type, rate_key, direction, number_type,
+           units * quantity_per_unit, units, price, amount, 'default', 1, at, at, sequence, after, false
       from chained
     returning amount_nanos
 )
@@ -132,7 +143,16 @@ async def seed(database_url: str, company: str, records: int) -> None:
         # 200k per statement keeps the transition table and the window sort small.
         for offset in range(0, records, 200_000):
             batch = min(200_000, records - offset)
-            await conn.execute(_SEED_SQL, company, batch, MONTH_START, MONTH_END, offset, records)
+            await conn.execute(
+                _SEED_SQL,
+                company,
+                batch,
+                MONTH_START,
+                MONTH_END,
+                offset,
+                records,
+                *zip(*_SEEDED, strict=True),
+            )
         await conn.execute("analyze usage_records; analyze usage_rollups; analyze ledger_entries")
         print(f"seeded {records:,} records for {company} in {time.perf_counter() - t0:.1f} s", flush=True)
     finally:
@@ -202,43 +222,10 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
-        os.chmod(tmp, 0o755)
-        embedded = None
-        admin_url = os.environ.get("BILLING_BENCH_DATABASE_URL")
-        if not admin_url:
-            embedded = EmbeddedPostgres(Path(tmp) / "pgdata")
-            admin_url = await asyncio.to_thread(embedded.start)
-        database = f"billing_bench_{uuid.uuid4().hex[:8]}"
-        await ensure_database(admin_url, database)
-        database_url = with_database(admin_url, database)
-        conn = await asyncpg.connect(database_url)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-        server = ServiceProcess(
-            {
-                "DATABASE_URL": database_url,
-                "BILLING_LOG_LEVEL": "warning",
-                "BILLING_PAYMENT_PROVIDER": "sandbox",
-                "BILLING_ALLOW_SANDBOX": "1",
-            },
-            Path(tmp) / "server.log",
-        )
-        server.start()
-        try:
-            await server.wait_serving()
-            await bench(server.target, database_url, args.records, args.repeat)
-        finally:
-            server.signal(__import__("signal").SIGTERM)
-            await server.wait_exit()
-            admin = await asyncpg.connect(admin_url)
-            try:
-                await admin.execute(f'drop database if exists "{database}" with (force)')
-            finally:
-                await admin.close()
-            if embedded is not None:
-                await asyncio.to_thread(embedded.stop)
+        os.chmod(tmp, 0o755)  # the embedded server runs as its own user when we are root
+        async with scratch_database(Path(tmp)) as database_url:
+            async with served(database_url, workers=1, log_dir=Path(tmp)) as target:
+                await bench(target, database_url, args.records, args.repeat)
 
 
 if __name__ == "__main__":

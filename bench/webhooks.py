@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -28,7 +27,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import grpc
 from aiohttp import web
 from consofta.billing.v1 import (
@@ -43,12 +41,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.balance_alerts import UNIT, emails, new_company, set_thresholds
+from bench.servers import scratch_database, served
 from service.api.wire.money import money
-from service.db.embedded import EmbeddedPostgres
-from service.db.migrate import migrate
-from service.db.pool import ensure_database, with_database
 from service.webhooks.signing import verify
-from tests.support.process import ServiceProcess
 
 
 def stats(samples: list[float]) -> dict[str, float]:
@@ -174,42 +169,11 @@ async def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
-        os.chmod(tmp, 0o755)
-        embedded = None
-        admin_url = os.environ.get("BILLING_BENCH_DATABASE_URL")
-        if not admin_url:
-            embedded = EmbeddedPostgres(Path(tmp) / "pgdata")
-            admin_url = await asyncio.to_thread(embedded.start)
-        database = f"billing_bench_{uuid.uuid4().hex[:8]}"
-        await ensure_database(admin_url, database)
-        database_url = with_database(admin_url, database)
-        conn = await asyncpg.connect(database_url)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-        env = {
-            "DATABASE_URL": database_url,
-            "BILLING_LOG_LEVEL": "warning",
-            "BILLING_PAYMENT_PROVIDER": "sandbox",
-            "BILLING_ALLOW_SANDBOX": "1",
-            "BILLING_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
-        }
-        server = ServiceProcess(env, Path(tmp) / "server.log")
-        server.start()
-        try:
-            await server.wait_serving()
-            result = await bench(server.target, args.crossings, args.calls)
-        finally:
-            server.signal(signal.SIGTERM)
-            await server.wait_exit()
-            admin = await asyncpg.connect(admin_url)
-            try:
-                await admin.execute(f'drop database if exists "{database}" with (force)')
-            finally:
-                await admin.close()
-            if embedded is not None:
-                await asyncio.to_thread(embedded.stop)
+        os.chmod(tmp, 0o755)  # the embedded server runs as its own user when we are root
+        env = {"BILLING_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"}
+        async with scratch_database(Path(tmp)) as database_url:
+            async with served(database_url, workers=1, log_dir=Path(tmp), env=env) as target:
+                result = await bench(target, args.crossings, args.calls)
     report(result)
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

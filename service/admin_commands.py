@@ -188,52 +188,5 @@ async def recharges_list(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-async def wallet_credit(config: Config, args: argparse.Namespace) -> int:
-    import getpass
-    import uuid
-
-    from service.app.credits import credit_violations, credit_wallet
-    from service.db.pool import create_pool
-    from service.domain.errors import InvalidArgument
-    from service.domain.money import format_usd
-
-    request_id = args.request_id or f"cli-credit-{uuid.uuid4()}"
-    actor = args.actor or f"cli:{getpass.getuser()}"
-    # Checked before the database is opened: a bad argument costs no connection and says so at once.
-    violations = credit_violations(args.amount_nanos, args.reason, actor)
-    if violations:
-        raise InvalidArgument(violations)
-    async with database(config) as url:
-        pool = await create_pool(url, min_size=1, max_size=1)
-        try:
-            credit = await credit_wallet(
-                pool,
-                args.company_id,
-                args.amount_nanos,
-                args.reason,
-                request_id,
-                actor=actor,
-                principal_id=f"cli:{getpass.getuser()}",
-            )
-        finally:
-            await pool.close()
-    done = "was already applied (same request id)" if credit.replayed else "applied"
-    record = {
-        "company_id": credit.company_id,
-        **money("amount", credit.amount_nanos),
-        "replayed": credit.replayed,
-        "ledger_sequence": credit.ledger_sequence,
-        **money("balance_after", credit.balance_after_nanos),
-        "request_id": request_id,
-    }
-    text = (
-        f"credit of {format_usd(credit.amount_nanos)} USD to {credit.company_id} {done}: "
-        f"ledger entry {credit.ledger_sequence}, balance {format_usd(credit.balance_after_nanos)} USD, "
-        f"request id {request_id}"
-    )
-    emit(args, record, text)
-    return 0
-
-
 def _indent(text: str) -> str:
     return "\n".join(f"  {line}" for line in text.splitlines())

@@ -22,7 +22,6 @@ from service.admin_commands import (
     company_create,
     database,
     recharges_list,
-    wallet_credit,
     wallet_show,
 )
 from service.config import Config, ConfigError, StartupError, load_config
@@ -152,12 +151,17 @@ def _workers(value: str) -> int:
 
 
 def _worker(config: Config, _args: argparse.Namespace) -> int:
+    from service import tracing
     from service.recharge.worker import run_worker
 
+    traced = tracing.start()  # the loop's database and Stripe calls, as under `serve`
     try:
         asyncio.run(run_worker(config))
     except KeyboardInterrupt:
         pass
+    finally:
+        if traced is not None:
+            traced.shutdown()
     return 0
 
 
@@ -221,33 +225,21 @@ def _parser() -> argparse.ArgumentParser:
         help="idempotency key; repeating the command with it changes nothing (default: derived)",
     )
 
-    wallet = sub.add_parser("wallet", help="wallets", description="Inspect and credit wallets.")
+    wallet = sub.add_parser("wallet", help="wallets", description="Inspect, credit and debit wallets.")
     wallet_sub = wallet.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = command(wallet_sub, "show", wallet_show, "show a wallet's balance, minimum and last entries")
     show.add_argument("company_id", metavar="COMPANY", type=_company_id, help="the company's id")
     show.add_argument(
         "--last", type=_positive_int, default=10, metavar="N", help="ledger entries to show (default 10)"
     )
-    credit = command(
-        wallet_sub,
-        "credit",
-        wallet_credit,
-        "add money to a wallet (a manual credit in the ledger) with a reason",
-    )
-    credit.add_argument("company_id", metavar="COMPANY", type=_company_id, help="the company's id")
-    credit.add_argument(
-        "amount_nanos", metavar="AMOUNT_USD", type=_usd_amount_nanos, help="amount in USD, e.g. 12.50"
-    )
-    credit.add_argument("--reason", required=True, help="why the money is added (kept in the ledger)")
-    credit.add_argument(
-        "--request-id",
-        help="idempotency key: repeating the command with it credits once (default: a new one, printed)",
-    )
-    credit.add_argument("--actor", help="who credits (default: cli:<your user name>)")
-
+    from service.correction_commands import add_correction_commands
     from service.key_commands import add_keys_commands
+    from service.review_commands import add_review_commands
+
+    add_correction_commands(command, sub, wallet_sub, _company_id, _usd_amount_nanos)
 
     add_keys_commands(sub, _company_id)
+    add_review_commands(command, sub, _positive_int)
     from service.webhook_commands import add_webhook_commands
 
     add_webhook_commands(sub)

@@ -53,6 +53,13 @@ USAGE_DEBITED_NANOS = Counter(
     ["usage_type"],
     registry=REGISTRY,
 )
+USAGE_BATCH_SIZE = Histogram(
+    "billing_usage_batch_size",
+    "Usages applied by one record_usages() call of the group commit (unary calls and RecordUsageBatch "
+    "items together).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000),
+    registry=REGISTRY,
+)
 RECHARGE_ATTEMPTS = Counter(
     "billing_recharge_attempts",
     "Outcomes recorded for recharge attempts, by outcome (succeeded, processing, requires_action, "
@@ -89,9 +96,20 @@ def observe_rpc(method: str, code: str, duration_s: float) -> None:
     children[1].observe(duration_s)
 
 
+def observe_usage_batch(usages: int) -> None:
+    USAGE_BATCH_SIZE.observe(usages)
+
+
+_usage_children: dict[str, tuple[Counter, Counter]] = {}
+
+
 def observe_usage(usage_type: str, amount_nanos: int) -> None:
-    USAGE_RECORDED.labels(usage_type).inc()
-    USAGE_DEBITED_NANOS.labels(usage_type).inc(amount_nanos)
+    children = _usage_children.get(usage_type)
+    if children is None:
+        children = (USAGE_RECORDED.labels(usage_type), USAGE_DEBITED_NANOS.labels(usage_type))
+        _usage_children[usage_type] = children
+    children[0].inc()
+    children[1].inc(amount_nanos)
 
 
 class ServerGauges:

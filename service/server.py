@@ -34,7 +34,7 @@ from service.api.transport import CertificateFiles, bind, check_exposure
 from service.api.usage_servicer import UsageServicer
 from service.api.wallet_servicer import WalletServicer
 from service.api.webhook_servicer import WebhookServicer
-from service.app.event_streams import EventNotifier
+from service.app.event_reader import EventNotifier
 from service.app.usage_batcher import UsageBatcher
 from service.config import Config, StartupError
 from service.db.budget import check_connection_budget
@@ -44,7 +44,7 @@ from service.db.pool import CountingPool, create_pool
 from service.db.startup import apply_migrations, open_database
 from service.domain.settings import ApprovalLevels, RechargeBounds
 from service.health import DatabaseHealth
-from service.metrics import MetricsServer, ServerGauges
+from service.metrics import MetricsServer, ServerGauges, observe_usage_batch
 from service.payments.factory import check_provider_choice, make_provider
 from service.payments.provider import PaymentProvider
 from service.preflight import check_ports, in_use_error
@@ -231,6 +231,7 @@ async def start_server(
             max_batch=config.usage_batch_max,
             max_queue=config.usage_queue_max,
             max_flushes=config.usage_flushers,
+            on_round=observe_usage_batch,
         )
         usage_service_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(pool, batcher), server)
         wallet_service_pb2_grpc.add_WalletServiceServicer_to_server(WalletServicer(pool, events), server)

@@ -35,9 +35,7 @@ import asyncio
 import os
 import signal
 import socket
-import sys
 import time
-from dataclasses import dataclass, field
 
 import structlog
 
@@ -45,10 +43,10 @@ from service.config import Config, ConfigError
 from service.db.budget import check_connection_budget
 from service.db.startup import apply_migrations, open_database
 from service.payments.factory import check_provider_choice
+from service.worker_process import RESTART_BACKOFF_INITIAL_S, Worker
 
 log = structlog.get_logger(__name__)
 
-RESTART_BACKOFF_INITIAL_S = 0.5
 RESTART_BACKOFF_MAX_S = 30.0
 # A worker that ran this long is healthy again: its next crash restarts it after the initial backoff.
 STABLE_AFTER_S = 60.0
@@ -56,7 +54,6 @@ STABLE_AFTER_S = 60.0
 START_TIMEOUT_S = 120.0
 # Beyond the grace period, what a worker may take to close its pool and loops before it is killed.
 STOP_MARGIN_S = 15.0
-READY = b"ready\n"
 
 
 def metrics_ports(config: Config, workers: int) -> list[int | None]:
@@ -101,71 +98,6 @@ def reserve_port(host: str, port: int) -> socket.socket:
 
 class WorkerStartError(Exception):
     """A worker exited or hung before it served for the first time: the service does not start."""
-
-
-@dataclass
-class Worker:
-    """One slot of the pool of workers, and the process currently filling it."""
-
-    index: int
-    env: dict[str, str]
-    proc: asyncio.subprocess.Process | None = None
-    control: socket.socket | None = None  # the parent's end of the socket pair
-    started_at: float = 0.0
-    backoff_s: float = RESTART_BACKOFF_INITIAL_S
-    restarts: int = 0
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    _ready_task: asyncio.Task[None] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.proc is None else self.proc.pid
-
-    async def spawn(self) -> None:
-        parent_end, child_end = socket.socketpair()
-        parent_end.setblocking(False)
-        self.ready = asyncio.Event()
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "service.supervisor",
-                str(self.index),
-                str(child_end.fileno()),
-                env=self.env,
-                pass_fds=(child_end.fileno(),),
-            )
-        except BaseException:
-            parent_end.close()
-            raise
-        finally:
-            child_end.close()
-        self.control = parent_end
-        self.started_at = time.monotonic()
-        self._ready_task = asyncio.create_task(
-            self._watch_ready(parent_end), name=f"worker-{self.index}-ready"
-        )
-        log.info("worker started", worker=self.index, pid=self.proc.pid)
-
-    async def _watch_ready(self, sock: socket.socket) -> None:
-        try:
-            message = await asyncio.get_running_loop().sock_recv(sock, len(READY))
-        except OSError:
-            return
-        if message == READY:
-            self.ready.set()
-
-    def close_control(self) -> None:
-        if self.control is not None:
-            self.control.close()
-            self.control = None
-
-    def signal(self, sig: signal.Signals) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            try:
-                self.proc.send_signal(sig)
-            except ProcessLookupError:
-                pass
 
 
 class Supervisor:
@@ -329,50 +261,3 @@ async def serve_workers(config: Config, workers: int) -> None:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
     log.info("stopped")
-
-
-# -- the worker process ------------------------------------------------------------------------------------
-
-
-async def _worker_main(config: Config, control: socket.socket) -> None:
-    from service.server import start_server
-
-    app = await start_server(config, database_url=config.database_url, reuse_port=True, check_budget=False)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
-    def parent_gone() -> None:
-        # The parent never writes: readable means its end closed (it exited or was killed).
-        log.warning("supervisor gone; shutting down")
-        loop.remove_reader(control.fileno())
-        stop.set()
-
-    loop.add_reader(control.fileno(), parent_gone)
-    try:
-        control.send(READY)
-        await stop.wait()
-    finally:
-        await app.stop()
-
-
-def worker_main(index: int, control_fd: int) -> int:
-    from service.config import load_config
-    from service.logs import configure_logging
-
-    control = socket.socket(fileno=control_fd)
-    control.setblocking(False)
-    config = load_config()
-    configure_logging(config.log_format, config.log_level)
-    # On every line this process logs, so a worker's lines can be told apart.
-    structlog.contextvars.bind_contextvars(worker=index)
-    try:
-        asyncio.run(_worker_main(config, control))
-    except KeyboardInterrupt:
-        pass
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(worker_main(int(sys.argv[1]), int(sys.argv[2])))

@@ -35,7 +35,8 @@ from service.api.wire.wallets import (
 )
 from service.app.corrections import void_usage_record
 from service.app.credits import CreditKind, credit_violations, credit_wallet, debit_wallet
-from service.app.event_streams import EventNotifier, watch_events
+from service.app.event_reader import EventNotifier
+from service.app.event_streams import watch_events
 from service.app.holds import (
     DEFAULT_HOLD_DURATION,
     MAX_HOLD_DURATION,
@@ -229,7 +230,14 @@ class WalletServicer(WalletReporting, wallet_service_pb2_grpc.WalletServiceServi
         v.raise_if_any()
         assert record_id is not None
         void = await void_usage_record(
-            self._pool, request.company_id, record_id, request.reason, request.request_id, actor, amount_nanos
+            self._pool,
+            request.company_id,
+            record_id,
+            request.reason,
+            request.request_id,
+            actor,
+            amount_nanos,
+            principal_id=audit_principal_id(),
         )
         return wallet_service_pb2.VoidUsageRecordResponse(
             transaction=transaction_message(void.entry),

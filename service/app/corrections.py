@@ -5,8 +5,8 @@ record to void, append a `usage_void` ledger entry that names the record (the le
 the original debit is never touched), store the void, emit `usage_voided`. A record can never be voided
 for more than its amount, however the voids are split or raced: the check runs under the wallet lock.
 
-Authorization: once roles exist this is the finance role's (the permission table maps the RPC to it);
-until then, like every RPC, it relies on the gateway in front of the service.
+Authorization: the finance role's (service/api/permissions.py). `actor` is who the void is on behalf
+of; the authenticated principal is recorded beside it, as for credits and debits.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ _VOID_SQL = """
     select (v.void).*, v.record_amount_nanos, v.voided_before_nanos, v.replayed, v.claimed_operation,
            v.claimed_hash
       from void_usage_record(p_company_id => $1, p_request_id => $2, p_request_hash => $3,
-                             p_usage_record_id => $4, p_amount_nanos => $5, p_reason => $6, p_actor => $7) v
+                             p_usage_record_id => $4, p_amount_nanos => $5, p_reason => $6, p_actor => $7,
+                             p_principal_id => $8) v
 """
 _ENTRY_SQL = """
     select sequence, entry_type, amount_nanos, balance_before_nanos, balance_after_nanos, created_at,
@@ -52,6 +53,7 @@ class Void:
     amount_nanos: int
     reason: str
     actor: str
+    principal_id: str | None
     # The record's amount, and how much of it is voided now, this void included.
     record_amount_nanos: int
     voided_nanos: int
@@ -68,6 +70,7 @@ async def void_usage_record(
     request_id: str,
     actor: str,
     amount_nanos: int | None = None,
+    principal_id: str | None = None,
 ) -> Void:
     """Void `amount_nanos` of a usage record (None: all that is not voided yet), once per request id."""
     violations = credit_violations(1 if amount_nanos is None else amount_nanos, reason, actor)
@@ -90,6 +93,7 @@ async def void_usage_record(
                 amount_nanos,
                 reason,
                 actor,
+                principal_id,
             )
         except asyncpg.PostgresError as exc:
             raise_domain_error(exc, company_id, usage_record_id=usage_record_id)
@@ -106,6 +110,7 @@ async def void_usage_record(
         amount_nanos=row["amount_nanos"],
         reason=row["reason"],
         actor=row["actor"],
+        principal_id=row["principal_id"],
         record_amount_nanos=voided["amount_nanos"],
         voided_nanos=voided["voided_nanos"],
         entry=rows.ledger_entry(entry),

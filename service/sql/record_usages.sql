@@ -25,7 +25,8 @@ create or replace function record_usages(
     p_quantities bigint[], p_sms_encodings text[], p_billable_units bigint[], p_occurred_ats timestamptz[],
     p_hold_ids uuid[])
 returns table (item integer, outcome text, error_state text, error_message text, record usage_records)
-language plpgsql as $$
+language plpgsql
+as $$
 #variable_conflict use_column
 declare
     v_plan       usage_records[];
@@ -37,11 +38,29 @@ declare
     v_states     text[];
     v_messages   text[];
     v_record_ids uuid[];
+    v_used       uuid[];
+    v_plan_mode  text := current_setting('plan_cache_mode');
     v_event      record;
 begin
     perform 1 from wallets where company_id = any(p_company_ids) order by company_id for update;
 
     -- A fresh snapshot from here on: every earlier commit on these wallets is visible (READ COMMITTED).
+    -- The records already stored under the items' keys, one index probe per item (limit 1 keeps the
+    -- planner from reading the whole table into a hash join for a large batch). This statement is
+    -- planned for each call: a generic plan, cached in the session while the table was nearly empty (a
+    -- new database, before autovacuum's first ANALYZE), took the primary key, which also leads with
+    -- company_id, and read every record of the wallet for each item, so that each batch on a hot wallet
+    -- was slower than the one before (1,000 items took seconds). The other statements keep their
+    -- generic plans: planning all of them for each call costs milliseconds.
+    perform set_config('plan_cache_mode', 'force_custom_plan', true);
+    select array_agg(used.usage_record_id order by k.item) into v_used
+      from unnest(p_company_ids, p_idempotency_keys) with ordinality as k(company_id, idempotency_key, item)
+      left join lateral (select u.usage_record_id from usage_records u
+                          where u.company_id = k.company_id and u.idempotency_key = k.idempotency_key
+                          limit 1) used
+             on true;
+    perform set_config('plan_cache_mode', v_plan_mode, true);
+
     with items as (
         select *
           from unnest(p_usage_record_ids, p_company_ids, p_idempotency_keys, p_request_hashes, p_usage_types,
@@ -95,11 +114,11 @@ begin
                i.direction, i.number_type, i.quantity, i.sms_encoding, i.billable_units, i.occurred_at,
                i.hold_id, i.item, l.balance_nanos, l.last_sequence, l.minimum_balance_nanos, l.posted_at,
                i.unit_price_nanos, i.rate_card, i.rate_card_version,
-               used.usage_record_id as used_record_id, h.state as hold_state,
+               v_used[i.item] as used_record_id, h.state as hold_state,
                h.usage_record_id as hold_record_id,
                case
                    when l.company_id is null then 'BL404'
-                   when used.usage_record_id is not null then 'existing'
+                   when v_used[i.item] is not null then 'existing'
                    when i.unit_price_nanos is null then 'BL412'
                    when i.hold_id is not null and h.state is null then 'BLH04'
                    when h.state = 'captured' then 'BLH09'
@@ -111,40 +130,37 @@ begin
           left join locked l on l.company_id = i.company_id
           -- Lateral lookups (limit 1 keeps the planner from turning them into joins): one index probe per
           -- item, whatever the planner guesses of the arrays' size.
-          left join lateral (select u.usage_record_id from usage_records u
-                              where u.company_id = i.company_id and u.idempotency_key = i.idempotency_key) used
-                 on true
           left join lateral (select h.state, h.usage_record_id
                                from (select * from holds where hold_id = i.hold_id limit 1) h
                               where h.company_id = i.company_id) h on true
     ),
     runs as (
-        -- Each wallet's debits in item order, with the balance after each.
-        select j.*, j.billable_units * j.unit_price_nanos as amount_nanos,
+        -- Each wallet's debits in item order, with the balance after each (a partition of the items that
+        -- passed the checks; the others ride along in a partition of their own, so that the judged items
+        -- are read once, and never joined back to themselves).
+        select j.*, case when j.verdict is null then j.billable_units * j.unit_price_nanos end as amount_nanos,
                j.balance_nanos - sum(j.billable_units::numeric * j.unit_price_nanos)
-                   over (partition by j.company_id order by j.item) as after_nanos,
-               row_number() over (partition by j.company_id order by j.item) as n
-          from judged j where j.verdict is null
+                   over (partition by j.company_id, j.verdict is null order by j.item) as after_nanos,
+               row_number() over (partition by j.company_id, j.verdict is null order by j.item) as n
+          from judged j
     ),
     bounded as (
         -- A balance a bigint cannot hold fails that item as record_usage() would; the wallet's later
         -- items wait for the next call, which sees the balance without it.
-        select r.*, min(r.item) filter (where r.after_nanos < -9223372036854775808)
+        select r.*, min(r.item) filter (where r.verdict is null and r.after_nanos < -9223372036854775808)
                         over (partition by r.company_id) as first_overflow
           from runs r
     ),
-    planned as (
+    outcome as (
         select b.*,
-               case when b.first_overflow is null or b.item < b.first_overflow then null
-                    when b.item = b.first_overflow and b.n = 1 then '22003'
-                    else 'deferred' end as late_verdict
+               coalesce(b.verdict,
+                        case when b.first_overflow is null or b.item < b.first_overflow then 'recorded'
+                             when b.item = b.first_overflow and b.n = 1 then '22003'
+                             else 'deferred' end) as final_verdict
           from bounded b
     ),
-    outcome as (
-        select j.item, j.company_id, j.rate_key, j.occurred_at, j.hold_id, j.hold_record_id,
-               coalesce(j.verdict, p.late_verdict, 'recorded') as verdict, j.used_record_id,
-               j.usage_record_id
-          from judged j left join planned p on p.item = j.item
+    planned as (
+        select o.* from outcome o where o.final_verdict = 'recorded'
     )
     select
         (select array_agg(row(p.usage_record_id, p.company_id, p.idempotency_key, p.request_hash,
@@ -153,18 +169,17 @@ begin
                               p.rate_card, p.rate_card_version, p.occurred_at, now(),
                               p.last_sequence + p.n, p.after_nanos::bigint,
                               p.after_nanos < p.minimum_balance_nanos)::usage_records order by p.item)
-           from planned p where p.late_verdict is null),
-        (select array_agg(p.posted_at order by p.item) from planned p where p.late_verdict is null),
-        (select array_agg(p.hold_id order by p.item) from planned p
-          where p.late_verdict is null and p.hold_id is not null),
+           from planned p),
+        (select array_agg(p.posted_at order by p.item) from planned p),
+        (select array_agg(p.hold_id order by p.item) from planned p where p.hold_id is not null),
         (select array_agg(p.usage_record_id order by p.item) from planned p
-          where p.late_verdict is null and p.hold_id is not null),
+          where p.hold_id is not null),
         array_agg(o.item order by o.item),
-        array_agg(case when o.verdict in ('recorded', 'existing', 'deferred') then o.verdict
+        array_agg(case when o.final_verdict in ('recorded', 'existing', 'deferred') then o.final_verdict
                        else 'failed' end order by o.item),
-        array_agg(case when o.verdict in ('recorded', 'existing', 'deferred') then null
-                       else o.verdict end order by o.item),
-        array_agg(case o.verdict
+        array_agg(case when o.final_verdict in ('recorded', 'existing', 'deferred') then null
+                       else o.final_verdict end order by o.item),
+        array_agg(case o.final_verdict
                       when 'BL404' then format('company %s has no wallet', o.company_id)
                       when 'BL412' then format('no rate card has a %s rate in effect at %s', o.rate_key,
                                                o.occurred_at)
@@ -175,7 +190,7 @@ begin
                                                o.hold_id)
                       when '22003' then 'bigint out of range'
                   end order by o.item),
-        array_agg(case o.verdict when 'recorded' then o.usage_record_id when 'existing' then o.used_record_id
+        array_agg(case o.final_verdict when 'recorded' then o.usage_record_id when 'existing' then o.used_record_id
                   end order by o.item)
       into v_plan, v_created, v_hold_ids, v_hold_uses, v_items, v_outcomes, v_states, v_messages,
            v_record_ids

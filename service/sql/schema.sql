@@ -293,6 +293,7 @@ create table stripe_webhook_reviews (
     received_at timestamp with time zone default now() not null,
     resolved_at timestamp with time zone,
     resolution text,
+    resolved_by text,
     constraint stripe_webhook_reviews_attempt_id_fkey FOREIGN KEY (company_id, attempt_id) REFERENCES recharge_attempts(company_id, attempt_id),
     constraint stripe_webhook_reviews_company_id_fkey FOREIGN KEY (company_id) REFERENCES companies(company_id),
     constraint stripe_webhook_reviews_event_id_fkey FOREIGN KEY (event_id) REFERENCES stripe_webhook_events(event_id),
@@ -371,6 +372,7 @@ create table usage_voids (
     ledger_sequence bigint not null,
     balance_after_nanos bigint not null,
     created_at timestamp with time zone default now() not null,
+    principal_id text,
     constraint usage_voids_amount_nanos_check CHECK ((amount_nanos > 0)),
     constraint usage_voids_company_id_ledger_sequence_fkey FOREIGN KEY (company_id, ledger_sequence) REFERENCES ledger_entries(company_id, sequence),
     constraint usage_voids_company_id_usage_record_id_fkey FOREIGN KEY (company_id, usage_record_id) REFERENCES usage_records(company_id, usage_record_id),
@@ -540,7 +542,7 @@ CREATE INDEX webhook_deliveries_pending ON public.webhook_deliveries USING btree
 -- record_usage(p_usage_record_id uuid, p_company_id text, p_idempotency_key text, p_request_hash bytea, p_usage_type text, p_rate_key text, p_direction text, p_number_type text, p_quantity bigint, p_sms_encoding text, p_billable_units bigint, p_occurred_at timestamp with time zone, p_hold_id uuid DEFAULT NULL::uuid, p_posted_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns usage_records language plpgsql
 --     record_usage.sql, body md5 52215ccfacc761922dfb2e22f757306e
 -- record_usages(p_usage_record_ids uuid[], p_company_ids text[], p_idempotency_keys text[], p_request_hashes bytea[], p_usage_types text[], p_rate_keys text[], p_directions text[], p_number_types text[], p_quantities bigint[], p_sms_encodings text[], p_billable_units bigint[], p_occurred_ats timestamp with time zone[], p_hold_ids uuid[]) returns TABLE(item integer, outcome text, error_state text, error_message text, record usage_records) language plpgsql
---     record_usages.sql, body md5 c020a5a112dd2afc51025cfca022532a
+--     record_usages.sql, body md5 d600b2230f640689da5c77c2f2dd0310
 -- reject_ledger_mutation() returns trigger language plpgsql
 --     append_only.sql, body md5 73b183062f5452967ef36668a2036a60
 -- release_hold(p_company_id text, p_hold_id uuid) returns holds language plpgsql
@@ -553,8 +555,8 @@ CREATE INDEX webhook_deliveries_pending ON public.webhook_deliveries USING btree
 --     usage_rollups_apply.sql, body md5 f29bea63f4d0d7dadd8e6834c60e5ebb
 -- usage_rollups_apply_delete() returns trigger language plpgsql
 --     usage_rollups_apply_delete.sql, body md5 ee6fec10c4bc3cdd064b482d128cdd1e
--- void_usage_record(p_company_id text, p_request_id text, p_request_hash bytea, p_usage_record_id uuid, p_amount_nanos bigint, p_reason text, p_actor text, OUT void usage_voids, OUT record_amount_nanos bigint, OUT voided_before_nanos bigint, OUT replayed boolean, OUT claimed_operation text, OUT claimed_hash bytea) returns record language plpgsql
---     void_usage_record.sql, body md5 b27f278d4beb763fd1edc82384c93bab
+-- void_usage_record(p_company_id text, p_request_id text, p_request_hash bytea, p_usage_record_id uuid, p_amount_nanos bigint, p_reason text, p_actor text, p_principal_id text, OUT void usage_voids, OUT record_amount_nanos bigint, OUT voided_before_nanos bigint, OUT replayed boolean, OUT claimed_operation text, OUT claimed_hash bytea) returns record language plpgsql
+--     void_usage_record.sql, body md5 c8ce390cfe55e147fc9b6544a8ec63fc
 -- wallet_suspension_changed() returns trigger language plpgsql
 --     wallet_suspension_changed.sql, body md5 ef7ce11e669d85052d7f1c5781306637
 

@@ -4,7 +4,7 @@
 -- On a replay the stored void comes back with the claim, for the caller to compare.
 create or replace function void_usage_record(
     p_company_id text, p_request_id text, p_request_hash bytea, p_usage_record_id uuid, p_amount_nanos bigint,
-    p_reason text, p_actor text,
+    p_reason text, p_actor text, p_principal_id text,
     out void usage_voids, out record_amount_nanos bigint, out voided_before_nanos bigint,
     out replayed boolean, out claimed_operation text, out claimed_hash bytea)
 language plpgsql as $$
@@ -44,13 +44,14 @@ begin
                                    p_amount_nanos => v_amount, p_reference => 'void:' || p_request_id,
                                    p_description => p_reason, p_usage_record_id => p_usage_record_id);
     insert into usage_voids (company_id, request_id, usage_record_id, amount_nanos, reason, actor,
-                             ledger_sequence, balance_after_nanos)
-    values (p_company_id, p_request_id, p_usage_record_id, v_amount, p_reason, p_actor, v_entry.sequence,
-            v_entry.balance_after_nanos)
+                             principal_id, ledger_sequence, balance_after_nanos)
+    values (p_company_id, p_request_id, p_usage_record_id, v_amount, p_reason, p_actor, p_principal_id,
+            v_entry.sequence, v_entry.balance_after_nanos)
     returning * into void;
     perform emit_wallet_event(p_company_id => p_company_id, p_event_type => 'usage_voided', p_payload => jsonb_build_object(
         'usage_record_id', p_usage_record_id, 'amount_nanos', v_amount, 'record_amount_nanos', record_amount_nanos,
         'voided_nanos', voided_before_nanos + v_amount, 'balance_nanos', v_entry.balance_after_nanos,
-        'ledger_sequence', v_entry.sequence, 'reason', p_reason, 'actor', p_actor, 'request_id', p_request_id));
+        'ledger_sequence', v_entry.sequence, 'reason', p_reason, 'actor', p_actor, 'principal_id', p_principal_id,
+        'request_id', p_request_id));
 end
 $$;

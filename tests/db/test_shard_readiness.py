@@ -58,6 +58,12 @@ GLOBAL_READERS = {
     "service.webhooks.store._NEXT_DUE_SQL": "webhook loop: when an endpoint's next attempt is due",
     "service.app.webhook_endpoints._DELIVERY_SQL": "by delivery id: an operator's redelivery",
     "service.app.webhook_endpoints._FAIL_PENDING_SQL": "by endpoint id: a disabled endpoint's deliveries",
+    # An operator's commands (`stripe-reviews`): the held events of every company, and one by the Stripe
+    # event id the operator has. On Citus a multi-shard read, run by hand and rarely.
+    "service.recharge.webhook_reviews._LIST_OPEN_SQL": "operator: open held events, every company",
+    "service.recharge.webhook_reviews._LIST_ALL_SQL": "operator: all held events, every company",
+    "service.recharge.webhook_reviews._RESOLVE_SQL": "operator: a held event resolved by its event id",
+    "service.recharge.webhook_reviews._READ_SQL": "operator: a held event read by its event id",
 }
 # Statements assembled at run time (f-strings), so not checked here; each says where its filter is.
 RUNTIME_BUILT = {

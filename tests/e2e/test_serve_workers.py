@@ -229,3 +229,42 @@ async def test_pools_that_cannot_fit_max_connections_stop_the_start_with_a_clear
     assert "configuration error: 3 server process(es) (BILLING_GRPC_WORKERS) x 203 connections" in text
     assert "= 609 connections, but the database allows" in text
     assert "worker started" not in text  # checked before any worker exists
+
+
+async def test_each_worker_traces_its_calls_when_tracing_is_asked_for(db_url: str, tmp_path: Path) -> None:
+    """`serve --workers N` starts tracing in every worker, as `serve` does alone (the console exporter
+    writes each span as JSON to the log when the worker stops)."""
+    env = {
+        "DATABASE_URL": db_url,
+        "BILLING_PAYMENT_PROVIDER": "sandbox",
+        "BILLING_ALLOW_SANDBOX": "1",
+        "BILLING_DB_POOL_MIN_SIZE": "1",
+        "BILLING_DB_POOL_MAX_SIZE": "2",
+        "OTEL_TRACES_EXPORTER": "console",
+    }
+    log = tmp_path / "service.log"
+    server = ServiceProcess(env, log, args=("serve", "--workers", "2"))
+    server.env["BILLING_METRICS_PORT"] = "off"
+    try:
+        server.start()
+        await server.wait_serving()
+        await server.wait_all_workers(2)
+        channels = [
+            grpc.aio.insecure_channel(server.target, options=[("grpc.use_local_subchannel_pool", 1)])
+            for _ in range(8)
+        ]
+        try:
+            for channel in channels:
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await wallet_service_pb2_grpc.WalletServiceStub(channel).GetWallet(
+                        wallet_service_pb2.GetWalletRequest(company_id="nobody")
+                    )
+        finally:
+            for channel in channels:
+                await channel.close()
+        server.signal(signal.SIGTERM)
+        assert await server.wait_exit(timeout_s=60) == 0
+    finally:
+        server.kill_quietly()
+    text = log.read_text()
+    assert text.count('"name": "/consofta.billing.v1.WalletService/GetWallet"') == len(channels), text[-3000:]

@@ -11,7 +11,7 @@ import asyncpg
 import grpc
 from consofta.billing.v1 import wallet_events_pb2, wallet_service_pb2, wallet_service_pb2_grpc
 
-from service.app.event_streams import EventNotifier
+from service.app.event_reader import EventNotifier
 from tests.conftest import Stubs
 from tests.limits.conftest import emit, serving
 from tests.support.rpc import rich_error

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -18,32 +16,9 @@ from service.app.record_usage import RecordUsageCommand, record_usage
 from service.db.embedded import running_url
 from service.db.migrate import available_migrations
 from service.domain.usage_kinds import EmailUsage
-from tests.support.process import ENTRY_POINT
+from tests.support.cli import run
 
 LATEST = available_migrations()[-1].version
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-async def run(*args: str, database_url: str | None = None, **env: str) -> Result:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "DATABASE_URL"))}
-    full_env.update(env, BILLING_LOG_FORMAT="json")
-    if database_url is not None:
-        full_env["DATABASE_URL"] = database_url
-        # A test database: the sandbox is allowed on it (the provider must be chosen with DATABASE_URL).
-        full_env.setdefault("BILLING_PAYMENT_PROVIDER", "sandbox")
-        full_env.setdefault("BILLING_ALLOW_SANDBOX", "1")
-    proc = await asyncio.create_subprocess_exec(
-        ENTRY_POINT, *args, env=full_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return Result(proc.returncode, out.decode(), err.decode())
 
 
 @pytest.mark.parametrize(
@@ -155,6 +130,89 @@ async def test_wallet_credit_adds_a_manual_credit_once_per_request_id(db_url: st
     ]
 
 
+async def test_wallet_debit_and_usage_void_correct_once_per_request_id(db_url: str) -> None:
+    assert (await run("company", "create", "acme", database_url=db_url)).code == 0
+    pool = await asyncpg.create_pool(db_url, min_size=1, max_size=1)
+    assert pool is not None
+    try:
+        now = datetime.now(UTC)
+        recorded = await record_usage(pool, RecordUsageCommand("acme", "k1", EmailUsage(1000), None, now))
+    finally:
+        await pool.close()
+    record_id = str(recorded.record.usage_record_id)
+
+    debit = ("wallet", "debit", "acme", "2.25", "--reason", "missed usage", "--request-id", "d-1")
+    first = await run(*debit, database_url=db_url)
+    assert first.code == 0, first.err
+    assert first.out == (
+        "debit of 2.250000000 USD from acme applied: ledger entry 2, balance -2.925000000 USD, "
+        "request id d-1\n"
+    )
+    again = await run(*debit, database_url=db_url)
+    assert again.code == 0 and "was already applied (same request id)" in again.out
+
+    void = (
+        "usage",
+        "void",
+        "acme",
+        record_id,
+        "--amount",
+        "0.5",
+        "--reason",
+        "bounced",
+        "--request-id",
+        "v-1",
+    )
+    part = await run(*void, "--json", database_url=db_url)
+    assert part.code == 0, part.err
+    assert {k: v for k, v in json.loads(part.out).items() if k.endswith("_nanos")} == {
+        "amount_nanos": 500_000_000,
+        "record_amount_nanos": 675_000_000,
+        "voided_nanos": 500_000_000,
+        "balance_after_nanos": -2_425_000_000,
+    }
+    rest = await run("usage", "void", "acme", record_id, "--reason", "bounced", database_url=db_url)
+    assert rest.code == 0, rest.err
+    assert "0.675000000 of 0.675000000 USD voided" in rest.out
+    past = await run("usage", "void", "acme", record_id, "--reason", "again", database_url=db_url)
+    assert past.code == 1 and "cannot be voided" in past.err, past.err
+    replay = await run(*void, database_url=db_url)
+    assert replay.code == 0 and "was already applied (same request id)" in replay.out
+
+    conn = await asyncpg.connect(db_url)
+    try:
+        rows = await conn.fetch(
+            "select amount_nanos, principal_id from usage_voids where company_id = 'acme' "
+            "order by ledger_sequence"
+        )
+        debits = await conn.fetch("select principal_id from wallet_credits where company_id = 'acme'")
+    finally:
+        await conn.close()
+    assert [(r["amount_nanos"], r["principal_id"].startswith("cli:")) for r in rows] == [
+        (500_000_000, True),
+        (175_000_000, True),
+    ]
+    assert [r["principal_id"].startswith("cli:") for r in debits] == [True]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ("usage", "void", "acme", "not-a-uuid", "--reason", "x"),
+            "argument RECORD: 'not-a-uuid' is not a usage",
+        ),
+        (("usage", "void", "acme", "00000000-0000-0000-0000-000000000001"), "required: --reason"),
+        (("wallet", "debit", "acme", "-1", "--reason", "x"), "argument AMOUNT_USD: '-1' must be a positive"),
+        (("wallet", "debit", "acme", "5", "--reason", " "), "reason: is required"),
+    ],
+)
+async def test_correction_errors_name_the_argument(args: tuple[str, ...], says: str) -> None:
+    result = await run(*args)
+    assert result.code == 2
+    assert says in result.err
+
+
 @pytest.mark.parametrize(
     ("args", "code", "says"),
     [
@@ -208,7 +266,11 @@ async def test_bad_arguments_name_the_argument(args: tuple[str, ...], says: str)
         ("company", "create"),
         ("wallet", "show"),
         ("wallet", "credit"),
+        ("wallet", "debit"),
+        ("usage", "void"),
         ("recharges", "list"),
+        ("stripe-reviews", "list"),
+        ("stripe-reviews", "resolve"),
         ("worker",),
     ],
 )

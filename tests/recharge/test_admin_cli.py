@@ -6,8 +6,8 @@ from collections.abc import Awaitable, Callable
 
 from service.domain.money import usd
 from service.recharge.loop import RechargeLoop
-from tests.ops.test_cli import run
 from tests.recharge.conftest import Wallets, wait_until
+from tests.support.cli import run
 from tests.support.fake_stripe import ChargeOutcome, FakeStripe
 
 

@@ -6,6 +6,7 @@ verify at once, so one can be rotated."""
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from service.payments.provider import PaymentProvider
 from service.payments.stripe_provider import StripeProvider
 from service.recharge.loop import RechargeLoop
 from service.recharge.webhooks import WEBHOOK_PATH, WebhookServer
+from tests.support.cli import run
 from tests.support.fake_stripe import DEFAULT_WEBHOOK_SECRET, ChargeOutcome, FakeStripe
 
 from .conftest import FAST, Wallets, wait_until
@@ -105,6 +107,74 @@ async def test_a_signed_success_that_does_not_match_its_attempt_credits_nothing_
     assert (await send(fake, webhook_url, genuine_event))[1]["result"] == "applied"
     (credit,) = await wallets.credits(company.company_id)
     assert credit["amount_nanos"] == genuine["amount"] * NANOS_PER_CENT
+
+
+async def test_a_held_event_is_listed_and_resolved_once_by_an_operator(
+    wallets: Wallets,
+    fake: FakeStripe,
+    start_loop: StartLoop,
+    webhook_url: str,
+    pool: asyncpg.Pool,
+    db_url: str,
+) -> None:
+    company, pi_id = await processing_company(wallets, fake, start_loop)
+    event = fake.settle_payment_intent(pi_id, ChargeOutcome.succeeded())
+    fake.payment_intents[pi_id].update(currency="eur")
+    event["data"]["object"].update(currency="eur")
+    assert (await send(fake, webhook_url, event))[1]["result"] == "held_for_review"
+
+    listed = await run("stripe-reviews", "list", "--json", database_url=db_url)
+    assert listed.code == 0, listed.err
+    (review,) = json.loads(listed.out)["reviews"]
+    assert (review["event_id"], review["company_id"], review["reasons"]) == (
+        event["id"],
+        company.company_id,
+        ["currency"],
+    )
+    assert review["resolved_at"] is None and review["details"]
+
+    resolution = "checked in Stripe: refunded the EUR charge, no credit due"
+    first = await run(
+        "stripe-reviews", "resolve", event["id"], "--resolution", resolution, database_url=db_url
+    )
+    assert first.code == 0, first.err
+    assert first.out == f"Stripe webhook event {event['id']} of {company.company_id} resolved\n"
+    again = await run(
+        "stripe-reviews", "resolve", event["id"], "--resolution", resolution, database_url=db_url
+    )
+    assert again.code == 0 and "already resolved so (nothing changed)" in again.out
+    other = await run(
+        "stripe-reviews", "resolve", event["id"], "--resolution", "credited", database_url=db_url
+    )
+    assert other.code == 1 and "was already resolved at" in other.err and "refunded the EUR" in other.err
+    row = await pool.fetchrow(
+        "select resolution, resolved_by from stripe_webhook_reviews where event_id = $1", event["id"]
+    )
+    assert row["resolution"] == resolution and row["resolved_by"].startswith("cli:")
+    # Resolved events leave the default list; --all shows them.
+    assert json.loads((await run("stripe-reviews", "list", "--json", database_url=db_url)).out) == {
+        "reviews": []
+    }
+    everything = await run("stripe-reviews", "list", "--all", database_url=db_url)
+    assert event["id"] in everything.out and "resolved by cli:" in everything.out
+    assert await wallets.credits(company.company_id) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (("evt_nothing", "--resolution", "x"), 1, "no Stripe webhook event 'evt_nothing' is held for review"),
+        (("evt bad\n", "--resolution", "x"), 2, "event_id: 'evt bad\\n' is not a Stripe event id"),
+        (("evt_1", "--resolution", " "), 2, "resolution: is required"),
+        (("evt_1",), 2, "the following arguments are required: --resolution"),
+    ],
+)
+async def test_resolving_names_what_is_wrong(
+    db_url: str, args: tuple[str, ...], code: int, says: str
+) -> None:
+    result = await run("stripe-reviews", "resolve", *args, database_url=db_url)
+    assert result.code == code
+    assert says in result.err, result.err
 
 
 async def test_the_payload_is_not_trusted_only_the_payment_intent_fetched_with_our_key(

@@ -16,6 +16,7 @@ from service.domain.usage_kinds import DEFAULT_RATES_NANOS, RATE_KEYS
 from tests.conftest import Stubs
 from tests.reporting.test_statements_and_summaries import _rate_key
 from tests.support.rpc import rich_error
+from tests.support.usage_examples import UNIT_OF_RATE_KEY
 
 
 async def override(
@@ -56,9 +57,7 @@ async def test_rate_card_lists_overrides_and_agrees_with_effective_rate(
         expected = await conn.fetchrow("select * from effective_rate($1, $2, now())", company, key)
         assert (nanos_of(rate.unit_price), rate.rate_card, rate.rate_card_version) == tuple(expected)
         assert rate.company_override == (key in ("email", "sms_outbound"))
-        assert rate.unit == {"email": "email", "sms_outbound": "segment", "sms_inbound": "segment"}.get(
-            key, "minute"
-        )
+        assert rate.unit == UNIT_OF_RATE_KEY[key]
     email = next(r for r in now.rates if _rate_key(r.category) == "email")
     assert (email.rate_card, email.rate_card_version, email.effective_from) == (company, 1, timestamp(switch))
 

@@ -15,6 +15,7 @@ import structlog
 from consofta.billing.v1 import (
     settings_service_pb2,
     settings_service_pb2_grpc,
+    usage_service_pb2_grpc,
     wallet_service_pb2,
     wallet_service_pb2_grpc,
 )
@@ -27,6 +28,7 @@ from service.server import BillingServer
 from tests.conftest import Stubs
 from tests.security.conftest import MakeKey, bearer
 from tests.support.rpc import rich_error
+from tests.wallet.conftest import outbound_call, record
 
 
 async def _refusal(call: object) -> tuple[grpc.StatusCode, str, str]:
@@ -161,6 +163,21 @@ async def test_audit_rows_record_the_principal_and_a_label_only_beside_it(
         metadata=bearer(finance.secret),
     )
     row = await pool.fetchrow("select actor, principal_id from wallet_credits where company_id = 'acme'")
+    assert dict(row) == {"actor": "cfo@consofta.com", "principal_id": f"key:{finance.key.key_id}"}
+    recorded = await usage_service_pb2_grpc.UsageServiceStub(channel).RecordUsage(
+        record("acme", "u1", outbound_call(60)), metadata=bearer(admin)
+    )
+    await wallet.VoidUsageRecord(
+        wallet_service_pb2.VoidUsageRecordRequest(
+            company_id="acme",
+            request_id="v1",
+            usage_record_id=recorded.usage_record.id,
+            reason="dropped call",
+            actor="cfo@consofta.com",
+        ),
+        metadata=bearer(finance.secret),
+    )
+    row = await pool.fetchrow("select actor, principal_id from usage_voids where company_id = 'acme'")
     assert dict(row) == {"actor": "cfo@consofta.com", "principal_id": f"key:{finance.key.key_id}"}
 
 

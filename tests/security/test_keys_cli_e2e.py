@@ -21,8 +21,8 @@ from google.type import money_pb2
 
 from service.api.auth import KEY_CACHE_TTL_S
 from service.app.api_keys import SECRET
-from tests.ops.test_cli import run
 from tests.security.conftest import bearer
+from tests.support.cli import run
 from tests.support.process import ServiceProcess
 
 

@@ -13,8 +13,8 @@ from service.config import ConfigError, load_config
 from service.domain.principals import Grant, Role
 from service.security_config import SecurityConfigError, parse_identities
 from service.server import start_server
-from tests.ops.test_cli import run
 from tests.support.certs import leaf
+from tests.support.cli import run
 
 
 def test_unset_auth_is_off_only_on_a_loopback_address() -> None:

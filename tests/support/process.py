@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -18,39 +19,93 @@ ENTRY_POINT = str(Path(sys.executable).parent / "consofta-billing")
 
 
 def free_port() -> int:
+    """A port free at this moment. Prefer port 0 and asking the process which it bound: between this
+    call and the process binding it, another program may take it."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
+_QUIET = ("warning", "error")
+
+
 class ServiceProcess:
+    """`consofta-billing serve` as a process. Every listener binds port 0 (unless `env` names a port) and
+    the port is read from the `serving` log line, so no port is picked before the process binds it. Once
+    known, the gRPC port is kept for restarts (`start()` again), as a proxy or a client in front of it
+    expects. At a log level that hides the `serving` line, the gRPC port is picked beforehand."""
+
     def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ("serve",)) -> None:
-        self.port = free_port()
-        self.metrics_port = free_port()
         self.env = {
             **os.environ,
             "BILLING_LOG_FORMAT": "json",
+            # Tests of several worktrees run side by side on one machine, beside a service on the default
+            # ports: every listener picks a free port.
+            "BILLING_GRPC_PORT": "0",
+            "BILLING_METRICS_PORT": "0",
+            "BILLING_WEBHOOK_PORT": "0",
             **env,
-            "BILLING_GRPC_PORT": str(self.port),
-            # Free ports for every listener: tests of several worktrees run side by side on one machine.
-            "BILLING_METRICS_PORT": str(self.metrics_port),
-            "BILLING_WEBHOOK_PORT": str(free_port()),
         }
         self.env.pop("DATABASE_URL", None) if "DATABASE_URL" not in env else None
+        if self.env.get("BILLING_LOG_LEVEL") in _QUIET:
+            # No `serving` line at these levels (the benches run quiet): the ports are picked beforehand.
+            for name in ("BILLING_GRPC_PORT", "BILLING_METRICS_PORT"):
+                if name not in env:
+                    self.env[name] = str(free_port())
+        self.port: int | None = int(self.env["BILLING_GRPC_PORT"]) or None
+        metrics = self.env["BILLING_METRICS_PORT"]
+        # The metrics port of a single server process (`serve --workers N` gives each worker its own).
+        self.metrics_port: int | None = int(metrics) if metrics.isdigit() and metrics != "0" else None
         self.log_path = log_path
         self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
 
     def start(self) -> None:
         log = self.log_path.open("ab")
+        self._log_offset = log.tell()
         self.proc = subprocess.Popen([ENTRY_POINT, *self.args], env=self.env, stdout=log, stderr=log)
 
     @property
     def target(self) -> str:
+        assert self.port is not None, "the port is known once the process says `serving` (wait_serving)"
         return f"127.0.0.1:{self.port}"
+
+    def _served_port(self) -> int | None:
+        """The gRPC port from this start's `serving` line, if it has been written yet (and the metrics
+        port it names)."""
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_offset)
+            text = log.read().decode(errors="replace")
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("event") == "serving" and entry.get("port"):
+                if isinstance(entry.get("metrics_port"), int):
+                    self.metrics_port = entry["metrics_port"]
+                return int(entry["port"])
+        return None
 
     async def wait_serving(self, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"service exited with {self.proc.returncode}:\n{self.log_path.read_text()}"
+                )
+            port = self.port if self.env.get("BILLING_LOG_LEVEL") in _QUIET else self._served_port()
+            if port is not None:
+                self.port = port
+                self.env["BILLING_GRPC_PORT"] = str(port)  # a restart binds the same port again
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(
+                f"service did not say `serving` within {timeout_s}s:\n{self.log_path.read_text()}"
+            )
         async with grpc.aio.insecure_channel(self.target) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import asyncpg
+import pytest
 from consofta.billing.v1 import usage_pb2
 
 from service.api.validation import Violations
@@ -21,8 +22,11 @@ from service.domain.usage_kinds import (
     NumberType,
     SmsUsage,
     kind_of,
+    meter,
+    price_with_rates,
     usage_from_stored,
 )
+from tests.support.usage_examples import EXAMPLES, Example
 
 KIND_NAMES = {kind.name for kind in KINDS}
 
@@ -93,3 +97,49 @@ async def test_the_schema_accepts_exactly_the_registered_kinds_and_rate_keys(poo
     assert by_column[("usage_records", "usage_type")] == KIND_NAMES
     assert by_column[("holds", "usage_type")] == KIND_NAMES
     assert by_column[("rate_card_rates", "rate_key")] == set(RATE_KEYS)
+
+
+def test_every_kind_and_rate_key_has_an_example() -> None:
+    missing = [key for key in RATE_KEYS if key not in {e.rate_key for e in EXAMPLES}]
+    assert not missing, f"add an example of {missing} to tests/support/usage_examples.py"
+    assert {e.kind for e in EXAMPLES} == KIND_NAMES
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.rate_key)
+def test_each_example_meters_and_prices_as_written(example: Example) -> None:
+    metering, unit_price, amount = price_with_rates(example.usage, DEFAULT_RATES_NANOS)
+    assert (metering.rate_key, metering.billable_units, amount) == (
+        example.rate_key,
+        example.billable_units,
+        example.amount_nanos,
+    )
+    assert kind_of(example.usage).unit == example.unit
+    assert unit_price * example.billable_units == amount
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.rate_key)
+def test_each_example_goes_to_the_wire_and_back(example: Example) -> None:
+    v = Violations()
+    parsed = parse_usage(v, usage_message(example.usage))
+    assert not v.items
+    assert parsed is not None and meter(parsed) == meter(example.usage)
+
+
+async def test_the_dimensions_stored_in_columns_are_ones_the_schema_accepts(pool: asyncpg.Pool) -> None:
+    # record_usage() stores a dimension named like a column of usage_records there too (record_usage.py
+    # _dimension); a kind whose values the column's CHECK refuses would fail at the first RecordUsage.
+    rows = await pool.fetch(
+        """
+        select pg_get_constraintdef(oid) as definition from pg_constraint
+         where contype = 'c' and conrelid = 'usage_records'::regclass
+        """
+    )
+    for kind in KINDS:
+        for dimension in set(kind.dimensions) & {"direction", "number_type"}:
+            allowed = next(
+                _literals(r["definition"]) for r in rows if f"({dimension} = ANY" in r["definition"]
+            )
+            values = {str(v) for v in kind.dimension_enum(dimension)}
+            assert values <= allowed, (
+                f"{kind.name}.{dimension}: usage_records.{dimension} refuses {values - allowed}"
+            )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tests.ops.test_cli import run
+from tests.support.cli import run
 
 ALLOW = {"BILLING_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"}
 

@@ -6,11 +6,14 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment.astimezone(UTC))
-    return stamp
+    # Integer arithmetic on the timedelta, exact to the microsecond like FromDatetime, at a fraction of
+    # its cost (it runs twice for every record a RecordUsage answers with).
+    delta = (moment if moment.tzinfo is not None else moment.astimezone(UTC)) - _EPOCH
+    return Timestamp(seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000)
 
 
 def datetime_of(stamp: Timestamp) -> datetime:

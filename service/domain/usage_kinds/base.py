@@ -82,6 +82,10 @@ def counted(number: int, plural: str) -> str:
     return f"{number:,} {unit}"
 
 
+# A kind's rate keys and the dimension values each stands for (from_stored's cache), by kind name.
+_STORED_FIELDS: dict[str, dict[RateKey, dict[str, Any]]] = {}
+
+
 class UsageKind(Generic[U]):
     """One kind of usage. Subclasses set the class attributes and implement meter, violations and
     fingerprint; the rest follows from the dataclass's fields."""
@@ -138,6 +142,10 @@ class UsageKind(Generic[U]):
 
     def from_stored(self, rate_key: RateKey, quantity: int) -> U:
         """The usage a stored record describes (an SMS body is not stored: it reads back as segments)."""
-        category = self.categories()[rate_key]
-        values = {name: value for name, value in category.values}
-        return self.usage_class(**values, **{self.quantity_field: quantity})
+        # Every record a RecordUsage answers with reads back through here: the fields of each rate key
+        # are worked out once per kind.
+        stored = _STORED_FIELDS.get(self.name)
+        if stored is None:
+            stored = {key: dict(category.values) for key, category in self.categories().items()}
+            _STORED_FIELDS[self.name] = stored
+        return self.usage_class(**stored[rate_key], **{self.quantity_field: quantity})
