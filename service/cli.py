@@ -240,6 +240,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add_keys_commands(sub, _company_id)
     add_review_commands(command, sub, _positive_int)
+    from service.webhook_commands import add_webhook_commands
+
+    add_webhook_commands(sub)
 
     recharges = sub.add_parser("recharges", help="card recharges", description="Inspect card recharges.")
     recharges_sub = recharges.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -17,6 +17,8 @@ from consofta.billing.v1 import (
     usage_service_pb2_grpc,
     wallet_service_pb2,
     wallet_service_pb2_grpc,
+    webhook_service_pb2,
+    webhook_service_pb2_grpc,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -31,6 +33,7 @@ from service.api.settings_servicer import SettingsServicer
 from service.api.transport import CertificateFiles, bind, check_exposure
 from service.api.usage_servicer import UsageServicer
 from service.api.wallet_servicer import WalletServicer
+from service.api.webhook_servicer import WebhookServicer
 from service.app.event_reader import EventNotifier
 from service.app.usage_batcher import UsageBatcher
 from service.config import Config, StartupError
@@ -48,6 +51,7 @@ from service.payments.provider import PaymentProvider
 from service.preflight import check_ports, in_use_error
 from service.recharge.loop import LoopSettings, RechargeLoop
 from service.recharge.webhooks import WebhookServer
+from service.webhooks.deliverer import Deliverer, DeliverySettings
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +59,7 @@ SERVICE_NAMES = (
     usage_service_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
     wallet_service_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name,
     settings_service_pb2.DESCRIPTOR.services_by_name["SettingsService"].full_name,
+    webhook_service_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
 )
 
 
@@ -81,6 +86,8 @@ class BillingServer:
     recharge: RechargeLoop | None = None
     # None when no webhook secret is configured (the sandbox provider sends no webhooks).
     webhooks: WebhookServer | None = None
+    # Outbound webhooks; None while BILLING_WEBHOOK_ALLOWED_HOSTS is empty.
+    deliverer: Deliverer | None = None
     # The TLS certificate files, re-read when they change on disk or on SIGHUP; None without TLS.
     certificates: CertificateFiles | None = None
     # Background work (the recharge loop...) registers here how to stop taking new work; each hook
@@ -239,6 +246,8 @@ async def start_server(
         settings_service_pb2_grpc.add_SettingsServiceServicer_to_server(
             SettingsServicer(pool, provider, bounds, approval), server
         )
+        hooks = WebhookServicer(pool, config.webhook_allowed_hosts, config.webhook_retry_for_s)
+        webhook_service_pb2_grpc.add_WebhookServiceServicer_to_server(hooks, server)
         health = DatabaseHealth(pool, SERVICE_NAMES, config.health_probe_interval_s)
         health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
         if security.reflection != "off":
@@ -313,6 +322,10 @@ async def start_server(
             webhooks = running.webhooks
             running.on_stop(lambda _grace_s: webhooks.stop())
         running.on_stop(running.recharge.stop)
+        if config.webhook_allowed_hosts.enabled:
+            running.deliverer = Deliverer(pool, database_url, DeliverySettings.from_config(config))
+            await running.deliverer.start()
+            running.on_stop(running.deliverer.stop)
     except BaseException:
         await running.stop(grace_s=0)
         raise

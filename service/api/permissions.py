@@ -51,6 +51,8 @@ class Rule:
     target: Callable[[Any], Target] = company_of
     # Roles that may make the request over every company (`target` gives ALL_COMPANIES).
     all_companies_roles: frozenset[Role] = frozenset()
+    # Every request of the method spans all companies (deployment-wide state, e.g. webhook endpoints).
+    deployment_wide: bool = False
 
 
 def _rule(
@@ -67,6 +69,16 @@ READERS = (D, F, OPS)
 _USAGE = "/consofta.billing.v1.UsageService/"
 _WALLET = "/consofta.billing.v1.WalletService/"
 _SETTINGS = "/consofta.billing.v1.SettingsService/"
+_WEBHOOKS = "/consofta.billing.v1.WebhookService/"
+
+
+def _deployment(_request: Any) -> Target:
+    return ALL_COMPANIES
+
+
+# Outbound webhooks send events out of the service, and an endpoint may receive every company's: only
+# operators (and admin) bound to no company manage them.
+_HOOKS = Rule(frozenset((OPS, Role.ADMIN)), _deployment, frozenset((OPS, Role.ADMIN)), deployment_wide=True)
 
 PERMISSIONS: Final[dict[str, Rule]] = {
     # Metering services record what was used; nothing else writes usage.
@@ -105,6 +117,11 @@ PERMISSIONS: Final[dict[str, Rule]] = {
     _SETTINGS + "SetDefaultCard": _rule(D),
     _SETTINGS + "GetCard": _rule(*READERS),
     _SETTINGS + "RemoveCard": _rule(D),
+    _WEBHOOKS + "CreateWebhookEndpoint": _HOOKS,
+    _WEBHOOKS + "ListWebhookEndpoints": _HOOKS,
+    _WEBHOOKS + "DisableWebhookEndpoint": _HOOKS,
+    _WEBHOOKS + "ListWebhookDeliveries": _HOOKS,
+    _WEBHOOKS + "RedeliverWebhookDelivery": _HOOKS,
 }
 
 # Infrastructure outside the table: health is open to all (load balancers call it without keys);

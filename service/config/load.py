@@ -24,6 +24,7 @@ from service.config.env import (
 )
 from service.config.model import MIN_STREAM_BUFFER_EVENTS, Config, ConfigError
 from service.domain.money import NANOS_PER_USD
+from service.domain.webhook_hosts import AllowedHosts, HostListError, parse_allowed_hosts
 from service.security_config import SecurityConfigError, security_from_env
 
 _DAY_S = 86400.0
@@ -126,4 +127,15 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         recharge_ceilings=recharge_ceilings(env, amount_max),
         metrics_host=env_text(env, "BILLING_METRICS_HOST") or "127.0.0.1",
         webhook_host=env_text(env, "BILLING_WEBHOOK_HOST") or "127.0.0.1",
+        webhook_allowed_hosts=_allowed_hosts(env),
+        webhook_timeout_s=seconds(env, "BILLING_WEBHOOK_TIMEOUT_S", 10.0, 0.05, 60.0),
+        webhook_retry_for_s=seconds(env, "BILLING_WEBHOOK_RETRY_FOR_S", 72 * 3600.0, 1.0, 30 * _DAY_S),
+        webhook_backoff_base_s=seconds(env, "BILLING_WEBHOOK_BACKOFF_BASE_S", 30.0, 0.01, 3600.0),
     )
+
+
+def _allowed_hosts(env: Mapping[str, str]) -> AllowedHosts:
+    try:
+        return parse_allowed_hosts(env_text(env, "BILLING_WEBHOOK_ALLOWED_HOSTS"))
+    except HostListError as error:
+        raise ConfigError(f"BILLING_WEBHOOK_ALLOWED_HOSTS: {error}") from None

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.domain.money import NANOS_PER_USD
+from service.domain.webhook_hosts import AllowedHosts
 from service.security_config import SecurityConfig
 
 # A stream's buffer holds at least one page of the event reader (service/app/events.py reads 500 at a
@@ -116,3 +117,8 @@ class Config:
     # Docker image sets 0.0.0.0 for both).
     metrics_host: str = "127.0.0.1"
     webhook_host: str = "127.0.0.1"
+    # Outbound webhooks (service/webhooks/): off while the allow-list is empty.
+    webhook_allowed_hosts: AllowedHosts = field(default_factory=AllowedHosts)
+    webhook_timeout_s: float = 10.0
+    webhook_retry_for_s: float = 72 * 3600.0
+    webhook_backoff_base_s: float = 30.0

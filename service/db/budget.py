@@ -13,12 +13,15 @@ import asyncpg
 from service.config import Config, ConfigError
 
 # Beside the pool, each server process keeps: the event streams' LISTEN connection, the recharge loop's
-# LISTEN connection, and the metrics scrape's connection (when metrics are on).
+# LISTEN connection, the webhook deliverer's (when outbound webhooks are on), and the metrics scrape's
+# connection (when metrics are on).
 LISTENERS_PER_PROCESS = 2
 
 
 def connections_per_process(config: Config) -> int:
-    return config.db_pool_max_size + LISTENERS_PER_PROCESS + (0 if config.metrics_port is None else 1)
+    deliverer = 1 if config.webhook_allowed_hosts.enabled else 0
+    metrics = 0 if config.metrics_port is None else 1
+    return config.db_pool_max_size + LISTENERS_PER_PROCESS + deliverer + metrics
 
 
 async def usable_connections(conn: asyncpg.Connection) -> tuple[int, int]:

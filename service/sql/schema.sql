@@ -445,6 +445,56 @@ create table wallets (
     constraint wallets_pkey PRIMARY KEY (company_id)
 );
 
+create table webhook_deliveries (
+    company_id text not null,
+    delivery_id bigint not null,
+    endpoint_id text not null,
+    event_id bigint not null,
+    event_sequence bigint not null,
+    state text default 'pending'::text not null,
+    attempts integer default 0 not null,
+    next_attempt_at timestamp with time zone default now() not null,
+    lease_until timestamp with time zone,
+    leased_by text,
+    last_status integer,
+    last_error text,
+    created_at timestamp with time zone default now() not null,
+    give_up_at timestamp with time zone not null,
+    finished_at timestamp with time zone,
+    constraint webhook_deliveries_attempts_check CHECK ((attempts >= 0)),
+    constraint webhook_deliveries_company_id_endpoint_id_event_id_key UNIQUE (company_id, endpoint_id, event_id),
+    constraint webhook_deliveries_endpoint_id_fkey FOREIGN KEY (endpoint_id) REFERENCES webhook_endpoints(endpoint_id),
+    constraint webhook_deliveries_event_sequence_check CHECK ((event_sequence > 0)),
+    constraint webhook_deliveries_pkey PRIMARY KEY (company_id, delivery_id),
+    constraint webhook_deliveries_state_check CHECK ((state = ANY (ARRAY['pending'::text, 'succeeded'::text, 'failed'::text])))
+);
+
+create table webhook_endpoints (
+    endpoint_id text not null,
+    url text not null,
+    event_types text[] default '{}'::text[] not null,
+    company_filter text,
+    description text default ''::text not null,
+    signing_secret text not null,
+    created_at timestamp with time zone default now() not null,
+    created_by text not null,
+    disabled_at timestamp with time zone,
+    disabled_by text,
+    constraint webhook_endpoints_description_check CHECK ((length(description) <= 200)),
+    constraint webhook_endpoints_endpoint_id_check CHECK ((endpoint_id ~ '^we_[a-z2-7]{16}$'::text)),
+    constraint webhook_endpoints_pkey PRIMARY KEY (endpoint_id),
+    constraint webhook_endpoints_signing_secret_check CHECK ((signing_secret ~ '^whsec_[A-Za-z0-9_-]{43}$'::text)),
+    constraint webhook_endpoints_url_check CHECK (((length(url) >= 1) AND (length(url) <= 2048)))
+);
+
+create table webhook_fanout_cursors (
+    company_id text not null,
+    sequence bigint default 0 not null,
+    constraint webhook_fanout_cursors_company_id_fkey FOREIGN KEY (company_id) REFERENCES wallets(company_id),
+    constraint webhook_fanout_cursors_pkey PRIMARY KEY (company_id),
+    constraint webhook_fanout_cursors_sequence_check CHECK ((sequence >= 0))
+);
+
 CREATE INDEX holds_active ON public.holds USING btree (company_id, expires_at) INCLUDE (amount_nanos) WHERE (state = 'active'::text);
 CREATE INDEX ledger_entries_by_time ON public.ledger_entries USING btree (company_id, created_at, sequence);
 CREATE INDEX ledger_entries_not_usage ON public.ledger_entries USING btree (company_id, sequence) WHERE (entry_type <> 'usage_debit'::text);
@@ -460,6 +510,10 @@ CREATE INDEX stripe_webhook_reviews_open ON public.stripe_webhook_reviews USING 
 CREATE INDEX usage_records_by_occurrence ON public.usage_records USING btree (company_id, occurred_at, usage_record_id);
 CREATE INDEX usage_voids_by_record ON public.usage_voids USING btree (company_id, usage_record_id);
 CREATE INDEX wallet_events_by_txid ON public.wallet_events USING btree (txid, event_id);
+CREATE INDEX webhook_deliveries_by_id ON public.webhook_deliveries USING btree (delivery_id);
+CREATE INDEX webhook_deliveries_by_state ON public.webhook_deliveries USING btree (state, created_at);
+CREATE INDEX webhook_deliveries_order ON public.webhook_deliveries USING btree (endpoint_id, company_id, event_sequence) WHERE (state = 'pending'::text);
+CREATE INDEX webhook_deliveries_pending ON public.webhook_deliveries USING btree (endpoint_id, next_attempt_at) WHERE (state = 'pending'::text);
 
 -- Functions, each defined in the file of service/sql/ named here (md5 of the live body).
 -- append_ledger_entry(p_company_id text, p_entry_type text, p_amount_nanos bigint, p_reference text, p_description text, p_recharge_attempt_id uuid DEFAULT NULL::uuid, p_usage_record_id uuid DEFAULT NULL::uuid, p_posted_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns ledger_entries language plpgsql

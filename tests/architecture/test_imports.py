@@ -20,6 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "payments": {"domain", "config"},
     "app": {"domain", "db", "payments", "config"},
     "recharge": {"domain", "db", "app", "payments", "config", "metrics"},
+    "webhooks": {"domain", "db", "app", "config"},
     "api": {"domain", "db", "app", "payments", "config", "metrics", "tracing"},
 }
 

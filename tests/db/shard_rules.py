@@ -35,6 +35,9 @@ REFERENCE_TABLES = {
     # Keyed by Stripe's event id; the company is only known after the event is read. Written once per
     # webhook, read by its id: copied everywhere, it lets a company's review row point at it.
     "stripe_webhook_events",
+    # Outbound webhook endpoints: a few rows per deployment, written by operators, referenced by every
+    # company's delivery rows.
+    "webhook_endpoints",
 }
 # Global tables: not per company, kept on the coordinator (or distributed by their own key).
 GLOBAL_TABLES = {

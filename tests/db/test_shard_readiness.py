@@ -50,6 +50,14 @@ GLOBAL_READERS = {
     "service.recharge.attempts.release_lease()": "by attempt id: a lease released",
     "service.recharge.outcomes.apply_outcome()": "by attempt id: an outcome recorded",
     "service.recharge.outcomes.apply_outcome()#2": "by attempt id: an outcome recorded",
+    # Outbound webhooks. The claim is per endpoint across companies (FOR UPDATE SKIP LOCKED, so per
+    # shard on Citus, like the recharge claim); the fan-out's safety net compares every company's
+    # cursor with its newest event; an operator's look-ups go by delivery or endpoint id.
+    "service.webhooks.fanout._BEHIND_SQL": "webhook fan-out safety net: companies past their cursor",
+    "service.webhooks.store._CLAIM_SQL": "webhook claim: due deliveries of one endpoint, every company",
+    "service.webhooks.store._NEXT_DUE_SQL": "webhook loop: when an endpoint's next attempt is due",
+    "service.app.webhook_endpoints._DELIVERY_SQL": "by delivery id: an operator's redelivery",
+    "service.app.webhook_endpoints._FAIL_PENDING_SQL": "by endpoint id: a disabled endpoint's deliveries",
     # An operator's commands (`stripe-reviews`): the held events of every company, and one by the Stripe
     # event id the operator has. On Citus a multi-shard read, run by hand and rarely.
     "service.recharge.webhook_reviews._LIST_OPEN_SQL": "operator: open held events, every company",
@@ -72,7 +80,7 @@ RUNTIME_BUILT = {
     # an indexed id, or by company once the PaymentIntent's metadata carries it (docs/scaling.md).
     "service.recharge.webhook_events._ATTEMPT_SQL",
 }
-CHECKED_PACKAGES = ("service.app", "service.api", "service.recharge")
+CHECKED_PACKAGES = ("service.app", "service.api", "service.recharge", "service.webhooks")
 
 
 def all_statements() -> list[Statement]:

@@ -143,7 +143,9 @@ async def test_every_bad_input_is_a_caller_error_naming_the_field(stubs: Stubs, 
                 problems.append(f"{where}: INVALID_ARGUMENT without a BadRequest")
             elif case.field_fault and not _names_field(fields, case.field):
                 problems.append(f"{where}: the BadRequest names {sorted(fields)}, not {case.field}")
-    assert tried >= 10, f"only {tried} cases for {method.full_name}"
+    # A request of flags only (ListWebhookEndpoints) has just its malformed-message cases.
+    only_flags = all(f.type == f.TYPE_BOOL for f in method.input_type.fields)
+    assert tried >= (2 if only_flags else 10), f"only {tried} cases for {method.full_name}"
     assert not problems, (
         f"{len(problems)} of {tried} cases ({time.monotonic() - started:.1f}s):\n" + "\n".join(problems)
     )

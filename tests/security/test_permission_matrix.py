@@ -75,7 +75,7 @@ class Case:
     def admitted(self) -> bool:
         """What the table says, spelled out independently of authorize()."""
         rule = PERMISSIONS[self.method]
-        if self.all_companies:
+        if self.all_companies or rule.deployment_wide:
             return not self.scoped and self.role in rule.all_companies_roles
         return self.role in rule.roles and (not self.scoped or self.company == OWN)
 
