@@ -58,6 +58,8 @@ class ServiceProcess:
         self.metrics_port: int | None = int(metrics) if metrics.isdigit() and metrics != "0" else None
         self.log_path = log_path
         self.args = args
+        # `serve --workers N`, N > 1: a supervising parent and N worker processes.
+        self._supervised = "--workers" in args and args[args.index("--workers") + 1 :][:1] != ("1",)
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
@@ -82,10 +84,15 @@ class ServiceProcess:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(entry, dict) and entry.get("event") == "serving" and entry.get("port"):
-                if isinstance(entry.get("metrics_port"), int):
-                    self.metrics_port = entry["metrics_port"]
-                return int(entry["port"])
+            if not (isinstance(entry, dict) and entry.get("event") == "serving" and entry.get("port")):
+                continue
+            # Under `serve --workers N` each worker says `serving` too; the service serves once the
+            # parent says so, after every worker has started.
+            if self._supervised and "workers" not in entry:
+                continue
+            if isinstance(entry.get("metrics_port"), int):
+                self.metrics_port = entry["metrics_port"]
+            return int(entry["port"])
         return None
 
     async def wait_serving(self, timeout_s: float = 60) -> None:
