@@ -7,6 +7,7 @@ Check as the cost of an RPC that does no work).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 
 import asyncpg
@@ -56,14 +57,15 @@ class DatabaseHealth:
             await asyncio.wait_for(self._pool.fetchval("select 1"), timeout=max(self._interval_s, 1.0))
             ok = True
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            log.warning("database probe failed", error=str(exc))
             ok = False
+            if not self._stopping:  # the pool closing under a last probe is shutdown, not an outage
+                log.warning("database probe failed", error=str(exc))
         if not self._stopping:
             await self._set(ok)
         return ok
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             await self.probe_once()
             await asyncio.sleep(self._interval_s)
 
@@ -75,5 +77,10 @@ class DatabaseHealth:
         """Go NOT_SERVING for good, so load balancers drain us before the server stops."""
         self._stopping = True
         if self._task is not None:
+            # Awaited, so that no probe outlives the pool it uses (asyncio.wait_for can swallow a
+            # cancel that lands as the query completes; the loop's own check ends it then).
             self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
         await self.servicer.enter_graceful_shutdown()

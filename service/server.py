@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import signal
 from collections.abc import Awaitable, Callable
@@ -174,6 +175,10 @@ async def start_server(
                     "BILLING_METRICS_PORT", config.metrics_host, config.metrics_port, error
                 ) from None
             undo.append(metrics.stop)
+        undo.append(health.enter_graceful_shutdown)
+        await health.start()
+        await server.start()
+        undo.append(functools.partial(server.stop, 0))
     except BaseException:
         for step in reversed(undo):
             try:
@@ -181,8 +186,6 @@ async def start_server(
             except Exception:
                 log.exception("could not undo a start-up step", step=getattr(step, "__qualname__", "?"))
         raise
-    await health.start()
-    await server.start()
     log.info(
         "serving",
         host=config.grpc_host,
@@ -249,11 +252,23 @@ async def serve(config: Config) -> None:
 
 
 async def _serve_until_stopped(config: Config) -> None:
-    app = await start_server(config)
+    # Handlers go in before start-up, so a SIGTERM during it (a supervisor giving up on a slow start)
+    # cancels the start, which undoes what it began, instead of killing the process mid-way.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    starting = asyncio.create_task(start_server(config), name="start-server")
+    stopped = asyncio.create_task(stop.wait(), name="stop-signal")
+    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        log.info("stopped during start-up")
+        return
+    stopped.cancel()
+    app = starting.result()
     if app.certificates is not None:
         # Rotation is picked up by itself; SIGHUP forces a re-read (e.g. where mtimes are coarse).
         loop.add_signal_handler(signal.SIGHUP, app.certificates.reload)
