@@ -102,7 +102,8 @@ async def test_a_thousand_streams_cost_a_few_queries_per_notification(
             # order check, batch and "caught up" reads, for all 1,000 streams at once. Rounds come from
             # the notifications and from the re-check of held-back events (every 0.1 s while another
             # transaction holds the horizon back). A reader per stream would spend >= 1,000 per notification.
-            assert spent <= 6 * rounds, f"{spent} queries in {rounds} rounds"
+            # (One more round's worth: a round may straddle the `before` snapshot.)
+            assert spent <= 6 * (rounds + 1), f"{spent} queries in {rounds} rounds"
             assert rounds <= notifications + elapsed_s / 0.1 + 2, f"{rounds} rounds in {elapsed_s:.2f} s"
             assert spent < 200
             assert all(r.error is None for r in readers)

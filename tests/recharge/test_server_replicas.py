@@ -52,6 +52,10 @@ class Load:
     done: set[int] = field(default_factory=set)
     retried: Counter[str] = field(default_factory=Counter)
     next_key: int = 0
+    # Keys from `held_from` on wait for `resume`: the test lets them go once its victim is dead, so that
+    # some calls are sure to meet the dead replica, however fast the first part of the load went.
+    held_from: int | None = None
+    resume: asyncio.Event = field(default_factory=asyncio.Event)
 
     def company_of(self, key: int, companies: list[Company]) -> str:
         return companies[key % len(companies)].company_id
@@ -106,6 +110,8 @@ async def _drive(load: Load, companies: list[Company], targets: list[str], sende
         while load.next_key < load.keys:
             key = load.next_key
             load.next_key += 1
+            if load.held_from is not None and key >= load.held_from:
+                await load.resume.wait()
             replica = (key + number) % len(stubs)
             for _attempt in range(300):
                 try:
@@ -153,7 +159,7 @@ async def _run_replicas(
         ServiceProcess(_server_env(db_url, fake), tmp_path / f"server-{i}.log") for i in range(REPLICAS)
     ]
     workers = [Worker(db_url, fake, tmp_path / f"worker-{i}.log") for i in range(WORKERS)]
-    load = Load(keys, clients)
+    load = Load(keys, clients, held_from=2 * keys // 3)
     try:
         for server in servers:
             server.start()
@@ -171,6 +177,7 @@ async def _run_replicas(
         served_before_kill = _served_rpcs(victim.log_path)
         victim.signal(signal.SIGKILL)
         await victim.wait_exit()
+        load.resume.set()
         await asyncio.sleep(0.5)
         victim.start()  # the same port, as a restarted pod behind the same address
         await victim.wait_serving()
