@@ -7,7 +7,6 @@ Check as the cost of an RPC that does no work).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterable
 
 import asyncpg
@@ -18,6 +17,9 @@ log = structlog.get_logger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+# How long shutdown waits for the last probe and for the servicer to go NOT_SERVING.
+SHUTDOWN_WAIT_S = 2.0
 
 
 class HealthServicer(health.aio.HealthServicer):  # type: ignore[misc]
@@ -77,10 +79,17 @@ class DatabaseHealth:
         """Go NOT_SERVING for good, so load balancers drain us before the server stops."""
         self._stopping = True
         if self._task is not None:
-            # Awaited, so that no probe outlives the pool it uses (asyncio.wait_for can swallow a
-            # cancel that lands as the query completes; the loop's own check ends it then).
+            # Waited for, so that no probe outlives the pool it uses (asyncio.wait_for can swallow a
+            # cancel that lands as the query completes; the loop's own check ends it then). Bounded,
+            # so a probe stuck on a connection or on the servicer's lock never holds the shutdown.
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            done, _ = await asyncio.wait({self._task}, timeout=SHUTDOWN_WAIT_S)
+            if not done:
+                log.warning("health probe still running at shutdown; leaving it", waited_s=SHUTDOWN_WAIT_S)
             self._task = None
-        await self.servicer.enter_graceful_shutdown()
+        try:
+            # grpcio's servicer takes a lock that a Watch stream holds while its write waits on a slow
+            # reader; the shutdown goes on without it rather than wait for that reader.
+            await asyncio.wait_for(self.servicer.enter_graceful_shutdown(), timeout=SHUTDOWN_WAIT_S)
+        except TimeoutError:
+            log.warning("health servicer did not confirm NOT_SERVING in time", waited_s=SHUTDOWN_WAIT_S)
