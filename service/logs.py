@@ -7,9 +7,12 @@ client secret, bearer token or payment-method object.
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import re
 import sys
+import threading
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -136,10 +139,66 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class LineWriter:
+    """Writes each log line whole, in one write() on the stream's file descriptor.
+
+    The workers of `serve --workers N` share one stderr. Through Python's buffered text layer a long
+    line (a traceback) leaves in several writes, and a sibling's line can land in between; a single
+    write() to an O_APPEND file or a terminal is not split. A stream with no descriptor (a StringIO
+    in a test) is written and flushed as usual.
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._lock = threading.Lock()
+        try:
+            self._fd: int | None = out.fileno()
+        except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+            self._fd = None
+
+    def write_line(self, line: str) -> None:
+        with self._lock:
+            if self._fd is None:
+                self._out.write(line + "\n")
+                self._out.flush()
+                return
+            self._out.flush()  # whatever the text layer still holds goes first, in order
+            data = (line + "\n").encode("utf-8", "backslashreplace")
+            while data:
+                data = data[os.write(self._fd, data) :]
+
+
+class _LineLogger:
+    """A structlog logger (the methods structlog's PrintLogger has) over a LineWriter."""
+
+    def __init__(self, writer: LineWriter) -> None:
+        self._writer = writer
+
+    def msg(self, message: str) -> None:
+        self._writer.write_line(message)
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+class _LineHandler(logging.Handler):
+    def __init__(self, writer: LineWriter) -> None:
+        super().__init__()
+        self._writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._writer.write_line(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
 def configure_logging(log_format: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     """Configure structlog and the standard library's logging; `stream` defaults to stderr."""
     out = sys.stderr if stream is None else stream
     as_json = log_format == "json" or (log_format == "auto" and not out.isatty())
+    writer = LineWriter(out)
+    logger = _LineLogger(writer)
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
     )
@@ -153,11 +212,11 @@ def configure_logging(log_format: str = "auto", level: str = "info", stream: Tex
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=lambda *_args: logger,
         # Not cached, so that structlog.testing.capture_logs() sees every logger in tests.
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(out)
+    handler = _LineHandler(writer)
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
