@@ -23,8 +23,13 @@ from service.server import BillingServer, start_server
 from tests.support.config import server_config
 from tests.support.database import TestPostgres
 from tests.support.ledger import assert_ledger_invariants
+from tests.support.watchdog import bound_async_tests
 
 configure_logging("console", "warning")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    bound_async_tests(items)
 
 
 @pytest.fixture(scope="session")
