@@ -13,8 +13,8 @@ from grpc.aio import ServicerContext
 from service.api.errors import status_message
 from service.api.usage_reporting import UsageReporting
 from service.api.validation import Violations, check_company_id, check_request_key, parse_occurred_at
-from service.api.wire.money import money
-from service.api.wire.records import usage_record_message
+from service.api.wire.money import set_money
+from service.api.wire.records import set_usage_record
 from service.api.wire.usage import parse_usage
 from service.app.record_usage import RecordedUsage, RecordUsageCommand
 from service.app.usage_batcher import UsageBatcher
@@ -52,20 +52,25 @@ def record_usage_command(request: usage_service_pb2.RecordUsageRequest, now: dat
     )
 
 
-def record_usage_response(recorded: RecordedUsage) -> usage_service_pb2.RecordUsageResponse:
+def set_record_usage_response(target: usage_service_pb2.RecordUsageResponse, recorded: RecordedUsage) -> None:
+    """Writes the answer for `recorded` in place: a batch writes each straight into its result slot."""
     record = recorded.record
     if not recorded.replayed:
         observe_usage(kind_of(record.usage).name, record.amount_nanos)
-    return usage_service_pb2.RecordUsageResponse(
-        usage_record=usage_record_message(record),
-        balance_after=money(record.balance_after_nanos),
-        below_minimum=record.below_minimum,
-        replayed=recorded.replayed,
-    )
+    set_usage_record(target.usage_record, record)
+    set_money(target.balance_after, record.balance_after_nanos)
+    target.below_minimum = record.below_minimum
+    target.replayed = recorded.replayed
 
 
-def _error_result(error: BillingError) -> usage_service_pb2.RecordUsageBatchResult:
-    return usage_service_pb2.RecordUsageBatchResult(error=status_message(error)[1])
+def record_usage_response(recorded: RecordedUsage) -> usage_service_pb2.RecordUsageResponse:
+    response = usage_service_pb2.RecordUsageResponse()
+    set_record_usage_response(response, recorded)
+    return response
+
+
+def _set_error(target: usage_service_pb2.RecordUsageBatchResult, error: BillingError) -> None:
+    target.error.CopyFrom(status_message(error)[1])
 
 
 class UsageServicer(UsageReporting, usage_service_pb2_grpc.UsageServiceServicer):
@@ -89,22 +94,21 @@ class UsageServicer(UsageReporting, usage_service_pb2_grpc.UsageServiceServicer)
             v.add("items", f"has {len(items)} usages; give 1 to {MAX_BATCH_ITEMS}")
             v.raise_if_any()
         now = datetime.now(UTC)
-        results: list[usage_service_pb2.RecordUsageBatchResult | None] = []
-        cmds: list[RecordUsageCommand] = []
+        # Each item's command, or the InvalidArgument that stands in its slot.
+        parsed: list[RecordUsageCommand | InvalidArgument] = []
         for item in items:
             try:
-                cmds.append(record_usage_command(item, now))
-                results.append(None)
+                parsed.append(record_usage_command(item, now))
             except InvalidArgument as error:
-                results.append(_error_result(error))
+                parsed.append(error)
+        cmds = [p for p in parsed if isinstance(p, RecordUsageCommand)]
         outcomes = iter(await self._batcher.record_many(cmds, context.time_remaining()) if cmds else ())
         response = usage_service_pb2.RecordUsageBatchResponse()
-        for result in results:
-            if result is None:
-                outcome = next(outcomes)
-                if isinstance(outcome, BillingError):
-                    result = _error_result(outcome)
-                else:
-                    result = usage_service_pb2.RecordUsageBatchResult(recorded=record_usage_response(outcome))
-            response.results.append(result)
+        for slot in parsed:
+            result = response.results.add()
+            outcome = next(outcomes) if isinstance(slot, RecordUsageCommand) else slot
+            if isinstance(outcome, BillingError):
+                _set_error(result, outcome)
+            else:
+                set_record_usage_response(result.recorded, outcome)
         return response

@@ -8,11 +8,23 @@ from service.domain.money import CURRENCY_CODE, NANOS_PER_USD
 from service.domain.text import excerpt
 
 
-def money(amount_nanos: int) -> Money:
-    """Exact: units and nanos carry the same sign, as google.type.Money requires."""
+def set_money(target: Money, amount_nanos: int) -> None:
+    """Exact: units and nanos carry the same sign, as google.type.Money requires.
+
+    Written into `target` (a field of the message being built), which saves the copy that assigning a
+    new Money to a field makes; the RecordUsage response has three.
+    """
     sign = -1 if amount_nanos < 0 else 1
     units, nanos = divmod(abs(amount_nanos), NANOS_PER_USD)
-    return Money(currency_code=CURRENCY_CODE, units=sign * units, nanos=sign * nanos)
+    target.currency_code = CURRENCY_CODE
+    target.units = sign * units
+    target.nanos = sign * nanos
+
+
+def money(amount_nanos: int) -> Money:
+    built = Money()
+    set_money(built, amount_nanos)
+    return built
 
 
 class MoneyError(ValueError):

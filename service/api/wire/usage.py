@@ -97,13 +97,12 @@ class _KindCodec:
             v.add(problem.field, problem.description)
         return usage if complete and not problems else None
 
-    def message(self, usage: Any) -> Message:
-        built = self.message_class()
+    def write(self, usage: Any, target: Message) -> None:
+        target.SetInParent()  # a kind whose fields are all at their defaults is still the one set
         for f in self.fields:
             value = getattr(usage, f.name)
             if value is not None:
-                setattr(built, f.name, f.enum.wire(value) if f.enum is not None else value)
-        return built
+                setattr(target, f.name, f.enum.wire(value) if f.enum is not None else value)
 
 
 _CODECS = {kind.name: _KindCodec(kind) for kind in KINDS}
@@ -122,10 +121,15 @@ def parse_usage(v: Violations, usage: usage_pb2.Usage, field: str = "usage") -> 
     return parsed
 
 
-def usage_message(usage: Usage) -> usage_pb2.Usage:
+def set_usage(target: usage_pb2.Usage, usage: Usage) -> None:
+    """Writes `usage` into `target` in place (no message built and copied per kind)."""
     name = kind_of(usage).name
+    _CODECS[name].write(usage, getattr(target, name))
+
+
+def usage_message(usage: Usage) -> usage_pb2.Usage:
     message = usage_pb2.Usage()
-    getattr(message, name).CopyFrom(_CODECS[name].message(usage))
+    set_usage(message, usage)
     return message
 
 
