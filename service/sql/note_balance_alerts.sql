@@ -5,8 +5,9 @@
 -- a crossing alerts once however many debits follow below it, and only an alerted threshold resolves.
 --
 -- Called by the trigger below for every ledger entry, whichever path appends it (usage debits, credits,
--- recharges, corrections). A writer that appends many entries of one company in one statement may call
--- it itself instead, once per entry in sequence order; the trigger is then to be dropped.
+-- recharges, corrections), except the debits record_usages() appends: it notes their alerts in one set
+-- statement of its own (same rule, same events, same order) and sets billing.balance_alerts_noted
+-- (transaction-local, around that one insert) so that its rows skip the trigger.
 create or replace function note_balance_alerts(
     p_company_id text, p_balance_before_nanos bigint, p_balance_after_nanos bigint, p_ledger_sequence bigint)
 returns void
@@ -53,5 +54,6 @@ end
 $$;
 
 create or replace trigger ledger_entries_balance_alerts after insert on ledger_entries
-    for each row when (new.balance_before_nanos <> new.balance_after_nanos)
+    for each row when (new.balance_before_nanos <> new.balance_after_nanos
+                       and current_setting('billing.balance_alerts_noted', true) is distinct from 'on')
     execute function ledger_entries_balance_alerts();

@@ -199,7 +199,9 @@ begin
     if v_plan is not null then
         -- The run's created_at already obeys the ledger-time rule (see ledger_entries_monotonic_time.sql),
         -- so its per-row trigger is skipped for this one statement.
+        -- Its balance alerts are noted set-based just below, so the per-row trigger is skipped too.
         perform set_config('billing.ledger_time_checked', 'on', true);
+        perform set_config('billing.balance_alerts_noted', 'on', true);
         insert into ledger_entries (company_id, sequence, entry_type, amount_nanos, balance_before_nanos,
                                     balance_after_nanos, usage_record_id, reference, description,
                                     recharge_attempt_id, created_at)
@@ -212,6 +214,38 @@ begin
                     amount_nanos, rate_card, rate_card_version, occurred_at, recorded_at, ledger_sequence,
                     balance_after_nanos, below_minimum, posted_at);
         perform set_config('billing.ledger_time_checked', '', true);
+        perform set_config('billing.balance_alerts_noted', '', true);
+
+        -- Balance alerts, as note_balance_alerts() would give them entry by entry: a run's balances only
+        -- fall, so each threshold still above the balance is crossed by at most one entry of the run,
+        -- the one with balance before >= threshold > balance after. Events in entry order, the higher
+        -- threshold first, as the per-row trigger emits them at the end of the insert above.
+        for v_event in
+            with entries as (
+                select p.company_id, p.ledger_sequence, p.balance_after_nanos,
+                       p.balance_after_nanos + p.amount_nanos as balance_before_nanos, p.position
+                  from unnest(v_plan) with ordinality
+                       as p(usage_record_id, company_id, idempotency_key, request_hash, usage_type, rate_key,
+                            direction, number_type, quantity, sms_encoding, billable_units, unit_price_nanos,
+                            amount_nanos, rate_card, rate_card_version, occurred_at, recorded_at,
+                            ledger_sequence, balance_after_nanos, below_minimum, position)
+                 where p.amount_nanos > 0),
+            crossed as (
+                select e.*, t.threshold_nanos
+                  from entries e
+                  join balance_alert_thresholds t
+                    on t.company_id = e.company_id and not t.below
+                   and t.threshold_nanos <= e.balance_before_nanos and t.threshold_nanos > e.balance_after_nanos),
+            marked as (
+                update balance_alert_thresholds t set below = true
+                  from crossed c
+                 where t.company_id = c.company_id and t.threshold_nanos = c.threshold_nanos)
+            select * from crossed order by position, threshold_nanos desc
+        loop
+            perform emit_wallet_event(v_event.company_id, 'balance_alert', jsonb_build_object(
+                'threshold_nanos', v_event.threshold_nanos, 'balance_nanos', v_event.balance_after_nanos,
+                'balance_before_nanos', v_event.balance_before_nanos, 'ledger_sequence', v_event.ledger_sequence));
+        end loop;
 
         insert into usage_records select * from unnest(v_plan);
 

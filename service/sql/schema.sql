@@ -346,7 +346,6 @@ create table usage_records (
     below_minimum boolean not null,
     constraint usage_records_billable_units_check CHECK ((billable_units >= 0)),
     constraint usage_records_check CHECK ((amount_nanos = (billable_units * unit_price_nanos))),
-    constraint usage_records_company_id_fkey FOREIGN KEY (company_id) REFERENCES wallets(company_id),
     constraint usage_records_company_id_idempotency_key_key UNIQUE (company_id, idempotency_key),
     constraint usage_records_company_id_ledger_sequence_fkey FOREIGN KEY (company_id, ledger_sequence) REFERENCES ledger_entries(company_id, sequence),
     constraint usage_records_direction_check CHECK ((direction = ANY (ARRAY['outbound'::text, 'inbound'::text]))),
@@ -549,7 +548,7 @@ CREATE INDEX webhook_deliveries_pending ON public.webhook_deliveries USING btree
 -- record_usage(p_usage_record_id uuid, p_company_id text, p_idempotency_key text, p_request_hash bytea, p_usage_type text, p_rate_key text, p_direction text, p_number_type text, p_quantity bigint, p_sms_encoding text, p_billable_units bigint, p_occurred_at timestamp with time zone, p_hold_id uuid DEFAULT NULL::uuid, p_posted_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns usage_records language plpgsql
 --     record_usage.sql, body md5 52215ccfacc761922dfb2e22f757306e
 -- record_usages(p_usage_record_ids uuid[], p_company_ids text[], p_idempotency_keys text[], p_request_hashes bytea[], p_usage_types text[], p_rate_keys text[], p_directions text[], p_number_types text[], p_quantities bigint[], p_sms_encodings text[], p_billable_units bigint[], p_occurred_ats timestamp with time zone[], p_hold_ids uuid[]) returns TABLE(item integer, outcome text, error_state text, error_message text, record usage_records) language plpgsql
---     record_usages.sql, body md5 d600b2230f640689da5c77c2f2dd0310
+--     record_usages.sql, body md5 589558ce26966d1925210a0ec5ffba99
 -- reject_ledger_mutation() returns trigger language plpgsql
 --     append_only.sql, body md5 73b183062f5452967ef36668a2036a60
 -- release_hold(p_company_id text, p_hold_id uuid) returns holds language plpgsql
@@ -568,7 +567,7 @@ CREATE INDEX webhook_deliveries_pending ON public.webhook_deliveries USING btree
 --     wallet_suspension_changed.sql, body md5 ef7ce11e669d85052d7f1c5781306637
 
 CREATE TRIGGER ledger_entries_append_only BEFORE DELETE OR UPDATE ON public.ledger_entries FOR EACH ROW EXECUTE FUNCTION reject_ledger_mutation();
-CREATE TRIGGER ledger_entries_balance_alerts AFTER INSERT ON public.ledger_entries FOR EACH ROW WHEN ((new.balance_before_nanos <> new.balance_after_nanos)) EXECUTE FUNCTION ledger_entries_balance_alerts();
+CREATE TRIGGER ledger_entries_balance_alerts AFTER INSERT ON public.ledger_entries FOR EACH ROW WHEN (((new.balance_before_nanos <> new.balance_after_nanos) AND (current_setting('billing.balance_alerts_noted'::text, true) IS DISTINCT FROM 'on'::text))) EXECUTE FUNCTION ledger_entries_balance_alerts();
 CREATE TRIGGER ledger_entries_monotonic_time BEFORE INSERT ON public.ledger_entries FOR EACH ROW WHEN ((current_setting('billing.ledger_time_checked'::text, true) IS DISTINCT FROM 'on'::text)) EXECUTE FUNCTION ledger_entries_monotonic_time();
 CREATE TRIGGER ledger_entries_no_truncate BEFORE TRUNCATE ON public.ledger_entries FOR EACH STATEMENT EXECUTE FUNCTION reject_ledger_mutation();
 CREATE TRIGGER ledger_entries_note_recharge AFTER INSERT ON public.ledger_entries FOR EACH ROW WHEN ((new.entry_type = ANY (ARRAY['recharge_credit'::text, 'preload_credit'::text]))) EXECUTE FUNCTION note_recharge_credit();

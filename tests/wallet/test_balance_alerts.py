@@ -4,15 +4,18 @@ debit's own transaction once per crossing, balance_alert_resolved on the way bac
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import asyncpg
 import grpc
 import pytest
-from consofta.billing.v1 import settings_service_pb2, settings_service_pb2_grpc
+from consofta.billing.v1 import settings_service_pb2, settings_service_pb2_grpc, usage_service_pb2
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from service.api.wire.money import money, nanos_of
+from service.app.record_usage import RecordUsageCommand, record_usage
 from service.domain.money import usd
+from service.domain.usage_kinds.email import EmailUsage
 from tests.conftest import Stubs
 from tests.support.rpc import rich_error
 from tests.wallet.conftest import credit, emails, record
@@ -151,3 +154,57 @@ async def test_a_threshold_set_above_the_balance_waits_for_the_balance_to_rise_a
     assert await alerts(pool, company) == [("balance_alert_resolved", 5 * UNIT, up.transaction.sequence)]
     down = await debit_emails(stubs, company, "d-2", 2)
     assert (await alerts(pool, company))[-1] == ("balance_alert", 5 * UNIT, down)
+
+
+async def _events_without_ids(pool: asyncpg.Pool, company: str) -> list[tuple[str, dict[str, object]]]:
+    rows = await pool.fetch(
+        "select event_type, payload from wallet_events where company_id = $1 order by sequence", company
+    )
+    return [
+        (r["event_type"], {k: v for k, v in json.loads(r["payload"]).items() if not k.endswith("_id")})
+        for r in rows
+    ]
+
+
+async def test_one_batch_alerts_exactly_as_the_same_debits_one_by_one(
+    stubs: Stubs, pool: asyncpg.Pool
+) -> None:
+    # A batch (record_usages()) notes its alerts set-based; record_usage(), one debit after another,
+    # through the per-row trigger.
+    # Same debits, same thresholds: the same events, in the same order, and the same state after (the
+    # credit at the end resolves exactly the thresholds each path left marked as below).
+    one_by_one, batched, neighbour = [await stubs.new_company() for _ in range(3)]
+    debits = [1, 3, 1, 4, 1]  # 10 -> 9 (at 9) -> 6 (past 9, 8) -> 5 (at 5) -> 1 (past 5, 2) -> 0
+    for company in (one_by_one, batched, neighbour):
+        await credit(stubs, company, 10 * UNIT)
+        await set_thresholds(stubs, company, "t", 9 * UNIT, 8 * UNIT, 5 * UNIT, 2 * UNIT)
+    now = datetime.now(UTC)
+    for i, units in enumerate(debits):
+        await record_usage(pool, RecordUsageCommand(one_by_one, f"d-{i}", EmailUsage(2000 * units), now, now))
+    items = []
+    for i, units in enumerate(debits):
+        items.append(record(batched, f"d-{i}", emails(2000 * units)))
+        items.append(record(neighbour, f"n-{i}", emails(2000 * (5 - units))))  # interleaved, other amounts
+    reply = await stubs.usage.RecordUsageBatch(usage_service_pb2.RecordUsageBatchRequest(items=items))
+    assert [r.WhichOneof("result") for r in reply.results] == ["recorded"] * len(items)
+    for company in (one_by_one, batched):
+        await credit(stubs, company, 7 * UNIT, request_id="back-up")  # 0 -> 7: resolves 2 and 5, not 8, 9
+    expected = await _events_without_ids(pool, one_by_one)
+    assert [e for e in expected if e[0].startswith("balance_alert")] == [
+        ("balance_alert", {"threshold_nanos": t, "balance_nanos": after, "balance_before_nanos": before,
+                           "ledger_sequence": seq})
+        for t, before, after, seq in [
+            (9 * UNIT, 9 * UNIT, 6 * UNIT, 3),
+            (8 * UNIT, 9 * UNIT, 6 * UNIT, 3),
+            (5 * UNIT, 5 * UNIT, 1 * UNIT, 5),
+            (2 * UNIT, 5 * UNIT, 1 * UNIT, 5),
+        ]
+    ] + [
+        ("balance_alert_resolved", {"threshold_nanos": t, "balance_nanos": 7 * UNIT, "balance_before_nanos": 0,
+                                    "ledger_sequence": 7})
+        for t in (2 * UNIT, 5 * UNIT)
+    ]  # fmt: skip
+    assert await _events_without_ids(pool, batched) == expected
+    # 10 -> 6 -> 4 -> 2 -> 1 -> -3: the neighbour's own crossings, unaffected by the other wallet's.
+    assert [(t, p["threshold_nanos"]) for t, p in await _events_without_ids(pool, neighbour)
+            if t == "balance_alert"] == [("balance_alert", u * UNIT) for u in (9, 8, 5, 2)]  # fmt: skip
