@@ -123,9 +123,10 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     workers = config.grpc_workers if args.workers is None else args.workers
     try:
         if workers == 1:
+            from service import event_loop
             from service.server import serve
 
-            asyncio.run(serve(config))
+            event_loop.run(serve(config), config.event_loop)
         else:
             from service.supervisor import WorkerStartError, serve_workers
 

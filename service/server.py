@@ -43,6 +43,7 @@ from service.db.pool import create_pool
 from service.db.startup import apply_migrations, open_database
 from service.domain.settings_approval import ApprovalLevels
 from service.domain.settings_checks import RechargeBounds
+from service.event_loop import loop_name
 from service.health import DatabaseHealth
 from service.metrics import MetricsServer, ServerGauges, observe_usage_batch
 from service.payments.factory import check_provider_choice, make_provider
@@ -189,6 +190,7 @@ async def start_server(
     log.info(
         "serving",
         host=config.grpc_host,
+        event_loop=loop_name(),
         port=port,
         metrics_port=None if metrics is None else metrics.port,
         embedded_postgres=embedded is not None,

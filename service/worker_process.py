@@ -113,7 +113,7 @@ async def _worker_main(config: Config, control: socket.socket) -> None:
 
 
 def worker_main(index: int, control_fd: int) -> int:
-    from service import tracing
+    from service import event_loop, tracing
     from service.config import load_config
     from service.logs import configure_logging
 
@@ -125,7 +125,7 @@ def worker_main(index: int, control_fd: int) -> int:
     structlog.contextvars.bind_contextvars(worker=index)
     traced = tracing.start()  # each worker exports its own spans, as `serve` does alone
     try:
-        asyncio.run(_worker_main(config, control))
+        event_loop.run(_worker_main(config, control), config.event_loop)
     except KeyboardInterrupt:
         pass
     finally:

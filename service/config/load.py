@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +29,13 @@ from service.domain.webhook_hosts import AllowedHosts, HostListError, parse_allo
 from service.security_config import SecurityConfigError, security_from_env
 
 _DAY_S = 86400.0
+
+
+def event_loop(env: Mapping[str, str]) -> str:
+    chosen = choice(env, "BILLING_EVENT_LOOP", "auto", ("auto", "uvloop", "asyncio"))
+    if chosen == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ConfigError("BILLING_EVENT_LOOP=uvloop, but uvloop is not installed here (auto falls back)")
+    return chosen
 
 
 def load_config(env: Mapping[str, str] | None = None) -> Config:
@@ -78,6 +86,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         db_pool_max_size=pool_max,
         log_format=choice(env, "BILLING_LOG_FORMAT", "auto", ("auto", "json", "console")),
         log_level=choice(env, "BILLING_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+        event_loop=event_loop(env),
         shutdown_grace_s=seconds(env, "BILLING_SHUTDOWN_GRACE_S", 10.0, 0.0, 300.0),
         health_probe_interval_s=seconds(env, "BILLING_HEALTH_PROBE_INTERVAL_S", 1.0, 0.05, 60.0),
         metrics_port=metrics_port,

@@ -53,6 +53,8 @@ class Config:
     health_probe_interval_s: float
     # Everything below has the default load_config({}) gives it, so code building a Config by hand
     # keeps working as settings are added.
+    # auto | uvloop | asyncio: the serving processes' event loop (service/event_loop.py).
+    event_loop: str = "auto"
     # The deployment's bounds for one automatic recharge or pre-load.
     recharge_amount_min_nanos: int = 5 * NANOS_PER_USD
     recharge_amount_max_nanos: int = 10_000 * NANOS_PER_USD

@@ -126,6 +126,7 @@ def test_metrics_can_be_switched_off_and_empty_values_mean_unset() -> None:
         ({"BILLING_STRIPE_API_BASE": "localhost:12111"}, "BILLING_STRIPE_API_BASE", "not an http(s) URL"),
         ({"BILLING_LOG_FORMAT": "xml"}, "BILLING_LOG_FORMAT", "must be one of"),
         ({"BILLING_LOG_LEVEL": "loud"}, "BILLING_LOG_LEVEL", "must be one of"),
+        ({"BILLING_EVENT_LOOP": "trio"}, "BILLING_EVENT_LOOP", "must be one of"),
         ({"BILLING_SHUTDOWN_GRACE_S": "soon"}, "BILLING_SHUTDOWN_GRACE_S", "not a number of seconds"),
         ({"BILLING_SHUTDOWN_GRACE_S": "nan"}, "BILLING_SHUTDOWN_GRACE_S", "out of range"),
         ({"BILLING_DB_POOL_MAX_SIZE": "1"}, "BILLING_DB_POOL_MAX_SIZE", "below BILLING_DB_POOL_MIN_SIZE"),

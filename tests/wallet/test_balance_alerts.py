@@ -190,19 +190,21 @@ async def test_one_batch_alerts_exactly_as_the_same_debits_one_by_one(
     for company in (one_by_one, batched):
         await credit(stubs, company, 7 * UNIT, request_id="back-up")  # 0 -> 7: resolves 2 and 5, not 8, 9
     expected = await _events_without_ids(pool, one_by_one)
+    down = [(9, 9, 6, 3), (8, 9, 6, 3), (5, 5, 1, 5), (2, 5, 1, 5)]  # threshold, before, after: in UNITs
     assert [e for e in expected if e[0].startswith("balance_alert")] == [
-        ("balance_alert", {"threshold_nanos": t, "balance_nanos": after, "balance_before_nanos": before,
-                           "ledger_sequence": seq})
-        for t, before, after, seq in [
-            (9 * UNIT, 9 * UNIT, 6 * UNIT, 3),
-            (8 * UNIT, 9 * UNIT, 6 * UNIT, 3),
-            (5 * UNIT, 5 * UNIT, 1 * UNIT, 5),
-            (2 * UNIT, 5 * UNIT, 1 * UNIT, 5),
-        ]
+        (
+            "balance_alert",
+            {"threshold_nanos": t * UNIT, "balance_nanos": after * UNIT,
+             "balance_before_nanos": before * UNIT, "ledger_sequence": seq},
+        )
+        for t, before, after, seq in down
     ] + [
-        ("balance_alert_resolved", {"threshold_nanos": t, "balance_nanos": 7 * UNIT, "balance_before_nanos": 0,
-                                    "ledger_sequence": 7})
-        for t in (2 * UNIT, 5 * UNIT)
+        (
+            "balance_alert_resolved",
+            {"threshold_nanos": t * UNIT, "balance_nanos": 7 * UNIT, "balance_before_nanos": 0,
+             "ledger_sequence": 7},
+        )
+        for t in (2, 5)
     ]  # fmt: skip
     assert await _events_without_ids(pool, batched) == expected
     # 10 -> 6 -> 4 -> 2 -> 1 -> -3: the neighbour's own crossings, unaffected by the other wallet's.
