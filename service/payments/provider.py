@@ -196,6 +196,12 @@ class PaymentProvider(Protocol):
 
     async def retrieve_payment_intent(self, payment_intent_id: str) -> ChargeResult: ...
 
+    async def cancel_payment_intent(self, payment_intent_id: str, idempotency_key: str) -> ChargeResult:
+        """Cancel a PaymentIntent that has not been paid, so that it never can be; the PaymentIntent
+        as it stands afterwards. One paid or being paid meanwhile (a cardholder who completed 3-D
+        Secure after all) cannot be canceled: its state is returned as it is, and nothing changes."""
+        ...
+
     async def find_payment_intent(
         self, customer_id: str, metadata_key: str, metadata_value: str
     ) -> ChargeResult | None:

@@ -22,6 +22,7 @@ no webhook is ever sent.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import itertools
@@ -252,6 +253,22 @@ class SandboxProvider:
                 f"No such PaymentIntent: '{payment_intent_id}'", code="resource_missing"
             )
         return intent.result
+
+    async def cancel_payment_intent(self, payment_intent_id: str, idempotency_key: str) -> ChargeResult:
+        def run() -> ChargeResult:
+            intent = self._intents.get(payment_intent_id)
+            if intent is None:
+                raise PaymentProviderError(
+                    f"No such PaymentIntent: '{payment_intent_id}'", code="resource_missing"
+                )
+            if intent.result.status is ChargeStatus.REQUIRES_ACTION:
+                # Read back as Stripe's "canceled" is: final and unpaid.
+                intent.result = dataclasses.replace(
+                    intent.result, status=ChargeStatus.HARD_DECLINE, message="The payment was canceled."
+                )
+            return intent.result
+
+        return self._idempotent(idempotency_key, ("cancel", payment_intent_id), run)
 
     async def find_payment_intent(
         self, customer_id: str, metadata_key: str, metadata_value: str

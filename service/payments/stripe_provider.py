@@ -196,6 +196,20 @@ class StripeProvider:
             raise translate(e) from None
         return charge_result_from_intent(intent.to_dict())
 
+    async def cancel_payment_intent(self, payment_intent_id: str, idempotency_key: str) -> ChargeResult:
+        try:
+            intent = await self._client.v1.payment_intents.cancel_async(
+                payment_intent_id, options={"idempotency_key": _key(idempotency_key)}
+            )
+        except stripe.InvalidRequestError as e:
+            if e.code != "payment_intent_unexpected_state":
+                raise translate(e) from None
+            # Succeeded or processing meanwhile: not cancelable, and its state is the answer.
+            return await self.retrieve_payment_intent(payment_intent_id)
+        except stripe.StripeError as e:
+            raise translate(e) from None
+        return charge_result_from_intent(intent.to_dict())
+
     async def find_payment_intent(
         self, customer_id: str, metadata_key: str, metadata_value: str
     ) -> ChargeResult | None:

@@ -33,6 +33,34 @@ def fallback_attempt_id(primary_attempt_id: uuid.UUID) -> uuid.UUID:
     return uuid.uuid5(_FALLBACK_NAMESPACE, f"fallback:{primary_attempt_id}")
 
 
+def primary_cancel_key(primary_attempt_id: uuid.UUID) -> str:
+    """The idempotency key of the request that cancels a primary's PaymentIntent before its fallback
+    charges the backup: the same after any crash, so a retry gets the first answer again."""
+    return f"recharge-{primary_attempt_id}:cancel-for-fallback"
+
+
+@dataclass(frozen=True, slots=True)
+class Primary:
+    status: Status
+    payment_intent_id: str | None
+
+    @property
+    def may_still_be_paid(self) -> bool:
+        """A PaymentIntent left waiting for 3-D Secure can be completed by its cardholder later (a
+        hosted page, an email link); charging the backup next to it could take the money twice."""
+        return self.status is Status.REQUIRES_ACTION and self.payment_intent_id is not None
+
+
+async def primary_of(conn: Conn, attempt: Attempt) -> Primary:
+    row = await conn.fetchrow(
+        "select status, payment_intent_id from recharge_attempts where company_id = $1 and attempt_id = $2",
+        attempt.company_id,
+        attempt.fallback_of,
+    )
+    assert row is not None, "a fallback's primary attempt is never deleted"
+    return Primary(Status(row["status"]), row["payment_intent_id"])
+
+
 @dataclass(frozen=True, slots=True)
 class Fallback:
     attempt_id: uuid.UUID

@@ -29,6 +29,7 @@ from service.config import Config, RechargeCeilings
 from service.db.listener import Listener
 from service.payments.provider import (
     ChargeResult,
+    ChargeStatus,
     CredentialsRejected,
     IdempotencyConflict,
     OutcomeUnknown,
@@ -36,7 +37,7 @@ from service.payments.provider import (
     PaymentProviderError,
 )
 
-from . import engine, transitions
+from . import engine, fallback, transitions
 from .attempts import (
     ATTEMPT_METADATA_KEY,
     Attempt,
@@ -217,6 +218,9 @@ class RechargeLoop:
 
     async def _work(self, attempt: Attempt) -> None:
         try:
+            if attempt.fallback_of is not None and self._charges(attempt):
+                if await self._answered_before_backup_charge(attempt):
+                    return
             outcome, result, error = await self._ask_provider(attempt)
             if attempt.fallback_of is not None:
                 crash_point("fallback_after_response_before_write")
@@ -237,6 +241,45 @@ class RechargeLoop:
             # The attempt keeps its lease until it expires, then any process retries it with the
             # same key. Nothing is lost; log loudly.
             log.exception("recharge attempt failed unexpectedly", attempt_id=str(attempt.attempt_id))
+
+    async def _answered_before_backup_charge(self, attempt: Attempt) -> bool:
+        """Before a fallback charges the backup card, make sure its primary can never be paid too: a
+        PaymentIntent left waiting for 3-D Secure is canceled first (under a key of its own, so a retry
+        after a crash gets the same answer). True when that settled the fallback instead: its primary
+        was paid after all (it is credited as any late success is, and the backup is not charged), or
+        the provider could not say (the fallback is retried later, the backup still not charged)."""
+        assert attempt.fallback_of is not None
+        async with self._pool.acquire() as conn:
+            primary = await fallback.primary_of(conn, attempt)
+        paid = primary.status is Status.SUCCEEDED
+        if primary.may_still_be_paid:
+            assert primary.payment_intent_id is not None
+            await note_call(self._pool, attempt.attempt_id)
+            try:
+                async with asyncio.timeout(self._settings.call_timeout_s):
+                    result = await self._provider.cancel_payment_intent(
+                        primary.payment_intent_id, fallback.primary_cancel_key(attempt.fallback_of)
+                    )
+            except (TimeoutError, PaymentProviderError) as e:
+                error = f"canceling the primary's PaymentIntent: {e or 'no answer in time'}"
+                log.warning("backup charge waits", attempt_id=str(attempt.attempt_id), error=error)
+                await record_outcome(
+                    self._pool, attempt.attempt_id, Outcome.UNKNOWN, None, self._settings.backoff, error=error
+                )
+                return True
+            if result.status in (ChargeStatus.SUCCEEDED, ChargeStatus.PROCESSING):
+                # A success credits the primary now (a status only moves forward); a payment still
+                # processing is credited when its success webhook comes.
+                await record_outcome(
+                    self._pool, attempt.fallback_of, outcome_of(result), result, self._settings.backoff
+                )
+                paid = True
+        if paid:
+            await record_outcome(
+                self._pool, attempt.attempt_id, Outcome.SUPERSEDED, None, self._settings.backoff
+            )
+            self.wake(attempt.company_id)
+        return paid
 
     async def _ask_provider(self, attempt: Attempt) -> tuple[Outcome, ChargeResult | None, str | None]:
         """One provider call for the attempt, mapped to an outcome; never raises for provider trouble."""

@@ -147,7 +147,7 @@ async def apply_outcome(
     if fallback is not None:
         # Not recharge_failed: the recharge goes on (nothing keyed on a failure, suspension, reacts).
         event_type = "recharge_falling_back"
-    if unpaid_final and attempt.fallback_of is not None:
+    if unpaid_final and attempt.fallback_of is not None and outcome is not Outcome.SUPERSEDED:
         pause = await pause_after_fallback(conn, attempt, pause)
 
     credited = False

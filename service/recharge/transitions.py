@@ -48,6 +48,9 @@ class Outcome(enum.StrEnum):
     # The provider refused the charge request itself (e.g. the card was detached meanwhile): nothing
     # was charged, and sending it again would be refused again.
     REFUSED = "refused"
+    # A fallback's primary was paid after all (its cardholder completed 3-D Secure late): the backup
+    # card is not charged, and the fallback ends with nothing charged and nothing paused.
+    SUPERSEDED = "superseded"
 
 
 class PauseReason(enum.StrEnum):
@@ -92,6 +95,9 @@ def after_outcome(
     if outcome is Outcome.NOT_FOUND:
         # Nothing was charged; a new attempt (and a new key) may follow at once if still needed.
         return Transition(Status.EXPIRED, None, None, "recharge_failed")
+    if outcome is Outcome.SUPERSEDED:
+        # Not a failure: the recharge was paid by its primary attempt.
+        return Transition(Status.EXPIRED, None, None, "recharge_fallback_not_needed")
     if outcome in (Outcome.PROCESSING, Outcome.UNKNOWN):
         step = unknown_retry_backoff_s[min(max(call_count, 1), len(unknown_retry_backoff_s)) - 1]
         status = Status.PROCESSING if outcome is Outcome.PROCESSING else Status.PENDING

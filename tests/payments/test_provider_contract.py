@@ -334,6 +334,45 @@ async def test_retrieve_answers_what_the_charge_answered(
     assert await provider.retrieve_payment_intent(charged.payment_intent_id) == charged
 
 
+async def test_a_payment_intent_waiting_for_authentication_is_canceled_for_good(
+    provider: PaymentProvider, customer: str, key: Key
+) -> None:
+    card = await attach(provider, customer, "pm_card_authenticationRequired", key)
+    waiting = await charge(provider, customer, card, key("charge"))
+    assert waiting.status is ChargeStatus.REQUIRES_ACTION and waiting.payment_intent_id is not None
+
+    canceled = await provider.cancel_payment_intent(waiting.payment_intent_id, key("cancel"))
+    again = await provider.cancel_payment_intent(waiting.payment_intent_id, key("cancel"))
+
+    # Final and unpaid, read as a hard decline: the same PaymentIntent, and the same answer again.
+    assert (canceled.payment_intent_id, canceled.status) == (
+        waiting.payment_intent_id,
+        ChargeStatus.HARD_DECLINE,
+    )
+    assert again.status is ChargeStatus.HARD_DECLINE
+    assert (
+        await provider.retrieve_payment_intent(waiting.payment_intent_id)
+    ).status is ChargeStatus.HARD_DECLINE
+
+
+async def test_a_paid_payment_intent_is_not_canceled_and_its_state_is_the_answer(
+    provider: PaymentProvider, customer: str, key: Key
+) -> None:
+    card = await attach(provider, customer, "pm_card_visa", key)
+    paid = await charge(provider, customer, card, key("charge"))
+    assert paid.payment_intent_id is not None
+
+    answer = await provider.cancel_payment_intent(paid.payment_intent_id, key("cancel"))
+
+    assert (answer.payment_intent_id, answer.status) == (paid.payment_intent_id, ChargeStatus.SUCCEEDED)
+    assert (await provider.retrieve_payment_intent(paid.payment_intent_id)).status is ChargeStatus.SUCCEEDED
+
+
+async def test_cancel_of_an_unknown_payment_intent_is_refused(provider: PaymentProvider, key: Key) -> None:
+    with pytest.raises(PaymentProviderError):
+        await provider.cancel_payment_intent("pi_does_not_exist", key("cancel"))
+
+
 async def test_retrieve_of_an_unknown_payment_intent_is_refused(provider: PaymentProvider) -> None:
     with pytest.raises(PaymentProviderError):
         await provider.retrieve_payment_intent("pi_does_not_exist")

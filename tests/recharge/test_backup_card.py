@@ -63,13 +63,14 @@ async def test_a_hard_decline_or_authentication_falls_back_once_and_credits_once
     assert fallback["attempt_id"] == fallback_attempt_id(primary["attempt_id"])
     assert fallback["amount_nanos"] == primary["amount_nanos"] == usd(50)
 
-    # Two PaymentIntents, one on each card, each under its own attempt's key; one paid.
+    # Two PaymentIntents, one on each card, each under its own attempt's key; one paid. The one that
+    # waited for 3-D Secure was canceled before the backup was charged, so it can never be paid too.
     pis = charges(fake, company.customer_id)
     assert sorted((pi["payment_method"], pi["status"]) for pi in pis) == sorted(
         [
             (
                 company.payment_method_id,
-                "requires_action" if primary_card == AUTH else "requires_payment_method",
+                "canceled" if primary_card == AUTH else "requires_payment_method",
             ),
             (backup_pm, "succeeded"),
         ]
@@ -222,3 +223,28 @@ async def test_two_loops_make_one_fallback_and_one_credit(
         paid = [pi for pi in charges(fake, company.customer_id) if pi["status"] == "succeeded"]
         assert len(paid) == 1 and len(charges(fake, company.customer_id)) == 2
         assert await wallets.balance(company.company_id) == usd(55)
+
+
+async def test_the_backup_waits_while_the_primarys_cancel_gets_no_answer(
+    wallets: Wallets, fake: FakeStripe, start_loop: StartLoop
+) -> None:
+    # Stripe fails the cancel twice (500): whether the primary can still be paid is not known, so the
+    # backup is not charged; the fallback is retried with the same cancel key, then charged once.
+    fake.fail_requests(500, path="/v1/payment_intents/*/cancel", times=2, should_retry=False)
+    company = await wallets.create(balance_nanos=usd(5), card=AUTH)
+    backup_pm = await wallets.set_backup(company, "pm_card_visa")
+    await start_loop()
+
+    async def credited() -> bool:
+        return await _credits(wallets, company.company_id) == 1
+
+    await wait_until(credited, what="the credit from the backup card")
+    cancels = [p for p in fake.posts() if p.path.endswith("/cancel")]
+    assert [p.status for p in cancels] == [500, 500, 200]
+    assert len({p.idempotency_key for p in cancels}) == 1
+    backup_charges = [p for p in charge_posts(fake) if p.params.get("payment_method") == backup_pm]
+    assert len(backup_charges) == 1  # sent only after the cancel was answered
+    assert fake.posts().index(backup_charges[0]) > fake.posts().index(cancels[-1])
+    events = [e for e, _ in await wallets.events(company.company_id, prefix="recharge_")]
+    assert events.count("recharge_retrying") == 2 and events[-1] == "recharge_succeeded"
+    assert await wallets.balance(company.company_id) == usd(5) + usd(50)

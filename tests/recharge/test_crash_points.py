@@ -143,6 +143,79 @@ async def test_crash_in_the_fallback_then_restart_charges_the_backup_once_and_cr
     assert await restarted.stop() == 0
 
 
+async def test_a_primary_waiting_for_3ds_is_canceled_before_the_backup_is_charged(
+    wallets: Wallets, fake: FakeStripe, workers: Callable[..., Worker]
+) -> None:
+    # A PaymentIntent left in requires_action can still be completed by its cardholder: charging the
+    # backup beside it could take the recharge twice. Between the fallback's commit and the backup's
+    # charge (the process dies there), nothing changes; on restart the primary is canceled first.
+    company = await wallets.create(balance_nanos=usd(5), card="pm_card_authenticationRequired")
+    backup_pm = await wallets.set_backup(company, "pm_card_visa")
+    crashing = workers(**{CRASH_ENV: "after_fallback_commit"})
+    assert await crashing.wait_exit() == CRASH_EXIT_CODE, crashing.log()
+    (waiting,) = charges(fake, company.customer_id)
+    assert waiting["status"] == "requires_action"
+
+    restarted = workers()
+
+    async def credited() -> bool:
+        return len(await wallets.credits(company.company_id)) >= 1
+
+    await wait_until(credited, timeout_s=20, what="the credit from the backup card")
+    primary, fallback = await wallets.attempts(company.company_id)
+    assert (primary["status"], fallback["status"]) == ("requires_action", "succeeded")
+    assert fake.payment_intents[waiting["id"]]["status"] == "canceled"  # it can never be paid now
+    cancels = [p for p in fake.posts() if p.path == f"/v1/payment_intents/{waiting['id']}/cancel"]
+    assert [p.idempotency_key for p in cancels] == [f"recharge-{primary['attempt_id']}:cancel-for-fallback"]
+    with pytest.raises(ValueError, match="canceled, not requires_action"):
+        fake.complete_authentication(waiting["id"])  # too late for the cardholder
+    (credit,) = await wallets.credits(company.company_id)
+    paid = [pi for pi in charges(fake, company.customer_id) if pi["status"] == "succeeded"]
+    assert [pi["payment_method"] for pi in paid] == [backup_pm] and credit["reference"] == paid[0]["id"]
+    assert await wallets.balance(company.company_id) == usd(5) + usd(50)
+    assert await restarted.stop() == 0
+
+
+async def test_a_primary_authenticated_late_is_credited_and_the_backup_is_not_charged(
+    wallets: Wallets, fake: FakeStripe, workers: Callable[..., Worker], pool: asyncpg.Pool
+) -> None:
+    # The cardholder completes 3-D Secure on the primary after its fallback was committed and before
+    # the backup's charge: the primary's money is the recharge, and the backup is never charged.
+    company = await wallets.create(balance_nanos=usd(5), card="pm_card_authenticationRequired")
+    backup_pm = await wallets.set_backup(company, "pm_card_visa")
+    crashing = workers(**{CRASH_ENV: "after_fallback_commit"})
+    assert await crashing.wait_exit() == CRASH_EXIT_CODE, crashing.log()
+    (waiting,) = charges(fake, company.customer_id)
+    fake.complete_authentication(waiting["id"])  # no webhook reaches us: the cancel's answer says it
+
+    restarted = workers()
+
+    async def settled() -> bool:
+        return all(
+            a["status"] not in ("pending", "processing") for a in await wallets.attempts(company.company_id)
+        )
+
+    await wait_until(settled, timeout_s=20, what="the fallback to be settled")
+    primary, fallback = await wallets.attempts(company.company_id)
+    assert (primary["status"], fallback["status"]) == ("succeeded", "expired")
+    (credit,) = await wallets.credits(company.company_id)
+    assert (credit["reference"], credit["recharge_attempt_id"]) == (waiting["id"], primary["attempt_id"])
+    assert [pi for pi in charges(fake, company.customer_id) if pi["payment_method"] == backup_pm] == []
+    assert await wallets.balance(company.company_id) == usd(5) + usd(50)
+    events = [
+        r["event_type"]
+        for r in await pool.fetch(
+            "select event_type from wallet_events where company_id = $1 order by sequence", company.company_id
+        )
+    ]
+    assert "recharge_fallback_not_needed" in events and "recharge_paused" not in events
+    paused = await pool.fetchval(
+        "select auto_recharge_paused_reason from billing_settings where company_id = $1", company.company_id
+    )
+    assert paused is None
+    assert await restarted.stop() == 0
+
+
 async def test_kill_while_the_backup_charge_is_answered_then_restart_charges_once_and_credits_once(
     wallets: Wallets, fake: FakeStripe, workers: Callable[..., Worker]
 ) -> None:

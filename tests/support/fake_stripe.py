@@ -399,6 +399,14 @@ class FakeStripe:
             raise ValueError(f"{payment_intent_id} is {pi['status']}, not processing")
         return self._apply_outcome(pi, outcome)
 
+    def complete_authentication(self, payment_intent_id: str) -> JSON:
+        """The cardholder completes 3-D Secure on a ``requires_action`` PaymentIntent, late, as
+        Stripe's hosted page or an email link allows: it succeeds. Returns the event."""
+        pi = self.payment_intents[payment_intent_id]
+        if pi["status"] != "requires_action":
+            raise ValueError(f"{payment_intent_id} is {pi['status']}, not requires_action")
+        return self._apply_outcome(pi, ChargeOutcome.succeeded())
+
     # ---- webhooks --------------------------------------------------------------------------------
 
     def make_event(self, event_type: str, obj: JSON) -> JSON:
@@ -591,6 +599,7 @@ class FakeStripe:
             ("GET", "v1/payment_intents", self._list_payment_intents),
             ("POST", "v1/payment_intents", self._create_payment_intent),
             ("GET", "v1/payment_intents/*", self._get_payment_intent),
+            ("POST", "v1/payment_intents/*/cancel", self._cancel_payment_intent),
         ]
         for route_method, pattern, handler in routes:
             pattern_parts = pattern.split("/")
@@ -962,6 +971,33 @@ class FakeStripe:
             return self.make_event("payment_intent.requires_action", pi)
         pi.update(status="requires_payment_method", next_action=None)
         return self.make_event("payment_intent.payment_failed", pi)
+
+    def _cancel_payment_intent(self, pi_id: str, params: JSON) -> JSON:
+        pi = self._get_payment_intent(pi_id, params)
+        # Stripe's cancelable states; a card payment that is processing or done is not.
+        if pi["status"] not in (
+            "requires_payment_method", "requires_capture", "requires_confirmation", "requires_action"
+        ):  # fmt: skip
+            raise StripeHTTPError(
+                400,
+                {
+                    "type": "invalid_request_error",
+                    "code": "payment_intent_unexpected_state",
+                    "message": "You cannot cancel this PaymentIntent because it has a status of "
+                    f"{pi['status']}. Only a PaymentIntent with one of the following statuses may be "
+                    "canceled: requires_payment_method, requires_capture, requires_confirmation, "
+                    "requires_action, processing.",
+                    "payment_intent": copy.deepcopy(pi),
+                },
+            )
+        pi.update(
+            status="canceled",
+            canceled_at=int(time.time()),
+            cancellation_reason=params.get("cancellation_reason"),
+            next_action=None,
+        )
+        self.make_event("payment_intent.canceled", pi)
+        return pi
 
     def _get_payment_intent(self, pi_id: str, params: JSON) -> JSON:
         pi = self.payment_intents.get(pi_id)
