@@ -165,21 +165,34 @@ def _delivery(row: asyncpg.Record) -> Delivery:
     )
 
 
-async def resolution_refusal(host: str, port: int, allowed: AllowedHosts) -> str | None:
-    """Why the allow-list refuses `host` after resolving it, or None."""
-    if allowed.listed_exactly(host) and refused_addresses([host.strip("[]")], allowed) == []:
-        return None  # a listed address literal: nothing to resolve
+async def resolve_checked(host: str, port: int, allowed: AllowedHosts) -> tuple[tuple[str, ...], str | None]:
+    """(the addresses of `host`, all accepted by the allow-list, None), or ((), why it refuses `host`).
+
+    The deliverer connects to those very addresses (pinned), so a name that answers differently a
+    moment later (DNS rebinding) cannot carry a request to an address that was never checked.
+    """
+    literal = host.strip("[]")
+    if allowed.listed_exactly(host) and refused_addresses([literal], allowed) == []:
+        return (literal,), None  # a listed address literal: nothing to resolve
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as error:
-        return f"has host {host[:64]!r}, which cannot be resolved ({error})"
-    refused = refused_addresses([str(info[4][0]) for info in infos], allowed)
+        return (), f"has host {host[:64]!r}, which cannot be resolved ({error})"
+    addresses = tuple(dict.fromkeys(str(info[4][0]) for info in infos))  # in resolver order, once each
+    refused = refused_addresses(addresses, allowed)
     if refused:
-        return (
+        return (), (
             f"has host {host[:64]!r}, which resolves to {', '.join(refused[:3])}: not a public address and "
             "not listed in BILLING_WEBHOOK_ALLOWED_HOSTS"
         )
-    return None
+    if not addresses:
+        return (), f"has host {host[:64]!r}, which resolves to no address"
+    return addresses, None
+
+
+async def resolution_refusal(host: str, port: int, allowed: AllowedHosts) -> str | None:
+    """Why the allow-list refuses `host` after resolving it, or None."""
+    return (await resolve_checked(host, port, allowed))[1]
 
 
 async def endpoint_violations(

@@ -15,13 +15,14 @@ import random
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import httpx
 import structlog
 
 from service.app.events import CHANNEL
-from service.app.webhook_endpoints import resolution_refusal
+from service.app.webhook_endpoints import resolve_checked
 from service.config import Config
 from service.db.listener import Listener
 from service.domain.webhook_hosts import AllowedHosts, check_url
@@ -241,19 +242,37 @@ class Deliverer:
             # Its lease runs out and the delivery is tried again.
             log.exception("webhook delivery attempt broke", delivery_id=claimed.delivery_id)
 
-    async def _refusal(self, endpoint: _Endpoint) -> str | None:
-        """Why the allow-list refuses this URL now (checked at every attempt, after resolving)."""
+    async def _addresses(self, endpoint: _Endpoint) -> tuple[tuple[str, ...], str | None]:
+        """(the checked addresses to connect to, None), or ((), why the allow-list refuses the URL
+        now): checked at every attempt, after resolving."""
         target, why = check_url(endpoint.url, self.settings.allowed)
         if target is None:
-            return f"url {why}"
-        why = await resolution_refusal(target.host, target.port, self.settings.allowed)
-        return None if why is None else f"url {why}"
+            return (), f"url {why}"
+        addresses, why = await resolve_checked(target.host, target.port, self.settings.allowed)
+        return (addresses, None) if why is None else ((), f"url {why}")
+
+    async def _post(self, url: str, addresses: tuple[str, ...], body: bytes, headers: dict[str, str]) -> int:
+        """POST to the first checked address that takes the connection (as a resolver's list is
+        tried in order); the HTTP status."""
+        assert self._http is not None
+        for i, address in enumerate(addresses):
+            pinned_url, host_header, extensions = pinned(url, address)
+            try:
+                response = await self._http.post(
+                    pinned_url, content=body, headers={**headers, "Host": host_header}, extensions=extensions
+                )
+            except httpx.ConnectError:
+                if i == len(addresses) - 1:
+                    raise
+                continue
+            return response.status_code
+        raise AssertionError("resolve_checked gives at least one address")
 
     async def _deliver(self, endpoint: _Endpoint, claimed: store.Claimed) -> None:
         assert self._http is not None
         self.attempts += 1
         status: int | None = None
-        refusal = await self._refusal(endpoint)
+        addresses, refusal = await self._addresses(endpoint)
         if refusal is None:
             body = event_body(
                 claimed.event_id, claimed.event_type, claimed.company_id, claimed.sequence,
@@ -268,8 +287,7 @@ class Deliverer:
                 "Consofta-Delivery-Attempt": str(claimed.attempt),
             }
             try:
-                response = await self._http.post(endpoint.url, content=body, headers=headers)
-                status = response.status_code
+                status = await self._post(endpoint.url, addresses, body, headers)
                 if 200 <= status < 300:
                     await store.succeeded(self.pool, claimed, status, self.owner)
                     return
@@ -292,3 +310,12 @@ class Deliverer:
             error=error,
             state=state,
         )
+
+
+def pinned(url: str, address: str) -> tuple[httpx.URL, str, dict[str, Any]]:
+    """The request for `url` sent to the checked `address`: the URL with that address as its host, the
+    Host header of the original URL, and for https the original name for SNI, which is also the name
+    the certificate is verified against."""
+    original = httpx.URL(url)
+    extensions: dict[str, Any] = {"sni_hostname": original.host} if original.scheme == "https" else {}
+    return original.copy_with(host=address), original.netloc.decode("ascii"), extensions

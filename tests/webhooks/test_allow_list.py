@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
+from typing import Any
 
 import asyncpg
 import grpc
@@ -13,7 +15,7 @@ from consofta.billing.v1 import webhook_service_pb2 as pb
 from service.app.webhook_endpoints import create_endpoint
 from service.domain.money import usd
 from service.domain.webhook_hosts import HostListError, check_url, parse_allowed_hosts, refused_addresses
-from service.webhooks.deliverer import Deliverer, DeliverySettings
+from service.webhooks.deliverer import Deliverer, DeliverySettings, pinned
 from tests.conftest import Stubs
 from tests.support.rpc import rich_error
 from tests.support.webhook_receiver import Receiver
@@ -93,6 +95,74 @@ async def test_delivery_rechecks_the_list_and_sends_nothing_when_it_no_longer_al
     # The company's later event waits behind the refused one (order per company).
     assert len(rows) == 2 and len(tried) == 1 and all(r["state"] == "pending" for r in rows)
     assert receiver.received == []
+
+
+def test_a_request_goes_to_the_checked_address_under_its_original_name() -> None:
+    # Pinned: the name is resolved and checked once per attempt, and the connection goes to what was
+    # checked; the receiver still sees its own name (Host), and TLS verifies the certificate for it.
+    url, host, extensions = pinned("https://Hooks.Example.com:8443/in?x=1", "203.0.113.7")
+    assert (str(url), host, extensions) == (
+        "https://203.0.113.7:8443/in?x=1", "hooks.example.com:8443", {"sni_hostname": "hooks.example.com"},
+    )  # fmt: skip
+    url, host, extensions = pinned("http://localhost:9/hook", "::1")
+    assert (str(url), host, extensions) == ("http://[::1]:9/hook", "localhost:9", {})
+
+
+async def test_a_name_is_delivered_to_through_its_checked_addresses_with_its_host_header(
+    stubs: Stubs, pool: asyncpg.Pool, db_url: str, receiver: Receiver
+) -> None:
+    # localhost may resolve to ::1 first while the receiver listens on 127.0.0.1 only: the checked
+    # addresses are tried in the resolver's order, as a client connecting by name would.
+    allowed = parse_allowed_hosts("localhost,127.0.0.1,::1")
+    url = f"http://localhost:{receiver.port}/hook"
+    await create_endpoint(pool, allowed, "r-1", url, ("manual_credit",), None, "", "t")
+    company = await stubs.new_company()
+    from tests.wallet.conftest import credit
+
+    await credit(stubs, company, usd(1))
+    deliverer = Deliverer(pool, db_url, DeliverySettings(allowed, backoff_base_s=0.05))
+    await deliverer.start()
+    try:
+        await receiver.wait_for(lambda got: len(got) >= 1)
+    finally:
+        await deliverer.stop()
+    (got,) = receiver.received
+    assert got.headers["Host"] == f"localhost:{receiver.port}"
+    assert got.event["type"] == "manual_credit"
+
+
+async def test_a_name_that_answers_differently_after_the_check_is_not_followed(
+    stubs: Stubs, pool: asyncpg.Pool, db_url: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DNS rebinding: a resolver (the test's, small and honest) that gives the listed address when the
+    # allow-list checks the name and another address afterwards. The request goes where the check
+    # said; a second resolution would have sent it to 192.0.2.1.
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def rebinding(host: object, *args: Any, **kwargs: Any) -> Any:
+        if host == "rebind.test":
+            asked.append(host)
+            host = "127.0.0.1" if len(asked) == 1 else "192.0.2.1"
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    allowed = parse_allowed_hosts("rebind.test,127.0.0.1")
+    url = f"http://rebind.test:{receiver.port}/hook"
+    await create_endpoint(pool, allowed, "r-1", url, ("manual_credit",), None, "", "t")
+    asked.clear()  # registration resolved it too
+    company = await stubs.new_company()
+    from tests.wallet.conftest import credit
+
+    await credit(stubs, company, usd(1))
+    deliverer = Deliverer(pool, db_url, DeliverySettings(allowed, backoff_base_s=0.05, timeout_s=2.0))
+    await deliverer.start()
+    try:
+        await receiver.wait_for(lambda got: len(got) >= 1)
+    finally:
+        await deliverer.stop()
+    assert receiver.received[0].headers["Host"] == f"rebind.test:{receiver.port}"
+    assert asked == ["rebind.test"]  # resolved once, for the check
 
 
 def test_list_entries_and_matching() -> None:
