@@ -53,6 +53,26 @@ USAGE_DEBITED_NANOS = Counter(
     ["usage_type"],
     registry=REGISTRY,
 )
+WEBHOOK_ATTEMPTS = Counter(
+    "billing_webhook_delivery_attempts",
+    "Outbound webhook delivery attempts, by result: delivered (a 2xx answer), http_error (any other "
+    "status), timeout, connection_error, refused (the allow-list refused the URL at this attempt).",
+    ["result"],
+    registry=REGISTRY,
+)
+WEBHOOK_ATTEMPT_SECONDS = Histogram(
+    "billing_webhook_delivery_seconds",
+    "Time of one delivery attempt's HTTP request, from sending to the answer (or the error), by result.",
+    ["result"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=REGISTRY,
+)
+WEBHOOK_GAVE_UP = Counter(
+    "billing_webhook_deliveries_failed",
+    "Deliveries given up after their retry window (BILLING_WEBHOOK_RETRY_FOR_S): listed with "
+    "ListWebhookDeliveries, sent again with RedeliverWebhookDelivery.",
+    registry=REGISTRY,
+)
 USAGE_BATCH_SIZE = Histogram(
     "billing_usage_batch_size",
     "Usages applied by one record_usages() call of the group commit (unary calls and RecordUsageBatch "
@@ -163,6 +183,16 @@ class ServerGauges:
             "and not held by the monthly cap (database-wide: use max()).",
             registry=self.registry,
         )
+        self.webhooks_pending = Gauge(
+            "billing_webhook_deliveries_pending",
+            "Outbound webhook deliveries not yet delivered nor given up (database-wide: use max()).",
+            registry=self.registry,
+        )
+        self.webhooks_oldest_pending_s = Gauge(
+            "billing_webhook_oldest_pending_seconds",
+            "Age of the oldest pending outbound webhook delivery, 0 when none (database-wide: use max()).",
+            registry=self.registry,
+        )
         self.scrape_errors = Counter(
             "billing_metrics_scrape_errors",
             "Scrapes whose database query failed (the gauge keeps its last value).",
@@ -184,7 +214,11 @@ class ServerGauges:
                        where w.balance_nanos < w.minimum_balance_nanos and w.has_card
                          and s.auto_recharge_enabled and s.auto_recharge_paused_reason is null
                          and s.recharge_blocked_by_cap_at is null
-                   ) as awaiting_recharge
+                   ) as awaiting_recharge,
+                   -- Both from the (state, created_at) index: few rows are pending at any time.
+                   (select count(*) from webhook_deliveries where state = 'pending') as webhooks_pending,
+                   (select coalesce(extract(epoch from now() - min(created_at)), 0) from webhook_deliveries
+                     where state = 'pending')::float8 as webhooks_oldest_pending_s
               from wallets w left join billing_settings s using (company_id)
             """
         )
@@ -211,6 +245,8 @@ class ServerGauges:
             self.wallets_below_minimum.set(counts["below_minimum"])
             self.wallets_recharge_paused.set(counts["paused"])
             self.wallets_awaiting_recharge.set(counts["awaiting_recharge"])
+            self.webhooks_pending.set(counts["webhooks_pending"])
+            self.webhooks_oldest_pending_s.set(counts["webhooks_oldest_pending_s"])
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             self.scrape_errors.inc()
             log.warning("metrics query failed", error=str(exc))

@@ -26,6 +26,7 @@ from service.app.webhook_endpoints import resolve_checked
 from service.config import Config
 from service.db.listener import Listener
 from service.domain.webhook_hosts import AllowedHosts, check_url
+from service.metrics import WEBHOOK_ATTEMPT_SECONDS, WEBHOOK_ATTEMPTS, WEBHOOK_GAVE_UP
 
 from . import store
 from .body import event_body
@@ -286,22 +287,30 @@ class Deliverer:
                 "Consofta-Delivery-Id": str(claimed.delivery_id),
                 "Consofta-Delivery-Attempt": str(claimed.attempt),
             }
+            sent = time.perf_counter()
             try:
                 status = await self._post(endpoint.url, addresses, body, headers)
-                if 200 <= status < 300:
-                    await store.succeeded(self.pool, claimed, status, self.owner)
-                    return
+                result = "delivered" if 200 <= status < 300 else "http_error"
                 error = f"HTTP {status}"
             except httpx.TimeoutException:
-                error = f"timed out after {self.settings.timeout_s:g} s"
+                result, error = "timeout", f"timed out after {self.settings.timeout_s:g} s"
             except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                result, error = "connection_error", f"{type(exc).__name__}: {str(exc)[:200]}"
+            WEBHOOK_ATTEMPTS.labels(result=result).inc()
+            WEBHOOK_ATTEMPT_SECONDS.labels(result=result).observe(time.perf_counter() - sent)
+            if result == "delivered":
+                assert status is not None
+                await store.succeeded(self.pool, claimed, status, self.owner)
+                return
         else:
+            WEBHOOK_ATTEMPTS.labels(result="refused").inc()
             error = f"refused: {refusal}"
         retry_in = store.backoff_s(
             claimed.attempt, self.settings.backoff_base_s, self.settings.backoff_max_s, self._rng
         )
         state = await store.failed(self.pool, claimed, retry_in, status, error, self.owner)
+        if state == "failed":
+            WEBHOOK_GAVE_UP.inc()
         log.info(
             "webhook delivery attempt failed",
             endpoint_id=endpoint.endpoint_id,

@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "payments": {"domain", "config"},
     "app": {"domain", "db", "payments", "config"},
     "recharge": {"domain", "db", "app", "payments", "config", "metrics"},
-    "webhooks": {"domain", "db", "app", "config"},
+    "webhooks": {"domain", "db", "app", "config", "metrics"},
     "api": {"domain", "db", "app", "payments", "config", "metrics", "tracing"},
 }
 

@@ -17,6 +17,7 @@ from consofta.billing.v1 import wallet_service_pb2_grpc, webhook_service_pb2_grp
 from consofta.billing.v1 import webhook_service_pb2 as pb
 
 from service.domain.money import usd
+from service.metrics import REGISTRY, ServerGauges
 from service.webhooks import signing
 from tests.support.webhook_receiver import Receiver
 from tests.webhooks.conftest import Hooks, start_hooks
@@ -85,6 +86,34 @@ async def test_retries_after_500s_until_the_endpoint_answers(hooks: Hooks, recei
     assert len({r.event["id"] for r in receiver.received}) == 1
     [delivery] = await hooks.settled(pb.WEBHOOK_DELIVERY_STATE_SUCCEEDED)
     assert delivery.attempts == 4
+
+
+def _attempts(result: str) -> float:
+    return REGISTRY.get_sample_value("billing_webhook_delivery_attempts_total", {"result": result}) or 0.0
+
+
+async def test_attempts_are_counted_by_result_and_pending_deliveries_are_gauged(
+    hooks: Hooks, receiver: Receiver, db_url: str
+) -> None:
+    before = {r: _attempts(r) for r in ("delivered", "http_error")}
+    receiver.respond = lambda _event, _nth: (500, 0.0)
+    await hooks.endpoint(receiver.url, "manual_credit")
+    company = await hooks.company()
+    await hooks.credit(company, usd(1))
+    await receiver.wait_for(lambda got: len(got) >= 2)
+    gauges = ServerGauges(hooks.app.pool, lambda: 0, db_url)
+    try:
+        await gauges.refresh()
+        assert (gauges.registry.get_sample_value("billing_webhook_deliveries_pending") or 0) >= 1
+        assert (gauges.registry.get_sample_value("billing_webhook_oldest_pending_seconds") or 0) > 0
+    finally:
+        await gauges.close()
+    receiver.respond = lambda _event, _nth: (200, 0.0)
+    await receiver.wait_for(lambda got: any(r.status == 200 for r in got))
+    await hooks.settled(pb.WEBHOOK_DELIVERY_STATE_SUCCEEDED)
+    failures = sum(1 for r in receiver.received if r.status == 500)
+    assert _attempts("http_error") - before["http_error"] == failures
+    assert _attempts("delivered") - before["delivered"] == 1
 
 
 async def test_retries_after_a_timeout(hooks: Hooks, receiver: Receiver) -> None:
