@@ -160,6 +160,7 @@ async def _run_replicas(
     ]
     workers = [Worker(db_url, fake, tmp_path / f"worker-{i}.log") for i in range(WORKERS)]
     load = Load(keys, clients, held_from=2 * keys // 3)
+    driving: asyncio.Task[None] | None = None
     try:
         for server in servers:
             server.start()
@@ -203,6 +204,11 @@ async def _run_replicas(
         for worker in workers:
             assert await worker.stop() == 0, worker.log()
     finally:
+        if driving is not None and not driving.done():
+            # A failure before the load finished: its clients (some held until `resume`) must not
+            # outlive the test and call whatever later binds these ports.
+            driving.cancel()
+            await asyncio.gather(driving, return_exceptions=True)
         for server in servers:
             server.kill_quietly()
         for worker in workers:
