@@ -52,10 +52,12 @@ class Load:
     done: set[int] = field(default_factory=set)
     retried: Counter[str] = field(default_factory=Counter)
     next_key: int = 0
-    # Keys from `held_from` on wait for `resume`: the test lets them go once its victim is dead, so that
-    # some calls are sure to meet the dead replica, however fast the first part of the load went.
+    # Keys from `held_from` on wait for `resume`, which the test sets once its victim is dead, and are
+    # sent to the victim first: so some calls are sure to meet the dead replica, however fast the first
+    # part of the load went and whichever client takes which key.
     held_from: int | None = None
     resume: asyncio.Event = field(default_factory=asyncio.Event)
+    victim: int = 1
 
     def company_of(self, key: int, companies: list[Company]) -> str:
         return companies[key % len(companies)].company_id
@@ -112,7 +114,9 @@ async def _drive(load: Load, companies: list[Company], targets: list[str], sende
             load.next_key += 1
             if load.held_from is not None and key >= load.held_from:
                 await load.resume.wait()
-            replica = (key + number) % len(stubs)
+                replica = load.victim
+            else:
+                replica = (key + number) % len(stubs)
             for _attempt in range(300):
                 try:
                     await sender(stubs[replica], load.company_of(key, companies), f"usage-{key}")
@@ -169,7 +173,7 @@ async def _run_replicas(
         for server in servers:
             await server.wait_serving()
         driving = asyncio.create_task(_drive(load, companies, [s.target for s in servers], sender))
-        victim = servers[1]
+        victim = servers[load.victim]
 
         async def a_third_done() -> bool:
             return len(load.done) >= keys // 3
