@@ -146,7 +146,7 @@ class WalletServiceServicer:
         """Takes money from a wallet by hand, with a reason: the pair of CreditWallet, under the same rules
         (more than zero, at most 100,000 USD, a reason, idempotent under (company_id, request_id)). Appends a
         `manual_debit` ledger entry and emits a `manual_debit` wallet event in the same transaction. The
-        balance may go below zero. Authorization: the finance role once roles exist.
+        balance may go below zero. Authorization: the finance role (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -158,7 +158,7 @@ class WalletServiceServicer:
         `usage_voided` wallet event. A record is never voided for more than its amount, counting its earlier
         voids: a void past it is FAILED_PRECONDITION (VOID_EXCEEDS_RECORD). An unknown record is NOT_FOUND
         (USAGE_RECORD_NOT_FOUND). Idempotent under (company_id, request_id), like CreditWallet.
-        Authorization: the finance role once roles exist.
+        Authorization: the finance role (or admin).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

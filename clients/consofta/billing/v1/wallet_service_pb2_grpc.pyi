@@ -61,7 +61,7 @@ class WalletServiceStub:
     """Takes money from a wallet by hand, with a reason: the pair of CreditWallet, under the same rules
     (more than zero, at most 100,000 USD, a reason, idempotent under (company_id, request_id)). Appends a
     `manual_debit` ledger entry and emits a `manual_debit` wallet event in the same transaction. The
-    balance may go below zero. Authorization: the finance role once roles exist.
+    balance may go below zero. Authorization: the finance role (or admin).
     """
     VoidUsageRecord: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.VoidUsageRecordRequest, _wallet_service_pb2.VoidUsageRecordResponse]
     """Reverses a usage record, in full or in part, with a reason and the actor: appends a `usage_void`
@@ -69,7 +69,7 @@ class WalletServiceStub:
     `usage_voided` wallet event. A record is never voided for more than its amount, counting its earlier
     voids: a void past it is FAILED_PRECONDITION (VOID_EXCEEDS_RECORD). An unknown record is NOT_FOUND
     (USAGE_RECORD_NOT_FOUND). Idempotent under (company_id, request_id), like CreditWallet.
-    Authorization: the finance role once roles exist.
+    Authorization: the finance role (or admin).
     """
     AuthorizeUsage: _grpc.UnaryUnaryMultiCallable[_wallet_service_pb2.AuthorizeUsageRequest, _wallet_service_pb2.AuthorizeUsageResponse]
     """Prices a usage about to happen and, when the available balance stays at or above the company's
@@ -149,7 +149,7 @@ class WalletServiceAsyncStub(WalletServiceStub):
     """Takes money from a wallet by hand, with a reason: the pair of CreditWallet, under the same rules
     (more than zero, at most 100,000 USD, a reason, idempotent under (company_id, request_id)). Appends a
     `manual_debit` ledger entry and emits a `manual_debit` wallet event in the same transaction. The
-    balance may go below zero. Authorization: the finance role once roles exist.
+    balance may go below zero. Authorization: the finance role (or admin).
     """
     VoidUsageRecord: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.VoidUsageRecordRequest, _wallet_service_pb2.VoidUsageRecordResponse]  # type: ignore[assignment]
     """Reverses a usage record, in full or in part, with a reason and the actor: appends a `usage_void`
@@ -157,7 +157,7 @@ class WalletServiceAsyncStub(WalletServiceStub):
     `usage_voided` wallet event. A record is never voided for more than its amount, counting its earlier
     voids: a void past it is FAILED_PRECONDITION (VOID_EXCEEDS_RECORD). An unknown record is NOT_FOUND
     (USAGE_RECORD_NOT_FOUND). Idempotent under (company_id, request_id), like CreditWallet.
-    Authorization: the finance role once roles exist.
+    Authorization: the finance role (or admin).
     """
     AuthorizeUsage: _aio.UnaryUnaryMultiCallable[_wallet_service_pb2.AuthorizeUsageRequest, _wallet_service_pb2.AuthorizeUsageResponse]  # type: ignore[assignment]
     """Prices a usage about to happen and, when the available balance stays at or above the company's
@@ -264,7 +264,7 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         """Takes money from a wallet by hand, with a reason: the pair of CreditWallet, under the same rules
         (more than zero, at most 100,000 USD, a reason, idempotent under (company_id, request_id)). Appends a
         `manual_debit` ledger entry and emits a `manual_debit` wallet event in the same transaction. The
-        balance may go below zero. Authorization: the finance role once roles exist.
+        balance may go below zero. Authorization: the finance role (or admin).
         """
 
     @_abc_1.abstractmethod
@@ -278,7 +278,7 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         `usage_voided` wallet event. A record is never voided for more than its amount, counting its earlier
         voids: a void past it is FAILED_PRECONDITION (VOID_EXCEEDS_RECORD). An unknown record is NOT_FOUND
         (USAGE_RECORD_NOT_FOUND). Idempotent under (company_id, request_id), like CreditWallet.
-        Authorization: the finance role once roles exist.
+        Authorization: the finance role (or admin).
         """
 
     @_abc_1.abstractmethod
