@@ -31,19 +31,6 @@ def set_price(
     target.sms_encoding = sms_encoding(encoding)  # type: ignore[assignment]
 
 
-def price_message(
-    billable_units: int,
-    unit_price_nanos: int,
-    amount_nanos: int,
-    rate_card: str,
-    rate_card_version: int,
-    encoding: SmsEncoding | None,
-) -> usage_pb2.Price:
-    built = usage_pb2.Price()
-    set_price(built, billable_units, unit_price_nanos, amount_nanos, rate_card, rate_card_version, encoding)
-    return built
-
-
 def set_usage_record(target: usage_pb2.UsageRecord, record: UsageRecord) -> None:
     target.id = str(record.usage_record_id)
     target.company_id = record.company_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 from consofta.billing.v1 import reporting_pb2
 
 from service.api.wire.money import money
-from service.api.wire.records import price_message
+from service.api.wire.records import set_price
 from service.api.wire.timestamps import timestamp
 from service.api.wire.usage import category_message
 from service.app.reporting.rates import AppliedRate, Estimate
@@ -112,16 +112,18 @@ def applied_rate(rate: AppliedRate) -> reporting_pb2.AppliedRate:
 
 
 def estimate_response(estimate: Estimate) -> reporting_pb2.EstimateCostResponse:
-    return reporting_pb2.EstimateCostResponse(
-        price=price_message(
-            estimate.metering.billable_units,
-            estimate.unit_price_nanos,
-            estimate.amount_nanos,
-            estimate.rate_card,
-            estimate.rate_card_version,
-            estimate.metering.sms_encoding,
-        ),
+    response = reporting_pb2.EstimateCostResponse(
         repeat_count=estimate.repeat_count,
         total_billable_units=estimate.total_billable_units,
         total_amount=money(estimate.total_amount_nanos),
     )
+    set_price(
+        response.price,
+        estimate.metering.billable_units,
+        estimate.unit_price_nanos,
+        estimate.amount_nanos,
+        estimate.rate_card,
+        estimate.rate_card_version,
+        estimate.metering.sms_encoding,
+    )
+    return response
