@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -17,7 +18,7 @@ from service.domain.money import usd
 from service.recharge.crash import CRASH_ENV, CRASH_EXIT_CODE
 from tests.support.fake_stripe import FakeStripe
 
-from .conftest import Wallets, charge_posts, charges, wait_until
+from .conftest import Company, Wallets, charge_posts, charges, wait_until
 from .workers import Worker
 
 
@@ -143,18 +144,27 @@ async def test_crash_in_the_fallback_then_restart_charges_the_backup_once_and_cr
     assert await restarted.stop() == 0
 
 
-async def test_a_primary_waiting_for_3ds_is_canceled_before_the_backup_is_charged(
+async def _died_after_a_3ds_fallback_commit(
     wallets: Wallets, fake: FakeStripe, workers: Callable[..., Worker]
-) -> None:
-    # A PaymentIntent left in requires_action can still be completed by its cardholder: charging the
-    # backup beside it could take the recharge twice. Between the fallback's commit and the backup's
-    # charge (the process dies there), nothing changes; on restart the primary is canceled first.
+) -> tuple[Company, str, dict[str, Any]]:
+    """A company whose primary needs 3-D Secure and whose worker died once the fallback was committed,
+    before the backup's charge: (the company, the backup's payment method, the waiting PaymentIntent)."""
     company = await wallets.create(balance_nanos=usd(5), card="pm_card_authenticationRequired")
     backup_pm = await wallets.set_backup(company, "pm_card_visa")
     crashing = workers(**{CRASH_ENV: "after_fallback_commit"})
     assert await crashing.wait_exit() == CRASH_EXIT_CODE, crashing.log()
     (waiting,) = charges(fake, company.customer_id)
     assert waiting["status"] == "requires_action"
+    return company, backup_pm, waiting
+
+
+async def test_a_primary_waiting_for_3ds_is_canceled_before_the_backup_is_charged(
+    wallets: Wallets, fake: FakeStripe, workers: Callable[..., Worker]
+) -> None:
+    # A PaymentIntent left in requires_action can still be completed by its cardholder: charging the
+    # backup beside it could take the recharge twice. Between the fallback's commit and the backup's
+    # charge (the process dies there), nothing changes; on restart the primary is canceled first.
+    company, backup_pm, waiting = await _died_after_a_3ds_fallback_commit(wallets, fake, workers)
 
     restarted = workers()
 
@@ -181,11 +191,7 @@ async def test_a_primary_authenticated_late_is_credited_and_the_backup_is_not_ch
 ) -> None:
     # The cardholder completes 3-D Secure on the primary after its fallback was committed and before
     # the backup's charge: the primary's money is the recharge, and the backup is never charged.
-    company = await wallets.create(balance_nanos=usd(5), card="pm_card_authenticationRequired")
-    backup_pm = await wallets.set_backup(company, "pm_card_visa")
-    crashing = workers(**{CRASH_ENV: "after_fallback_commit"})
-    assert await crashing.wait_exit() == CRASH_EXIT_CODE, crashing.log()
-    (waiting,) = charges(fake, company.customer_id)
+    company, backup_pm, waiting = await _died_after_a_3ds_fallback_commit(wallets, fake, workers)
     fake.complete_authentication(waiting["id"])  # no webhook reaches us: the cancel's answer says it
 
     restarted = workers()
