@@ -20,6 +20,7 @@ from grpc.aio import ServicerContext
 from service.api.auth import Authenticator, set_current_principal
 from service.api.errors import status_code_of
 from service.api.permissions import HEALTH_PREFIX, REFLECTION_PREFIX, authorize
+from service.api.wrapped_handlers import WrappedHandlers
 from service.domain.errors import BillingError, PermissionDenied
 from service.domain.principals import Principal
 
@@ -31,6 +32,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
         """`authenticator` None: authentication is off."""
         self._auth = authenticator
         self._reflection_needs_auth = reflection_needs_auth
+        self._handlers = WrappedHandlers(self._wrap)
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -43,8 +45,14 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):
             # The handler runs in this call's task and context, so the mark reaches its log line.
             set_current_principal("off")
             return handler
+        if method.startswith(REFLECTION_PREFIX) and not self._reflection_needs_auth:
+            return handler
+        return self._handlers.get(method, handler)
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+        assert self._auth is not None
         if method.startswith(REFLECTION_PREFIX):
-            return self._reflection(handler) if self._reflection_needs_auth else handler
+            return self._reflection(handler)
         return self._checked(method, handler, self._auth)
 
     def _checked(

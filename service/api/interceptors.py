@@ -20,6 +20,7 @@ from grpc.aio import ServicerContext
 from service.api.decoding import Undecodable, tolerant
 from service.api.drain import Drain
 from service.api.edge_call import EdgeCall
+from service.api.wrapped_handlers import WrappedHandlers
 
 
 class _Edge:
@@ -74,6 +75,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, default_deadline_s: float | None = None) -> None:
         self.drain = Drain()
         self._edge = _Edge(self.drain, default_deadline_s)
+        self._handlers = WrappedHandlers(self._wrap)
 
     async def intercept_service(
         self,
@@ -81,9 +83,11 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method
         if handler is None:
             return handler
+        return self._handlers.get(handler_call_details.method, handler)
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         if method.startswith(self._SKIP_PREFIXES):
             return _infrastructure(handler)
         if handler.unary_unary is not None:

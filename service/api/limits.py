@@ -22,6 +22,7 @@ from google.protobuf.descriptor import FileDescriptor
 from grpc.aio import ServicerContext
 
 from service.api.caller import caller_id
+from service.api.wrapped_handlers import WrappedHandlers
 from service.config import Config
 from service.domain.errors import TooManyConcurrentCalls, TooManyStreams
 
@@ -100,6 +101,7 @@ class LimitsInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, limits: CallLimits) -> None:
         self.limits = limits
         self._methods = {WATCH_EVENTS, *limits.method_limits}
+        self._handlers = WrappedHandlers(self._wrap)
 
     async def intercept_service(
         self,
@@ -110,6 +112,9 @@ class LimitsInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method not in self._methods:
             return handler
+        return self._handlers.get(method, handler)
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         limits = self.limits
         if handler.unary_unary is not None:
             unary: Callable[..., Awaitable[Any]] = handler.unary_unary
