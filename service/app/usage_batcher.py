@@ -17,13 +17,13 @@ for repeated keys and holds within a batch, per-item errors and transient failur
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 
 import asyncpg
 import structlog
 
+from service.app.proposed_ids import proposed_ids
 from service.app.record_usage import RecordedUsage, RecordUsageCommand, sql_arguments
 from service.app.usage_batch_rounds import FlushConnection, Pending, Rounds, settle
 from service.domain.errors import BillingError, UsageNotRecorded, UsageQueueFull
@@ -69,10 +69,10 @@ class UsageBatcher:
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
         futures = []
-        for cmd in cmds:
+        for cmd, proposed_id in zip(cmds, proposed_ids(len(cmds)), strict=True):
             request = cmd.request()
             future: asyncio.Future[RecordedUsage] = loop.create_future()
-            queue.append(Pending(cmd, request, sql_arguments(cmd, uuid.uuid4(), request), future, deadline))
+            queue.append(Pending(cmd, request, sql_arguments(cmd, proposed_id, request), future, deadline))
             futures.append(future)
         if len(self._flushers) < self.max_flushes:
             task = loop.create_task(self._flush())
@@ -87,12 +87,25 @@ class UsageBatcher:
         self, cmds: Sequence[RecordUsageCommand], timeout_s: float | None = None
     ) -> list[RecordedUsage | BillingError]:
         """Each usage's result or its own error, in order."""
-        results = await asyncio.gather(*self.submit(cmds, timeout_s), return_exceptions=True)
+        futures = self.submit(cmds, timeout_s)
         out: list[RecordedUsage | BillingError] = []
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, BillingError):
-                raise result
-            out.append(result)
+        # One await after another rather than gather(): the items are settled together, so after the
+        # first the others are done and cost no suspension, and no wrapper or callback per item.
+        try:
+            for future in futures:
+                try:
+                    out.append(await future)
+                except BillingError as error:
+                    out.append(error)
+        except BaseException:
+            # The caller went away (or a fault of ours): the items not yet applied are not started, and
+            # the errors of those already settled are taken, as gather() would.
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+                elif not future.cancelled():
+                    future.exception()
+            raise
         return out
 
     async def stop(self, grace_s: float) -> None:
