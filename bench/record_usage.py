@@ -4,6 +4,7 @@
     python3 dev.py run python bench/record_usage.py --quick --json out.json
     python3 dev.py run python bench/record_usage.py --target HOST:PORT [--database-url URL]
     python3 dev.py run python bench/record_usage.py --workers 1,2,4    # the phases for each server count
+    python3 dev.py run python bench/record_usage.py --quick --profile DIR   # py-spy of the server per phase
 
 It measures, against the same server and the same Postgres in one run, each at --in-flight calls:
   * check                    the health Check: a unary RPC that does no work (the baseline);
@@ -54,6 +55,7 @@ from google.type.money_pb2 import Money
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.record_usage_client import PhaseSpec, run_worker
+from bench.server_profile import profiled, py_spy
 from service.db.embedded import DATABASE_NAME, EmbeddedPostgres
 from service.db.pool import ensure_database, with_database
 from tests.support.process import ServiceProcess
@@ -328,6 +330,7 @@ async def bench(
     client_processes: int = 2,
     server: ServiceProcess | None = None,
     postmaster_pid: int | None = None,
+    profile_dir: Path | None = None,
 ) -> dict[str, dict[str, object]]:
     run = uuid.uuid4().hex[:8]
     prefix = f"bench-{run}-"
@@ -346,7 +349,11 @@ async def bench(
     async def measured(key: str, label: str, phase: PhaseSpec, per_call: int = 1) -> Result:
         sizes0 = _batch_sizes(metrics_port)
         cpu0 = meter.sample()
-        result, client_cpu = await clients.run(label, phase, per_call)
+        if profile_dir is not None and server is not None and server.proc is not None:
+            with profiled(server.proc.pid, profile_dir / f"{key}.txt"):
+                result, client_cpu = await clients.run(label, phase, per_call)
+        else:
+            result, client_cpu = await clients.run(label, phase, per_call)
         cpu1 = meter.sample()
         figures: dict[str, object] = dict(result.figures(baseline))
         events = max(1, result.calls * per_call)
@@ -559,12 +566,22 @@ async def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="a py-spy profile of the server per phase, DIR/<phase>.txt (bench/server_profile.py)",
+    )
+    parser.add_argument(
         "--workers",
         type=lambda v: [int(n) for n in v.split(",")],
         help="server process counts to compare, e.g. 1,2,4 (serve --workers N each)",
     )
     args = parser.parse_args()
     seconds = 5.0 if args.quick else args.seconds
+    if args.profile is not None:
+        if args.target:
+            parser.error("--profile samples a server started here: leave out --target")
+        py_spy()
     if args.workers:
         await bench_workers(args.workers, args, seconds)
         return
@@ -606,6 +623,7 @@ async def main() -> None:
                         args.client_processes,
                         server=server,
                         postmaster_pid=_postmaster_pid(Path(tmp) / "pgdata"),
+                        profile_dir=args.profile,
                     )
     took_s = time.monotonic() - started
     print(f"took {took_s:.0f} s; load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
