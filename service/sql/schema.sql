@@ -548,7 +548,7 @@ CREATE INDEX webhook_deliveries_pending ON public.webhook_deliveries USING btree
 -- record_usage(p_usage_record_id uuid, p_company_id text, p_idempotency_key text, p_request_hash bytea, p_usage_type text, p_rate_key text, p_direction text, p_number_type text, p_quantity bigint, p_sms_encoding text, p_billable_units bigint, p_occurred_at timestamp with time zone, p_hold_id uuid DEFAULT NULL::uuid, p_posted_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns usage_records language plpgsql
 --     record_usage.sql, body md5 52215ccfacc761922dfb2e22f757306e
 -- record_usages(p_usage_record_ids uuid[], p_company_ids text[], p_idempotency_keys text[], p_request_hashes bytea[], p_usage_types text[], p_rate_keys text[], p_directions text[], p_number_types text[], p_quantities bigint[], p_sms_encodings text[], p_billable_units bigint[], p_occurred_ats timestamp with time zone[], p_hold_ids uuid[]) returns TABLE(item integer, outcome text, error_state text, error_message text, record usage_records) language plpgsql
---     record_usages.sql, body md5 589558ce26966d1925210a0ec5ffba99
+--     record_usages.sql, body md5 fd14842d1c384225cc5c8dcb97a90cee
 -- reject_ledger_mutation() returns trigger language plpgsql
 --     append_only.sql, body md5 73b183062f5452967ef36668a2036a60
 -- release_hold(p_company_id text, p_hold_id uuid) returns holds language plpgsql

@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from service.app.record_usage import RecordedUsage, RecordUsageCommand
+from service.app.proposed_ids import proposed_ids
+from service.app.record_usage import RecordedUsage, RecordUsageCommand, sql_arguments
+from service.app.usage_batch_rounds import RECORD_USAGES_SQL
 from service.app.usage_batcher import UsageBatcher
 from service.app.wallets import create_wallet
 from service.domain.errors import UsageNotRecorded, UsageQueueFull
@@ -120,3 +122,20 @@ async def test_stop_applies_what_is_queued_and_then_refuses(pool: asyncpg.Pool, 
     with pytest.raises(UsageNotRecorded):
         await batcher.record(cmd("after"))
     assert await pool.fetchval("select count(*) from usage_records") == 50
+
+
+@pytest.mark.parametrize("items", [1, 20])
+@pytest.mark.parametrize("caller_mode", ["auto", "force_custom_plan"])
+async def test_record_usages_leaves_the_callers_plan_cache_mode_as_it_was(
+    pool: asyncpg.Pool, company: str, items: int, caller_mode: str
+) -> None:
+    # It chooses plan modes for its own statements (generic for a small call); a caller's transaction
+    # must see its own setting afterwards, whichever way the call went.
+    ids = proposed_ids(items)
+    rows = [sql_arguments(cmd(f"mode-{caller_mode}-{items}-{n}"), ids[n]) for n in range(items)]
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(f"set local plan_cache_mode = {caller_mode}")
+        results = await conn.fetch(RECORD_USAGES_SQL, *columns)
+        assert [r["outcome"] for r in results] == ["recorded"] * items
+        assert await conn.fetchval("select current_setting('plan_cache_mode')") == caller_mode
