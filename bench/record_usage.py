@@ -54,6 +54,7 @@ from consofta.billing.v1 import (
 from google.type.money_pb2 import Money
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.cpu_time import process_cpu_s
 from bench.record_usage_client import PhaseSpec, run_worker
 from bench.server_profile import profiled, py_spy
 from service.db.embedded import DATABASE_NAME, EmbeddedPostgres
@@ -205,15 +206,6 @@ async def db_single_statement_phase(admin_url: str, in_flight: int, seconds: flo
         await asyncio.gather(*(c.close() for c in conns))
 
 
-def _cpu_s(pid: int) -> float:
-    """utime + stime of one process (all its threads), in seconds; 0 when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _postgres_pids(postmaster: int | None) -> list[int]:
     """The postmaster and its children (backends, walwriter...); with no known postmaster, every
     process named postgres on the machine."""
@@ -250,8 +242,8 @@ class CpuMeter:
         self.postmaster_pid = postmaster_pid
 
     def sample(self) -> tuple[float, float, float]:
-        server = _cpu_s(self.server_pid) if self.server_pid else float("nan")
-        postgres = sum(_cpu_s(pid) for pid in _postgres_pids(self.postmaster_pid))
+        server = process_cpu_s(self.server_pid) if self.server_pid else float("nan")
+        postgres = sum(process_cpu_s(pid) for pid in _postgres_pids(self.postmaster_pid))
         return server, postgres, _machine_busy_s()
 
 

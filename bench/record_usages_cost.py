@@ -36,6 +36,7 @@ from pathlib import Path
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.cpu_time import process_cpu_s
 from bench.servers import cores_note, scratch_database
 from service.app.proposed_ids import proposed_ids
 from service.app.record_usage import RecordUsageCommand, sql_arguments
@@ -54,13 +55,6 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 }
 CHOICES = {"triggers": "without_triggers", "foreign_keys": "without_foreign_keys", "both": "without_both"}
 BLOCK_S = 1.0
-TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-
-
-def backend_cpu_s(pid: int) -> float:
-    # utime and stime, fields 14 and 15 of /proc/PID/stat (after the parenthesised command name).
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
 
 
 def backend_is_here(pid: int) -> bool:
@@ -92,14 +86,14 @@ class Calls:
         """Backend CPU and wall time of `count` calls, in seconds; the arguments are built beforehand."""
         arguments = [self._columns(size) for _ in range(count)]
         pid = self._conn.get_server_pid()
-        cpu0, wall0 = backend_cpu_s(pid), time.perf_counter()
+        cpu0, wall0 = process_cpu_s(pid), time.perf_counter()
         for columns in arguments:
             async with self._conn.transaction():
                 results = await self._conn.fetch(RECORD_USAGES_SQL, *columns)
             failed = next((r for r in results if r["outcome"] != "recorded"), None)
             if failed is not None:  # the figures would be of some other work
                 raise SystemExit(f"an item was not recorded: {failed['outcome']} {failed['error_message']}")
-        return backend_cpu_s(pid) - cpu0, time.perf_counter() - wall0
+        return process_cpu_s(pid) - cpu0, time.perf_counter() - wall0
 
 
 async def set_variant(conn: asyncpg.Connection, variant: str) -> None:
